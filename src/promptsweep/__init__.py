@@ -1,0 +1,1 @@
+"""promptsweep: how additional prompts change ControlNet (Canny) generations."""

@@ -1,0 +1,68 @@
+"""Reading and writing results so that no half-written file survives a kill.
+
+Every writer writes to a temporary name in the target's directory, then
+renames it over the target: a rename within one file system is atomic, so a
+reader (or a resumed run) sees either the old file, the new one, or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
+    )
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels).save(temporary, format="PNG")
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """Write a table as TSV (``.tsv``) or CSV (anything else)."""
+    separator = "\t" if Path(path).suffix == ".tsv" else ","
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, sep=separator, index=False)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)

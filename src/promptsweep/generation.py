@@ -1,0 +1,137 @@
+"""One (image, condition) generation: seeding, the pipeline call, and checks.
+
+Seeding follows diffusers' recommendation for reproducible batches: one CPU
+``torch.Generator`` per seed. The initial latents are drawn here, on the CPU,
+from those generators and handed to the pipeline, so that a baseline and each
+of its variants start from bit-identical noise for the same seed on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline, UniPCMultistepScheduler
+from PIL import Image
+
+from promptsweep.study import ConditionPrompts
+
+SCHEDULERS = {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler}
+LATENT_CHANNELS = 4
+VAE_SCALE = 8
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    steps: int
+    guidance_scale: float
+    controlnet_scale: float
+    scheduler: str
+    eta: float = 0.0
+    guess_mode: bool = False
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    seed: int
+    pixels: np.ndarray
+    """HxWx3 uint8; black where the pipeline produced NaN."""
+    problem: str | None
+    """Why this image must not be scored (NaN, constant, flagged), or None."""
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per seed: CPU streams are the same on every machine."""
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def initial_latents(seeds: list[int], height: int, width: int) -> torch.Tensor:
+    """The starting noise of each seed, float32 on the CPU, shape (n, 4, h/8, w/8).
+
+    Depends on the seed and the image size only, never on the prompt, so every
+    condition of an image starts from the same noise per seed.
+    """
+    shape = (1, LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE)
+    return torch.cat(
+        [torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators(seeds)]
+    )
+
+
+def with_scheduler(
+    pipeline: StableDiffusionControlNetPipeline, scheduler: str
+) -> StableDiffusionControlNetPipeline:
+    """A pipeline sharing the loaded modules but with its own scheduler.
+
+    Schedulers keep per-call state; a fresh one per job keeps concurrent jobs
+    from sharing it.
+    """
+    scheduler_class = SCHEDULERS[scheduler]
+    components = dict(pipeline.components)
+    components["scheduler"] = scheduler_class.from_config(pipeline.scheduler.config)
+    scheduled = StableDiffusionControlNetPipeline(**components)
+    scheduled.set_progress_bar_config(disable=True)
+    return scheduled
+
+
+def image_problem(image: np.ndarray) -> str | None:
+    """Why a generated float image in [0, 1] is not a picture, or None.
+
+    NaN comes from fp16 overflow in the VAE (diffusers#9239); a constant image
+    is what the safety checker or a failed decode leaves. Either would silently
+    drag an SSIM average.
+    """
+    if not np.isfinite(image).all():
+        return "non-finite pixels (NaN/inf), typically fp16 overflow; try dtype float32 or bfloat16"
+    if float(image.max() - image.min()) == 0.0:
+        return "constant image (every pixel the same)"
+    return None
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8, rounding as diffusers does; NaN becomes 0."""
+    return (np.nan_to_num(image, nan=0.0) * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def generate(
+    pipeline: StableDiffusionControlNetPipeline,
+    control: Image.Image,
+    prompts: ConditionPrompts,
+    seeds: list[int],
+    settings: GenerationSettings,
+    seeds_per_batch: int,
+) -> list[GeneratedImage]:
+    """Generate one image per seed for one (image, condition).
+
+    Seeds run in batches of ``seeds_per_batch`` pipeline calls; each image's
+    result does not depend on the batching (up to float rounding).
+    """
+    scheduled = with_scheduler(pipeline, settings.scheduler)
+    device = pipeline._execution_device
+    dtype = pipeline.unet.dtype
+    results: list[GeneratedImage] = []
+    for start in range(0, len(seeds), seeds_per_batch):
+        batch = seeds[start : start + seeds_per_batch]
+        latents = initial_latents(batch, control.height, control.width)
+        output = scheduled(
+            prompt=[prompts.prompt] * len(batch),
+            negative_prompt=[prompts.negative_prompt] * len(batch),
+            image=control,
+            height=control.height,
+            width=control.width,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            controlnet_conditioning_scale=settings.controlnet_scale,
+            guess_mode=settings.guess_mode,
+            eta=settings.eta,
+            generator=generators(batch),
+            latents=latents.to(device=device, dtype=dtype),
+            output_type="np",
+        )
+        flagged = output.nsfw_content_detected or [False] * len(batch)
+        for seed, image, is_flagged in zip(batch, output.images, flagged):
+            problem = image_problem(image)
+            if is_flagged:
+                problem = "flagged by the safety checker (replaced by a black image)"
+            results.append(GeneratedImage(seed, to_uint8(image), problem))
+    return results

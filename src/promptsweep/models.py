@@ -1,0 +1,276 @@
+"""Finding and loading the Stable Diffusion + ControlNet pipeline.
+
+Two steps, each in one place:
+
+* :func:`resolve_weights` turns a model source (a hub id with a revision, or a
+  local directory) into a local directory and a fingerprint (the resolved
+  commit hash, or the sha256 of every weight file). It runs once per study,
+  before any generation, so missing weights stop the run early.
+* :func:`load_pipeline` builds the diffusers pipeline from those directories,
+  from safetensors only, and :func:`cached_pipeline` keeps it for the life of
+  the process so that a worker loads it once, not once per job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+# Only what the pipeline needs, in safetensors: the hub repositories also hold
+# multi-GB single-file checkpoints and pickled .bin weights that must not load.
+BASE_PATTERNS = [
+    "model_index.json",
+    "*/config.json",
+    "*/*_config.json",
+    "*/preprocessor_config.json",
+    "tokenizer/*",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder/model.safetensors",
+]
+SAFETY_CHECKER_PATTERNS = ["safety_checker/model.safetensors", "feature_extractor/*"]
+CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+T = TypeVar("T")
+
+
+class MissingWeightsError(RuntimeError):
+    """Weights that are neither local nor fetchable; the message says how to fetch them."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A hub repository id (with an optional revision) or a local directory."""
+
+    id: str
+    revision: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.id).expanduser().is_dir() or self.id.startswith((".", "/", "~"))
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a model's files are on disk, and what identifies them."""
+
+    source: ModelSource
+    directory: str
+    commit: str | None
+    sha256: dict[str, str]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "id": self.source.id,
+            "revision": self.source.revision,
+            "directory": self.directory,
+            "commit": self.commit,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ResolvedWeights:
+        return cls(
+            ModelSource(record["id"], record["revision"]),
+            record["directory"],
+            record["commit"],
+            record["sha256"],
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def fetch_command(source: ModelSource, patterns: list[str]) -> str:
+    revision = f" --revision {source.revision}" if source.revision else ""
+    includes = " ".join(f"'{pattern}'" for pattern in patterns)
+    return f"hf download {source.id}{revision} --include {includes}"
+
+
+def resolve_weights(source: ModelSource, patterns: list[str], role: str) -> ResolvedWeights:
+    """Find a model's files locally, fetching them from the hub if allowed.
+
+    A local directory is fingerprinted by the sha256 of its safetensors files.
+    A hub id is looked up in the Hugging Face cache (``HF_HOME``); if absent
+    and ``HF_HUB_OFFLINE`` is not set, it is downloaded. The resolved commit
+    hash identifies it.
+    """
+    if source.is_local:
+        directory = Path(source.id).expanduser()
+        if not directory.is_dir():
+            raise MissingWeightsError(
+                f"{role} model directory {source.id!r} does not exist; set model.{role}.id "
+                "to a directory in diffusers' layout or to a hub id"
+            )
+        weights = sorted(directory.rglob("*.safetensors"))
+        if not weights:
+            pickled = sorted(directory.rglob("*.bin")) + sorted(directory.rglob("*.ckpt"))
+            hint = " (it has only pickled .bin/.ckpt weights, which are never loaded)" if pickled else ""
+            raise MissingWeightsError(
+                f"{role} model directory {source.id!r} holds no .safetensors weights{hint}; "
+                "convert or download the safetensors files"
+            )
+        return ResolvedWeights(
+            source,
+            str(directory.resolve()),
+            None,
+            {str(path.relative_to(directory)): file_sha256(path) for path in weights},
+        )
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        directory = snapshot_download(
+            source.id,
+            revision=source.revision,
+            allow_patterns=patterns,
+            local_files_only=True,
+        )
+    except LocalEntryNotFoundError:
+        directory = None
+    if directory is None and not hub_offline():
+        try:
+            directory = snapshot_download(
+                source.id, revision=source.revision, allow_patterns=patterns
+            )
+        except Exception as error:  # noqa: BLE001 -- any failure means "not fetchable"
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            raise MissingWeightsError(_missing_message(source, patterns, role, reason)) from None
+    if directory is None:
+        raise MissingWeightsError(
+            _missing_message(source, patterns, role, "not in the local cache and HF_HUB_OFFLINE is set")
+        )
+    return ResolvedWeights(source, str(directory), Path(directory).name, {})
+
+
+def _missing_message(source: ModelSource, patterns: list[str], role: str, reason: str) -> str:
+    return (
+        f"{role} weights {source.id!r} (revision {source.revision or 'main'}) are missing: "
+        f"{reason}. Fetch them on a machine with network access with\n"
+        f"    {fetch_command(source, patterns)}\n"
+        f"(into the same HF_HOME), or set model.{role}.id to a local directory."
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when present, else CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto`` is float16 on CUDA and float32 on the CPU (fp16 is slow or unsupported there)."""
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    device: str
+    dtype: torch.dtype
+    safety_checker: bool = False
+    attention_slicing: bool = False
+    cpu_offload: bool = False
+
+
+def load_pipeline(
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
+) -> StableDiffusionControlNetPipeline:
+    """Build the pipeline from local directories, from safetensors only.
+
+    ``use_safetensors=True`` makes diffusers refuse pickled weights, and no
+    remote code is ever trusted.
+    """
+    controlnet_model = ControlNetModel.from_pretrained(
+        controlnet.directory, torch_dtype=options.dtype, use_safetensors=True
+    )
+    safety: dict[str, Any] = {}
+    if not options.safety_checker:
+        safety = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipeline = StableDiffusionControlNetPipeline.from_pretrained(
+        base.directory,
+        controlnet=controlnet_model,
+        torch_dtype=options.dtype,
+        use_safetensors=True,
+        **safety,
+    )
+    if options.attention_slicing:
+        pipeline.enable_attention_slicing()
+    if options.cpu_offload:
+        pipeline.enable_model_cpu_offload(device=options.device)
+    else:
+        pipeline.to(options.device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+_pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
+
+# All model work of a process runs on this one thread. Snakemake runs local jobs
+# on a pool of threads; PyTorch's OpenMP workers belong to the thread that
+# calls into it, and model calls hopping between pool threads ran at half the
+# speed on a 2-core CPU (measured: 1.6 s vs 0.8 s per batch). One thread also
+# serialises access to the shared pipeline.
+_device_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptsweep-model")
+
+
+def on_model_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``function`` on the process's model thread and return its result."""
+    return _device_thread.submit(function, *args, **kwargs).result()
+
+
+@dataclass(frozen=True)
+class CachedPipeline:
+    pipeline: StableDiffusionControlNetPipeline
+    load_seconds: float | None
+    """Seconds spent loading by this call; ``None`` when the pipeline was already loaded."""
+
+
+def cached_pipeline(
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
+) -> CachedPipeline:
+    """The pipeline for these weights and options, loaded at most once per process.
+
+    Snakemake runs local jobs as threads of one process (the workflow profile
+    sets ``force-use-threads``), so every generation job of a run shares it.
+    """
+    return on_model_thread(_cached_pipeline, base, controlnet, options)
+
+
+def _cached_pipeline(
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
+) -> CachedPipeline:
+    key = (
+        base.directory,
+        controlnet.directory,
+        tuple(sorted(base.sha256.items())),
+        tuple(sorted(controlnet.sha256.items())),
+        options,
+    )
+    if key in _pipelines:
+        return CachedPipeline(_pipelines[key], None)
+    started = time.perf_counter()
+    _pipelines[key] = load_pipeline(base, controlnet, options)
+    return CachedPipeline(_pipelines[key], time.perf_counter() - started)

@@ -1,0 +1,429 @@
+"""The workflow's jobs: each reads its input files, calls the package's pure
+functions, and writes its outputs atomically. Rules in ``workflow/rules`` only
+wire paths and parameters to these functions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from promptsweep import edges, files, metrics, models, plots, provenance, stats, tables
+from promptsweep.generation import GenerationSettings, generate
+from promptsweep.study import ConditionPrompts
+
+
+class GenerationError(RuntimeError):
+    """A generation that must not be scored; the message says what to change."""
+
+
+@contextmanager
+def job_log(path: str | Path, name: str) -> Iterator[logging.Logger]:
+    """A logger writing to the job's log file and to stderr (progress).
+
+    Jobs run as threads of one process, so each gets its own logger and handler.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"promptsweep.job.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    file_handler = logging.FileHandler(path, mode="w")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
+    logger.handlers = [file_handler, console]
+    try:
+        yield logger
+    except Exception as error:
+        logger.error("failed: %s", error)
+        raise
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers = []
+
+
+def make_edge_map(
+    image_path: str, edge_path: str, resolution: int, low: int, high: int, log: str
+) -> None:
+    with job_log(log, f"edges {Path(image_path).name}") as logger:
+        image = edges.read_image(Path(image_path))
+        edge = edges.edge_map(image, resolution, low, high)
+        files.write_png(Path(edge_path), edge)
+        logger.info(
+            "%s: %dx%d -> edge map %dx%d, %.1f%% edge pixels",
+            image_path, image.shape[1], image.shape[0], edge.shape[1], edge.shape[0],
+            100.0 * (edge > 0).mean(),
+        )
+
+
+def write_tiny_model(directory: str, log: str) -> None:
+    from promptsweep.tiny import write_tiny_model as write
+
+    with job_log(log, "tiny model") as logger:
+        write(Path(directory) / "base", Path(directory) / "controlnet")
+        logger.info("wrote the tiny model to %s", directory)
+
+
+def resolve_model(model: dict[str, Any], tiny_directory: str | None, output: str, log: str) -> None:
+    """Locate the weights (fetching if allowed) and record their identity."""
+    with job_log(log, "model") as logger:
+        if model["source"] == "tiny":
+            assert tiny_directory is not None
+            base_source = models.ModelSource(str(Path(tiny_directory) / "base"))
+            controlnet_source = models.ModelSource(str(Path(tiny_directory) / "controlnet"))
+            patterns = {"base": [], "controlnet": []}
+        else:
+            base_source = models.ModelSource(model["base"]["id"], model["base"].get("revision"))
+            controlnet_source = models.ModelSource(
+                model["controlnet"]["id"], model["controlnet"].get("revision")
+            )
+            patterns = {"base": models.BASE_PATTERNS, "controlnet": models.CONTROLNET_PATTERNS}
+        base = models.resolve_weights(base_source, patterns["base"], "base")
+        controlnet = models.resolve_weights(controlnet_source, patterns["controlnet"], "controlnet")
+        for role, weights in (("base", base), ("controlnet", controlnet)):
+            logger.info("%s: %s -> %s (commit %s)", role, weights.source.id, weights.directory, weights.commit)
+        files.write_json(
+            Path(output),
+            {"name": model["name"], "source": model["source"],
+             "base": base.as_record(), "controlnet": controlnet.as_record()},
+        )
+
+
+def _pipeline_options(runtime: dict[str, Any]) -> models.PipelineOptions:
+    device = models.resolve_device(runtime["device"])
+    return models.PipelineOptions(
+        device=device,
+        dtype=models.resolve_dtype(runtime["dtype"], device),
+        safety_checker=runtime["safety_checker"],
+        attention_slicing=runtime["attention_slicing"],
+        cpu_offload=runtime["cpu_offload"],
+    )
+
+
+OOM_REMEDIES = (
+    "reduce runtime.seeds_per_batch, or set runtime.attention_slicing: true, "
+    "or runtime.cpu_offload: true"
+)
+
+
+def generate_condition(
+    edge_path: str,
+    weights_path: str,
+    image_paths: Sequence[str],
+    record_paths: Sequence[str],
+    request: dict[str, Any],
+    log: str,
+) -> None:
+    """Generate every seed of one (image, condition) and write image + record per seed.
+
+    ``request`` holds everything the images depend on: the texts, seeds, the
+    generation settings and the runtime options; the workflow passes it as a
+    rule parameter, so a change to any of it reruns exactly this job.
+    """
+    label = f"{request['image_id']}/{request['condition']}"
+    with job_log(log, f"generate {label}") as logger:
+        weights = files.read_json(Path(weights_path))
+        options = _pipeline_options(request["runtime"])
+        loaded = models.cached_pipeline(
+            models.ResolvedWeights.from_record(weights["base"]),
+            models.ResolvedWeights.from_record(weights["controlnet"]),
+            options,
+        )
+        if loaded.load_seconds is None:
+            logger.info("pipeline: reused (already loaded in this process)")
+        else:
+            logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
+        control = edges.control_image(files.read_png(Path(edge_path)))
+        prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
+        settings = GenerationSettings(**request["generation"])
+        seeds = list(request["seeds"])
+        started = time.perf_counter()
+        try:
+            images = models.on_model_thread(
+                generate, loaded.pipeline, control, prompts, seeds, settings,
+                request["runtime"]["seeds_per_batch"],
+            )
+        except torch.cuda.OutOfMemoryError as error:
+            raise GenerationError(
+                f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
+            ) from None
+        seconds = time.perf_counter() - started
+        logger.info("%d seeds in %.2f s (%.2f s per image)", len(seeds), seconds, seconds / len(seeds))
+
+        problems = [image for image in images if image.problem]
+        if problems and request["runtime"]["on_invalid_image"] == "fail":
+            details = "; ".join(f"seed {image.seed}: {image.problem}" for image in problems)
+            raise GenerationError(
+                f"{label}: {details}. Set runtime.on_invalid_image: exclude to record such "
+                "images and leave them out of every metric instead"
+            )
+        common = {
+            "image_id": request["image_id"],
+            "condition": request["condition"],
+            "prompt": prompts.prompt,
+            "negative_prompt": prompts.negative_prompt,
+            "edge_map": edge_path,
+            "generation": request["generation"],
+            "resolution": [control.width, control.height],
+            "runtime": request["runtime"],
+            "model": weights,
+            "device": provenance.device_description(options.device),
+            "dtype": str(options.dtype).removeprefix("torch."),
+            "packages": provenance.package_versions(),
+            "seeds_in_job": seeds,
+            "wall_seconds_per_image": seconds / len(seeds),
+        }
+        for image, image_path, record_path in zip(images, image_paths, record_paths):
+            if image.problem:
+                logger.warning("seed %d excluded: %s", image.seed, image.problem)
+            files.write_png(Path(image_path), image.pixels)
+            files.write_json(
+                Path(record_path),
+                {**common, "seed": image.seed, "image": image_path,
+                 "valid": image.problem is None, "problem": image.problem},
+            )
+
+
+def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) -> str:
+    reasons = [
+        f"{name}: {record['problem']}"
+        for name, record in (("baseline", baseline_record), ("variant", variant_record))
+        if not record["valid"]
+    ]
+    return "; ".join(reasons)
+
+
+def compare_pairs(
+    image_id: str,
+    prompt_id: str,
+    seeds: Sequence[int],
+    baseline_paths: Sequence[str],
+    variant_paths: Sequence[str],
+    baseline_record_paths: Sequence[str],
+    variant_record_paths: Sequence[str],
+    output: str,
+    log: str,
+) -> None:
+    """Per seed: SSIM, MS-SSIM and PSNR of the variant against the same seed's baseline."""
+    with job_log(log, f"ssim {image_id}/{prompt_id}") as logger:
+        rows = []
+        for seed, baseline_path, variant_path, baseline_record_path, variant_record_path in zip(
+            seeds, baseline_paths, variant_paths, baseline_record_paths, variant_record_paths
+        ):
+            excluded = _exclusion(
+                files.read_json(Path(baseline_record_path)), files.read_json(Path(variant_record_path))
+            )
+            row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
+            if excluded:
+                row.update(ssim=float("nan"), ms_ssim=float("nan"), psnr=float("nan"))
+            else:
+                baseline_image = files.read_png(Path(baseline_path))
+                variant_image = files.read_png(Path(variant_path))
+                row.update(
+                    ssim=metrics.ssim(baseline_image, variant_image),
+                    ms_ssim=metrics.ms_ssim(baseline_image, variant_image),
+                    psnr=metrics.psnr(baseline_image, variant_image),
+                )
+            row.update(excluded=excluded, baseline_path=baseline_path, variant_path=variant_path)
+            rows.append(row)
+            logger.info("seed %s: ssim %.4f %s", seed, row["ssim"], excluded)
+        files.write_table(Path(output), pd.DataFrame(rows))
+
+
+def edge_fidelity(
+    image_id: str,
+    edge_path: str,
+    conditions: Sequence[str],
+    seeds: Sequence[int],
+    image_paths: Sequence[str],
+    record_paths: Sequence[str],
+    low: int,
+    high: int,
+    output: str,
+    log: str,
+) -> None:
+    """Canny F1 of every generated image of one input image against its edge map.
+
+    ``image_paths`` and ``record_paths`` run over conditions, then seeds.
+    """
+    with job_log(log, f"fidelity {image_id}") as logger:
+        reference = files.read_png(Path(edge_path))
+        keys = [(condition, seed) for condition in conditions for seed in seeds]
+        rows = []
+        for (condition, seed), image_path, record_path in zip(keys, image_paths, record_paths):
+            record = files.read_json(Path(record_path))
+            edge_f1 = (
+                metrics.canny_f1(files.read_png(Path(image_path)), reference, low, high)
+                if record["valid"]
+                else float("nan")
+            )
+            rows.append({"image_id": image_id, "condition": condition, "seed": seed, "edge_f1": edge_f1})
+        table = pd.DataFrame(rows)
+        logger.info("mean edge F1 %.4f over %d images", table["edge_f1"].mean(), len(table))
+        files.write_table(Path(output), table)
+
+
+def seed_noise_floor(
+    image_id: str,
+    seeds: Sequence[int],
+    baseline_paths: Sequence[str],
+    record_paths: Sequence[str],
+    output: str,
+    log: str,
+) -> None:
+    """Similarity between baselines of one image under every two seeds: the
+    change the seed alone causes, against which prompt effects are read."""
+    with job_log(log, f"noise floor {image_id}") as logger:
+        valid = {
+            seed: files.read_png(Path(path))
+            for seed, path, record_path in zip(seeds, baseline_paths, record_paths)
+            if files.read_json(Path(record_path))["valid"]
+        }
+        rows = []
+        for index, seed_a in enumerate(seeds):
+            for seed_b in seeds[index + 1 :]:
+                if seed_a in valid and seed_b in valid:
+                    image_a, image_b = valid[seed_a], valid[seed_b]
+                    values = {
+                        "ssim": metrics.ssim(image_a, image_b),
+                        "ms_ssim": metrics.ms_ssim(image_a, image_b),
+                        "psnr": metrics.psnr(image_a, image_b),
+                    }
+                else:
+                    values = {"ssim": float("nan"), "ms_ssim": float("nan"), "psnr": float("nan")}
+                rows.append({"image_id": image_id, "seed_a": seed_a, "seed_b": seed_b, **values})
+        table = pd.DataFrame(rows, columns=["image_id", "seed_a", "seed_b", "ssim", "ms_ssim", "psnr"])
+        logger.info("%d seed pairs", len(table))
+        files.write_table(Path(output), table)
+
+
+def _concat_tsv(paths: Sequence[str]) -> pd.DataFrame:
+    return pd.concat(
+        [pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["nan", "NaN", ""]) for path in paths],
+        ignore_index=True,
+    )
+
+
+def collect_tables(
+    comparison_paths: Sequence[str],
+    fidelity_paths: Sequence[str],
+    noise_floor_paths: Sequence[str],
+    prompts: Sequence[Any],
+    pairs_output: str,
+    fidelity_output: str,
+    noise_floor_output: str,
+    log: str,
+) -> None:
+    """Gather the per-job files into the study's long tables."""
+    with job_log(log, "tables") as logger:
+        comparisons = _concat_tsv(comparison_paths)
+        comparisons["excluded"] = comparisons["excluded"].fillna("").astype(str)
+        fidelity = _concat_tsv(fidelity_paths)
+        noise_floor = _concat_tsv(noise_floor_paths)
+        pairs = tables.pairs_table(comparisons, fidelity, prompts)
+        files.write_table(Path(pairs_output), pairs)
+        files.write_table(Path(fidelity_output), fidelity)
+        files.write_table(Path(noise_floor_output), noise_floor)
+        logger.info("%d pairs, %d excluded", len(pairs), int((pairs["excluded"] != "").sum()))
+
+
+def summarise(
+    pairs_path: str,
+    noise_floor_path: str,
+    prompts: Sequence[Any],
+    model_name: str,
+    tiny: bool,
+    outputs: dict[str, str],
+    log: str,
+) -> None:
+    """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
+    with job_log(log, "summary") as logger:
+        pairs = pd.read_csv(pairs_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        noise_floor = pd.read_csv(noise_floor_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        summary = study_summary(pairs, noise_floor, prompts)
+        trend = stats.emphasis_trend(pairs, metric="ssim")
+        note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        files.write_table(Path(outputs["summary_csv"]), summary)
+        files.write_text(Path(outputs["summary_md"]), f"{note}\n\n" + tables.to_markdown(summary))
+        files.write_text(
+            Path(outputs["summary_tex"]),
+            tables.to_latex(summary.drop(columns=["text"]), f"Effect of each additional prompt on SSIM. {note}", "tab:prompt-summary"),
+        )
+        files.write_table(Path(outputs["trend_csv"]), trend)
+        files.write_text(Path(outputs["trend_md"]), f"{note}\n\n" + tables.to_markdown(trend))
+        files.write_text(
+            Path(outputs["trend_tex"]),
+            tables.to_latex(trend, f"Spearman correlation of effect (1 - SSIM) with emphasis rank. {note}", "tab:emphasis-trend"),
+        )
+        logger.info("%d prompts summarised", len(summary))
+
+
+SUMMARY_COLUMNS = [
+    "prompt_id", "kind", "emphasis", "text", "n", "n_images", "n_excluded",
+    "ssim_mean", "ssim_std", "ssim_ci_low", "ssim_ci_high",
+    "noise_floor_mean", "effect", "noise_effect", "relative_effect",
+    "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor",
+    "ms_ssim_mean", "psnr_mean", "edge_f1_baseline_mean", "edge_f1_variant_mean",
+]
+
+
+def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Sequence[Any]) -> pd.DataFrame:
+    """One row per prompt: SSIM statistics against the noise floor, the other
+    metrics' means, and how many pairs were excluded as invalid."""
+    statistics = stats.prompt_statistics(pairs, noise_floor, metric="ssim")
+    finite_psnr = pairs.assign(psnr=pairs["psnr"].replace([np.inf], np.nan))
+    means = finite_psnr.groupby("prompt_id")[["ms_ssim", "psnr", "edge_f1_baseline", "edge_f1_variant"]].mean().add_suffix("_mean")
+    excluded = pairs.groupby("prompt_id")["excluded"].apply(lambda column: int((column.fillna("") != "").sum()))
+    sheet = tables.prompt_sheet(prompts)
+    summary = sheet.merge(statistics.drop(columns=["kind", "emphasis"]), on="prompt_id", how="left")
+    summary = summary.merge(means, left_on="prompt_id", right_index=True, how="left")
+    summary["n_excluded"] = summary["prompt_id"].map(excluded).fillna(0).astype(int)
+    summary["n"] = summary["n"].fillna(0).astype(int)
+    return summary[SUMMARY_COLUMNS]
+
+
+def draw_plots(
+    pairs_path: str,
+    summary_path: str,
+    noise_floor_path: str,
+    prompt_order: Sequence[str],
+    model_name: str,
+    tiny: bool,
+    outputs: dict[str, str],
+    log: str,
+) -> None:
+    with job_log(log, "plots") as logger:
+        pairs = pd.read_csv(pairs_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        summary = pd.read_csv(summary_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        noise_floor = pd.read_csv(noise_floor_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        per_image = noise_floor.dropna(subset=["ssim"]).groupby("image_id")["ssim"].mean()
+        low, high = stats.bootstrap_mean_ci(per_image.to_numpy()) if len(per_image) else (np.nan, np.nan)
+        floor = (float(per_image.mean()) if len(per_image) else np.nan, low, high)
+        plots.ssim_by_prompt(summary, floor, model_name, tiny, outputs["ssim_by_prompt"])
+        plots.effect_vs_emphasis(summary, model_name, tiny, outputs["effect_vs_emphasis"])
+        plots.image_prompt_heatmap(pairs, prompt_order, model_name, tiny, outputs["heatmap"])
+        logger.info("plots written")
+
+
+def draw_contact_sheet(
+    image_id: str,
+    edge_path: str,
+    labels: Sequence[str],
+    image_paths: Sequence[str],
+    title: str,
+    tiny: bool,
+    output: str,
+    log: str,
+) -> None:
+    with job_log(log, f"sheet {image_id}"):
+        panels = [(label, files.read_png(Path(path))) for label, path in zip(labels, image_paths)]
+        plots.contact_sheet(files.read_png(Path(edge_path)), panels, title, tiny, output)

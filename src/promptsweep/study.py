@@ -1,0 +1,169 @@
+"""The study design: images, additional prompts and the conditions they make.
+
+A *condition* is what one generation job varies: ``baseline`` (the image's own
+one-word prompt alone) or the id of an additional prompt. A positive prompt is
+appended to the image prompt, as ControlNet's demo does
+(``prompt + ', ' + a_prompt``); a negative prompt becomes the negative branch of
+classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+BASELINE = "baseline"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+PROMPT_KINDS = ("positive", "negative")
+
+IMAGE_COLUMNS = ("image_id", "path", "prompt")
+PROMPT_COLUMNS = ("prompt_id", "kind", "emphasis", "text")
+
+
+class SheetError(ValueError):
+    """A row or column of a study sheet that the user must fix."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    image_id: str
+    path: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    prompt_id: str
+    kind: Literal["positive", "negative"]
+    emphasis: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ConditionPrompts:
+    """The two texts a generation receives."""
+
+    prompt: str
+    negative_prompt: str
+
+
+def _clean(value: str) -> str:
+    # NFC so that the same text typed on two systems is the same prompt.
+    return unicodedata.normalize("NFC", value.strip())
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a tab-separated sheet as (line number, {column: value}).
+
+    Tolerates Windows line endings, a byte-order mark, stray whitespace around
+    values, blank lines and ``#`` comment lines; requires the header to name
+    exactly ``columns`` (in any order).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SheetError(f"{path}: file not found; set its path in the config") from None
+    except UnicodeDecodeError as error:
+        raise SheetError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise SheetError(f"{path}: empty; expected a tab-separated header {list(columns)}")
+    header_number, header_line = lines[0]
+    header = [_clean(name) for name in next(csv.reader([header_line], delimiter="\t"))]
+    if sorted(header) != sorted(columns):
+        raise SheetError(
+            f"{path}:{header_number}: header is {header}; expected the tab-separated "
+            f"columns {list(columns)}"
+        )
+    rows = []
+    for number, line in lines[1:]:
+        values = [_clean(value) for value in next(csv.reader([line], delimiter="\t"))]
+        if len(values) != len(header):
+            raise SheetError(
+                f"{path}:{number}: {len(values)} tab-separated values, expected "
+                f"{len(header)} ({', '.join(header)}); check for spaces instead of tabs"
+            )
+        rows.append((number, dict(zip(header, values))))
+    return rows
+
+
+def _check_id(path: Path, number: int, column: str, value: str, seen: set[str]) -> None:
+    if not ID_PATTERN.match(value):
+        raise SheetError(
+            f"{path}:{number}: {column} {value!r} must match [A-Za-z0-9_-]+ "
+            "because it becomes part of file paths"
+        )
+    if value in seen:
+        raise SheetError(f"{path}:{number}: duplicate {column} {value!r}; ids must be unique")
+    seen.add(value)
+
+
+def read_images(path: Path) -> list[ImageSpec]:
+    """Read the image sheet: ``image_id``, ``path`` (relative to the sheet's
+    working directory or absolute) and the image's one-word ``prompt``."""
+    images: list[ImageSpec] = []
+    seen: set[str] = set()
+    for number, row in _read_rows(path, IMAGE_COLUMNS):
+        _check_id(path, number, "image_id", row["image_id"], seen)
+        if not row["path"]:
+            raise SheetError(f"{path}:{number}: empty path for image {row['image_id']!r}")
+        if not row["prompt"]:
+            raise SheetError(f"{path}:{number}: empty prompt for image {row['image_id']!r}")
+        images.append(ImageSpec(row["image_id"], row["path"], row["prompt"]))
+    if not images:
+        raise SheetError(f"{path}: no images; add at least one row")
+    return images
+
+
+def read_prompts(path: Path) -> list[PromptSpec]:
+    """Read the additional-prompt sheet: ``prompt_id``, ``kind``
+    (positive|negative), ``emphasis`` (rank 1..n within its kind) and ``text``."""
+    prompts: list[PromptSpec] = []
+    seen: set[str] = {BASELINE}
+    for number, row in _read_rows(path, PROMPT_COLUMNS):
+        prompt_id = row["prompt_id"]
+        if prompt_id == BASELINE:
+            raise SheetError(
+                f"{path}:{number}: prompt_id {BASELINE!r} is reserved for the "
+                "generation without an additional prompt; rename it"
+            )
+        _check_id(path, number, "prompt_id", prompt_id, seen)
+        if row["kind"] not in PROMPT_KINDS:
+            raise SheetError(
+                f"{path}:{number}: kind {row['kind']!r} of {prompt_id!r} must be "
+                "'positive' or 'negative'"
+            )
+        try:
+            emphasis = int(row["emphasis"])
+        except ValueError:
+            emphasis = 0
+        if emphasis < 1:
+            raise SheetError(
+                f"{path}:{number}: emphasis {row['emphasis']!r} of {prompt_id!r} must "
+                "be a whole number >= 1 (1 = weakest)"
+            )
+        if not row["text"]:
+            raise SheetError(f"{path}:{number}: empty text for prompt {prompt_id!r}")
+        prompts.append(PromptSpec(prompt_id, row["kind"], emphasis, row["text"]))  # type: ignore[arg-type]
+    return prompts
+
+
+def condition_prompts(image: ImageSpec, condition: PromptSpec | None) -> ConditionPrompts:
+    """The prompt and negative prompt of one (image, condition) generation.
+
+    ``condition=None`` is the baseline: the image prompt and an empty negative
+    prompt (diffusers treats ``None`` and ``""`` alike).
+    """
+    if condition is None:
+        return ConditionPrompts(image.prompt, "")
+    if condition.kind == "positive":
+        return ConditionPrompts(f"{image.prompt}, {condition.text}", "")
+    return ConditionPrompts(image.prompt, condition.text)

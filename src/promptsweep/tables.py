@@ -1,0 +1,99 @@
+"""Study tables: one row per pair, one per prompt; CSV, Markdown and LaTeX."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from promptsweep.study import PromptSpec
+
+PAIR_COLUMNS = [
+    "image_id", "prompt_id", "kind", "emphasis", "seed",
+    "ssim", "ms_ssim", "psnr", "edge_f1_baseline", "edge_f1_variant",
+    "excluded", "baseline_path", "variant_path",
+]
+
+
+def prompt_sheet(prompts: Sequence[PromptSpec]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"prompt_id": p.prompt_id, "kind": p.kind, "emphasis": p.emphasis, "text": p.text} for p in prompts]
+    )
+
+
+def pairs_table(
+    comparisons: pd.DataFrame, fidelity: pd.DataFrame, prompts: Sequence[PromptSpec]
+) -> pd.DataFrame:
+    """One row per image x prompt x seed: the pair's metrics, the prompt's kind
+    and emphasis, and the edge fidelity of both images of the pair.
+
+    ``comparisons`` has the per-pair metrics; ``fidelity`` has ``image_id,
+    condition, seed, edge_f1`` for every generated image, baselines included.
+    """
+    sheet = prompt_sheet(prompts).drop(columns="text")
+    table = comparisons.merge(sheet, on="prompt_id", how="left")
+    edge_f1 = fidelity.set_index(["image_id", "condition", "seed"])["edge_f1"]
+    table["edge_f1_baseline"] = [
+        edge_f1.get((image, "baseline", seed), math.nan) for image, seed in zip(table.image_id, table.seed)
+    ]
+    table["edge_f1_variant"] = [
+        edge_f1.get((image, prompt, seed), math.nan)
+        for image, prompt, seed in zip(table.image_id, table.prompt_id, table.seed)
+    ]
+    table.loc[table["excluded"].fillna("") != "", ["edge_f1_baseline", "edge_f1_variant"]] = math.nan
+    table["excluded"] = table["excluded"].fillna("")
+    order = {p.prompt_id: index for index, p in enumerate(prompts)}
+    table = table.sort_values(
+        ["prompt_id", "image_id", "seed"], key=lambda column: column.map(order) if column.name == "prompt_id" else column
+    )
+    return table[PAIR_COLUMNS].reset_index(drop=True)
+
+
+def _format(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if math.isinf(value):
+            return "∞"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table."""
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + " |"
+    rows = ["| " + " | ".join(_format(v, digits).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(character, character) for character in text)
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str, digits: int = 3) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``)."""
+    alignment = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{alignment}}}",
+        r"\toprule",
+        " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\",
+        r"\midrule",
+        *[
+            " & ".join(latex_escape(_format(v, digits)).replace("–", "--").replace("∞", r"$\infty$") for v in row) + r" \\"
+            for row in table.itertuples(index=False)
+        ],
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"

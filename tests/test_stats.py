@@ -1,0 +1,419 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from promptsweep import stats
+
+N_RESAMPLES = 500
+
+
+def make_pairs(rows: list[tuple[str, str, str, float, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        rows, columns=["image_id", "prompt_id", "kind", "emphasis", "seed", "ssim"]
+    )
+
+
+def make_noise_floor(ssim_by_image: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(image, 0, 1, value) for image, value in ssim_by_image.items()],
+        columns=["image_id", "seed_a", "seed_b", "ssim"],
+    )
+
+
+def varied_pairs(n_images: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Two prompts per kind, two seeds per image, SSIM with image-level noise."""
+    rng = np.random.default_rng(seed)
+    prompts = [
+        ("pos_1", "positive", 1.0),
+        ("pos_2", "positive", 2.0),
+        ("neg_1", "negative", 1.0),
+        ("neg_2", "negative", 2.0),
+    ]
+    rows = []
+    for i in range(n_images):
+        image_offset = rng.normal(0, 0.1)
+        for prompt_id, kind, emphasis in prompts:
+            for generation_seed in (0, 1):
+                value = 0.9 - 0.1 * emphasis + image_offset + rng.normal(0, 0.05)
+                rows.append(
+                    (f"img{i}", prompt_id, kind, emphasis, generation_seed, value)
+                )
+    return make_pairs(rows)
+
+
+def varied_noise_floor(n_images: int = 8, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return make_noise_floor(
+        {f"img{i}": 0.85 + rng.normal(0, 0.03) for i in range(n_images)}
+    )
+
+
+# --- bootstrap_mean_ci ----------------------------------------------------
+
+
+def test_bootstrap_ci_collapses_when_all_images_are_equal():
+    assert stats.bootstrap_mean_ci([0.7] * 6, n_resamples=N_RESAMPLES) == (
+        pytest.approx(0.7),
+        pytest.approx(0.7),
+    )
+
+
+def test_bootstrap_ci_of_one_image_is_nan():
+    low, high = stats.bootstrap_mean_ci([0.7])
+    assert np.isnan(low) and np.isnan(high)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    image_means = np.random.default_rng(3).normal(0.5, 0.1, size=20)
+    low, high = stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=4)
+    assert low < image_means.mean() < high
+    assert stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=4) == (
+        low,
+        high,
+    )
+    assert stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=5) != (
+        low,
+        high,
+    )
+
+
+def test_bootstrap_ci_narrows_with_confidence():
+    image_means = np.random.default_rng(3).normal(0.5, 0.1, size=20)
+    low_95, high_95 = stats.bootstrap_mean_ci(image_means, confidence=0.95)
+    low_50, high_50 = stats.bootstrap_mean_ci(image_means, confidence=0.50)
+    assert low_95 < low_50 < high_50 < high_95
+
+
+# --- prompt_statistics ----------------------------------------------------
+
+
+def test_prompt_statistics_known_values():
+    pairs = make_pairs(
+        [
+            ("a", "p", "positive", 1.0, 0, 0.7),
+            ("a", "p", "positive", 1.0, 1, 0.9),
+            ("b", "p", "positive", 1.0, 0, 0.6),
+            ("c", "p", "positive", 1.0, 0, 0.5),
+        ]
+    )
+    noise_floor = make_noise_floor({"a": 0.9, "b": 0.8, "c": 0.9, "unused": 0.1})
+    row = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES).iloc[0]
+    assert row["n"] == 4
+    assert row["n_images"] == 3
+    # Per-image means 0.8, 0.6, 0.5: each image weighs the same.
+    assert row["ssim_mean"] == pytest.approx((0.8 + 0.6 + 0.5) / 3)
+    assert row["ssim_std"] == pytest.approx(np.std([0.7, 0.9, 0.6, 0.5], ddof=1))
+    assert row["effect"] == pytest.approx((0.2 + 0.4 + 0.5) / 3)
+    # Only the prompt's images count towards its noise floor.
+    assert row["noise_floor_mean"] == pytest.approx((0.9 + 0.8 + 0.9) / 3)
+    assert row["noise_effect"] == pytest.approx((0.1 + 0.2 + 0.1) / 3)
+    assert row["relative_effect"] == pytest.approx(1.1 / 0.4)
+    assert row["relative_effect"] == pytest.approx(row["effect"] / row["noise_effect"])
+    expected_p = scipy_stats.wilcoxon([0.2 - 0.1, 0.4 - 0.2, 0.5 - 0.1]).pvalue
+    assert row["p_vs_noise_floor"] == pytest.approx(expected_p)
+    assert row["ssim_ci_low"] <= row["ssim_mean"] <= row["ssim_ci_high"]
+    assert (
+        row["relative_effect_ci_low"]
+        <= row["relative_effect"]
+        <= row["relative_effect_ci_high"]
+    )
+
+
+def test_prompt_equal_to_noise_floor_has_relative_effect_one():
+    noise_by_image = {"a": 0.9, "b": 0.7, "c": 0.8, "d": 0.6}
+    pairs = make_pairs(
+        [
+            (image, "p", "negative", 1.0, 0, value)
+            for image, value in noise_by_image.items()
+        ]
+    )
+    row = stats.prompt_statistics(
+        pairs, make_noise_floor(noise_by_image), n_resamples=N_RESAMPLES
+    ).iloc[0]
+    assert row["relative_effect"] == pytest.approx(1.0)
+    # Every resample has the same images in numerator and denominator.
+    assert row["relative_effect_ci_low"] == pytest.approx(1.0)
+    assert row["relative_effect_ci_high"] == pytest.approx(1.0)
+    # All paired differences are zero: the signed-rank test is undefined.
+    assert np.isnan(row["p_vs_noise_floor"])
+
+
+def test_prompt_with_constant_values_has_collapsed_ci():
+    pairs = make_pairs([(f"img{i}", "p", "positive", 1.0, 0, 0.8) for i in range(5)])
+    noise_floor = make_noise_floor({f"img{i}": 0.9 for i in range(5)})
+    row = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES).iloc[0]
+    assert row["ssim_ci_low"] == pytest.approx(0.8)
+    assert row["ssim_ci_high"] == pytest.approx(0.8)
+    assert row["relative_effect"] == pytest.approx(2.0)
+    assert row["relative_effect_ci_low"] == pytest.approx(2.0)
+    assert row["relative_effect_ci_high"] == pytest.approx(2.0)
+
+
+def test_prompt_on_one_image_has_nan_ci_and_p_value():
+    pairs = make_pairs(
+        [("a", "p", "positive", 1.0, s, 0.8 + 0.01 * s) for s in range(3)]
+    )
+    row = stats.prompt_statistics(pairs, make_noise_floor({"a": 0.9})).iloc[0]
+    assert row["n"] == 3 and row["n_images"] == 1
+    for column in (
+        "ssim_ci_low",
+        "ssim_ci_high",
+        "relative_effect_ci_low",
+        "p_vs_noise_floor",
+    ):
+        assert np.isnan(row[column])
+
+
+def test_cluster_bootstrap_ignores_repeats_within_an_image():
+    """Image 'big' has 100 observations, the others one each.
+
+    The statistic is the mean of per-image means and the bootstrap redraws
+    images, so 100 identical observations count as one image: the mean and
+    the interval equal those of the same data with 'big' observed once. An
+    observation-level bootstrap would instead give a mean near 0.2 and a
+    narrow interval dominated by 'big'.
+    """
+    others = [
+        (f"img{i}", "p", "positive", 1.0, 0, value)
+        for i, value in enumerate([0.5, 0.6, 0.7, 0.8])
+    ]
+    once = make_pairs([("big", "p", "positive", 1.0, 0, 0.2)] + others)
+    hundred = make_pairs(
+        [("big", "p", "positive", 1.0, s, 0.2) for s in range(100)] + others
+    )
+    noise_floor = make_noise_floor({"big": 0.9, **{f"img{i}": 0.9 for i in range(4)}})
+    row_once = stats.prompt_statistics(once, noise_floor, n_resamples=N_RESAMPLES).iloc[
+        0
+    ]
+    row_hundred = stats.prompt_statistics(
+        hundred, noise_floor, n_resamples=N_RESAMPLES
+    ).iloc[0]
+    assert row_hundred["n"] == 104 and row_hundred["n_images"] == 5
+    assert row_hundred["ssim_mean"] == pytest.approx(0.56)
+    for column in (
+        "ssim_mean",
+        "ssim_ci_low",
+        "ssim_ci_high",
+        "effect",
+        "relative_effect",
+        "relative_effect_ci_low",
+        "relative_effect_ci_high",
+    ):
+        assert row_hundred[column] == pytest.approx(row_once[column])
+    assert row_hundred["ssim_ci_high"] - row_hundred["ssim_ci_low"] > 0.2
+
+
+def test_nan_metrics_are_dropped_and_not_counted():
+    pairs = varied_pairs()
+    noise_floor = varied_noise_floor()
+    with_nan = pd.concat(
+        [
+            pairs,
+            make_pairs(
+                [
+                    ("img0", "pos_1", "positive", 1.0, 2, np.nan),
+                    ("img_bad", "pos_1", "positive", 1.0, 0, np.nan),
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
+    noise_with_nan = pd.concat(
+        [noise_floor, make_noise_floor({"img0": np.nan})], ignore_index=True
+    )
+    expected = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES)
+    actual = stats.prompt_statistics(with_nan, noise_with_nan, n_resamples=N_RESAMPLES)
+    pd.testing.assert_frame_equal(actual, expected)
+    assert (actual["n"] == 16).all() and (actual["n_images"] == 8).all()
+
+
+def test_prompt_statistics_rows_and_columns():
+    table = stats.prompt_statistics(
+        varied_pairs(), varied_noise_floor(), metric="ssim", n_resamples=N_RESAMPLES
+    )
+    assert list(table["prompt_id"]) == ["neg_1", "neg_2", "pos_1", "pos_2"]
+    assert list(table["kind"]) == ["negative", "negative", "positive", "positive"]
+    assert list(table["emphasis"]) == [1.0, 2.0, 1.0, 2.0]
+    assert list(table.columns) == [
+        "prompt_id",
+        "kind",
+        "emphasis",
+        "n",
+        "n_images",
+        "ssim_mean",
+        "ssim_std",
+        "ssim_ci_low",
+        "ssim_ci_high",
+        "noise_floor_mean",
+        "effect",
+        "noise_effect",
+        "relative_effect",
+        "relative_effect_ci_low",
+        "relative_effect_ci_high",
+        "p_vs_noise_floor",
+    ]
+
+
+def test_prompt_statistics_uses_the_named_metric_column():
+    pairs = varied_pairs().rename(columns={"ssim": "edge_f1"})
+    noise_floor = varied_noise_floor().rename(columns={"ssim": "edge_f1"})
+    table = stats.prompt_statistics(
+        pairs, noise_floor, metric="edge_f1", n_resamples=N_RESAMPLES
+    )
+    assert {"edge_f1_mean", "edge_f1_std", "edge_f1_ci_low", "edge_f1_ci_high"} <= set(
+        table.columns
+    )
+
+
+def test_prompt_statistics_is_deterministic_given_the_seed():
+    pairs, noise_floor = varied_pairs(), varied_noise_floor()
+    first = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7)
+    second = stats.prompt_statistics(
+        pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7
+    )
+    pd.testing.assert_frame_equal(first, second)
+    # Row order of the input does not matter either.
+    shuffled = pairs.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(
+        stats.prompt_statistics(shuffled, noise_floor, n_resamples=N_RESAMPLES, seed=7),
+        first,
+    )
+
+
+def test_other_seed_changes_intervals_but_not_estimates():
+    pairs, noise_floor = varied_pairs(), varied_noise_floor()
+    first = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7)
+    other = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=8)
+    estimates = [
+        "n",
+        "n_images",
+        "ssim_mean",
+        "ssim_std",
+        "noise_floor_mean",
+        "effect",
+        "noise_effect",
+        "relative_effect",
+        "p_vs_noise_floor",
+    ]
+    pd.testing.assert_frame_equal(first[estimates], other[estimates])
+    assert not np.allclose(first["ssim_ci_low"], other["ssim_ci_low"])
+    assert not np.allclose(
+        first["relative_effect_ci_high"], other["relative_effect_ci_high"]
+    )
+
+
+def test_prompt_row_does_not_depend_on_other_prompts():
+    pairs, noise_floor = varied_pairs(), varied_noise_floor()
+    full = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES)
+    alone = stats.prompt_statistics(
+        pairs[pairs["prompt_id"] == "pos_2"], noise_floor, n_resamples=N_RESAMPLES
+    )
+    pd.testing.assert_frame_equal(
+        alone, full[full["prompt_id"] == "pos_2"].reset_index(drop=True)
+    )
+
+
+# --- emphasis_trend -------------------------------------------------------
+
+
+def trend_pairs(
+    dissimilarity_by_emphasis: dict[float, float], kind: str, n_images: int = 6
+):
+    return make_pairs(
+        [
+            (f"img{i}", f"{kind}_{emphasis}", kind, emphasis, seed, 1.0 - dissimilarity)
+            for i in range(n_images)
+            for emphasis, dissimilarity in dissimilarity_by_emphasis.items()
+            for seed in (0, 1)
+        ]
+    )
+
+
+def test_strictly_monotone_trend_gives_rho_one_with_collapsed_ci():
+    pairs = pd.concat(
+        [
+            trend_pairs({1.0: 0.1, 1.5: 0.2, 2.0: 0.4}, "positive"),
+            trend_pairs({1.0: 0.3, 1.5: 0.2, 2.0: 0.1}, "negative"),
+        ]
+    )
+    table = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES).set_index("kind")
+    assert table.loc["positive", "rho"] == pytest.approx(1.0)
+    assert table.loc["positive", "rho_ci_low"] == pytest.approx(1.0)
+    assert table.loc["positive", "rho_ci_high"] == pytest.approx(1.0)
+    assert table.loc["negative", "rho"] == pytest.approx(-1.0)
+    assert table.loc["negative", "rho_ci_high"] == pytest.approx(-1.0)
+    assert table.loc["positive", "p_value"] < 1e-6
+    assert table.loc["positive", "n_prompts"] == 3
+    assert table.loc["positive", "n_images"] == 6
+
+
+def test_trend_matches_scipy_on_cell_means():
+    pairs = varied_pairs()
+    table = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES).set_index("kind")
+    positive = pairs[pairs["kind"] == "positive"]
+    cells = (
+        positive.groupby(["image_id", "prompt_id", "emphasis"])["ssim"]
+        .mean()
+        .reset_index()
+    )
+    expected = scipy_stats.spearmanr(cells["emphasis"], 1.0 - cells["ssim"])
+    assert table.loc["positive", "rho"] == pytest.approx(expected.statistic)
+    assert table.loc["positive", "p_value"] == pytest.approx(expected.pvalue)
+    assert (
+        table.loc["positive", "rho_ci_low"]
+        <= expected.statistic
+        <= table.loc["positive", "rho_ci_high"]
+    )
+    assert list(table.columns) == [
+        "n_prompts",
+        "n_images",
+        "rho",
+        "rho_ci_low",
+        "rho_ci_high",
+        "p_value",
+    ]
+
+
+def test_trend_without_variation_is_nan():
+    pairs = trend_pairs({1.0: 0.2, 2.0: 0.2}, "positive")
+    row = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES).iloc[0]
+    assert (
+        np.isnan(row["rho"])
+        and np.isnan(row["rho_ci_low"])
+        and np.isnan(row["rho_ci_high"])
+    )
+
+
+def test_trend_drops_nan_and_is_deterministic():
+    pairs = varied_pairs()
+    with_nan = pd.concat(
+        [pairs, make_pairs([("img_bad", "pos_1", "positive", 1.0, 0, np.nan)])],
+        ignore_index=True,
+    )
+    first = stats.emphasis_trend(with_nan, n_resamples=N_RESAMPLES, seed=3)
+    pd.testing.assert_frame_equal(
+        first, stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES, seed=3)
+    )
+    assert (first["n_images"] == 8).all()
+    other = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES, seed=4)
+    pd.testing.assert_series_equal(first["rho"], other["rho"])
+    assert not np.allclose(first["rho_ci_low"], other["rho_ci_low"])
+
+
+def test_trend_ci_resamples_images_not_cells():
+    """Two images: one with a perfect trend, one flat.
+
+    Redrawing whole images yields only three resamples: both images (the
+    full data), the trending image twice (rho 1) and the flat image twice
+    (constant, dropped). So the interval runs exactly from the full-data rho
+    to 1; redrawing single cells would produce many other values.
+    """
+    rows = [
+        ("trend", f"p{e}", "positive", e, 0, 1.0 - 0.1 * e) for e in (1.0, 2.0, 3.0)
+    ]
+    rows += [("flat", f"p{e}", "positive", e, 0, 0.5) for e in (1.0, 2.0, 3.0)]
+    row = stats.emphasis_trend(make_pairs(rows), n_resamples=N_RESAMPLES).iloc[0]
+    assert 0.0 < row["rho"] < 1.0
+    assert row["rho_ci_low"] == pytest.approx(row["rho"])
+    assert row["rho_ci_high"] == pytest.approx(1.0)

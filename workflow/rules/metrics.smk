@@ -1,0 +1,71 @@
+rule ssim:
+    input:
+        baseline=generated("{image}", BASELINE, "png"),
+        variant=generated("{image}", "{prompt}", "png"),
+        baseline_records=generated("{image}", BASELINE, "json"),
+        variant_records=generated("{image}", "{prompt}", "json"),
+    output:
+        "results/ssim/{image}/{prompt}.tsv",
+    log:
+        "logs/ssim/{image}/{prompt}.log",
+    run:
+        steps.compare_pairs(
+            wildcards.image,
+            wildcards.prompt,
+            SEEDS,
+            input.baseline,
+            input.variant,
+            input.baseline_records,
+            input.variant_records,
+            output[0],
+            log[0],
+        )
+
+
+rule fidelity:
+    input:
+        edge_map="results/edges/{image}.png",
+        images=lambda wildcards: [
+            path
+            for condition in CONDITIONS
+            for path in generated(wildcards.image, condition, "png")
+        ],
+        records=lambda wildcards: [
+            path
+            for condition in CONDITIONS
+            for path in generated(wildcards.image, condition, "json")
+        ],
+    output:
+        "results/fidelity/{image}.tsv",
+    log:
+        "logs/fidelity/{image}.log",
+    params:
+        low=config["generation"]["canny_low"],
+        high=config["generation"]["canny_high"],
+    run:
+        steps.edge_fidelity(
+            wildcards.image,
+            input.edge_map,
+            CONDITIONS,
+            SEEDS,
+            input.images,
+            input.records,
+            params.low,
+            params.high,
+            output[0],
+            log[0],
+        )
+
+
+rule noise_floor:
+    input:
+        baseline=generated("{image}", BASELINE, "png"),
+        records=generated("{image}", BASELINE, "json"),
+    output:
+        "results/noise_floor/{image}.tsv",
+    log:
+        "logs/noise_floor/{image}.log",
+    run:
+        steps.seed_noise_floor(
+            wildcards.image, SEEDS, input.baseline, input.records, output[0], log[0]
+        )

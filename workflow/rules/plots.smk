@@ -1,0 +1,82 @@
+rule plot_summary:
+    input:
+        pairs="results/tables/pairs.csv",
+        summary="results/tables/summary.csv",
+        noise_floor="results/tables/noise_floor.csv",
+    output:
+        ssim_by_prompt=report(
+            "results/plots/ssim_by_prompt.png",
+            caption="../report/ssim_by_prompt.rst",
+            category="Plots",
+            labels={"plot": "SSIM by prompt"},
+        ),
+        effect_vs_emphasis=report(
+            "results/plots/effect_vs_emphasis.png",
+            caption="../report/effect_vs_emphasis.rst",
+            category="Plots",
+            labels={"plot": "effect vs emphasis"},
+        ),
+        heatmap=report(
+            "results/plots/heatmap.png",
+            caption="../report/heatmap.rst",
+            category="Plots",
+            labels={"plot": "image x prompt heatmap"},
+        ),
+        svgs=[
+            "results/plots/ssim_by_prompt.svg",
+            "results/plots/effect_vs_emphasis.svg",
+            "results/plots/heatmap.svg",
+        ],
+    log:
+        "logs/plots/summary.log",
+    params:
+        prompt_order=list(PROMPTS),
+        model_name=model_params()["name"],
+        tiny=config["model"]["source"] == "tiny",
+    run:
+        steps.draw_plots(
+            input.pairs,
+            input.summary,
+            input.noise_floor,
+            params.prompt_order,
+            params.model_name,
+            params.tiny,
+            {
+                key: output[key]
+                for key in ("ssim_by_prompt", "effect_vs_emphasis", "heatmap")
+            },
+            log[0],
+        )
+
+
+rule contact_sheet:
+    input:
+        edge_map="results/edges/{image}.png",
+        images=lambda wildcards: [
+            generated(wildcards.image, condition, "png")[0] for condition in CONDITIONS
+        ],
+    output:
+        report(
+            "results/plots/sheets/{image}.png",
+            caption="../report/contact_sheet.rst",
+            category="Contact sheets",
+            labels={"image": "{image}"},
+        ),
+        "results/plots/sheets/{image}.svg",
+    log:
+        "logs/plots/sheet_{image}.log",
+    params:
+        labels=CONDITIONS,
+        title=lambda wildcards: f"{wildcards.image} ({IMAGES[wildcards.image].prompt}), seed {SEEDS[0]}, {model_params()['name']}",
+        tiny=config["model"]["source"] == "tiny",
+    run:
+        steps.draw_contact_sheet(
+            wildcards.image,
+            input.edge_map,
+            params.labels,
+            input.images,
+            params.title,
+            params.tiny,
+            output[0],
+            log[0],
+        )
