@@ -29,9 +29,15 @@ wildcard_constraints:
     prompt=_alternatives(PROMPTS),
 
 
+# Everything but generation is cheap: on a cluster it runs in the submitting
+# process instead of waiting in the queue.
 localrules:
     tiny_model,
     model_weights,
+    edges,
+    ssim,
+    fidelity,
+    noise_floor,
     pairs_table,
     summary_tables,
     plot_summary,
