@@ -1,0 +1,70 @@
+"""Generation on a CUDA GPU: fp16 validity, seeding across devices, batching.
+
+Skipped cleanly without a GPU; run on a GPU machine with ``pytest -m gpu``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from promptsweep import models
+from promptsweep.generation import GenerationSettings, generate, initial_latents
+from promptsweep.study import ConditionPrompts
+from promptsweep.tiny import write_tiny_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+SETTINGS = GenerationSettings(steps=4, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[models.ResolvedWeights, models.ResolvedWeights]:
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(directory / "base", directory / "controlnet")
+    return (
+        models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base"),
+        models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet"),
+    )
+
+
+def control_image() -> "object":
+    from PIL import Image
+
+    edges = np.zeros((128, 128, 3), np.uint8)
+    edges[32:96, 64] = 255
+    edges[64, 16:112] = 255
+    return Image.fromarray(edges)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_images_are_valid(tiny_weights, dtype: str) -> None:
+    base, controlnet = tiny_weights
+    options = models.PipelineOptions(device="cuda", dtype=models.resolve_dtype(dtype, "cuda"))
+    pipeline = models.load_pipeline(base, controlnet, options)
+    images = generate(pipeline, control_image(), ConditionPrompts("cat", "bad"), [0, 1], SETTINGS, 8)
+    assert pipeline.unet.dtype == options.dtype
+    assert [image.problem for image in images] == [None, None]
+
+
+def test_initial_latents_are_the_same_on_every_device() -> None:
+    cpu = initial_latents([0, 1], 128, 128)
+    assert torch.equal(cpu.to("cuda").cpu(), initial_latents([0, 1], 128, 128))
+
+
+def test_batched_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
+    base, controlnet = tiny_weights
+    options = models.PipelineOptions(device="cuda", dtype=torch.float32)
+    pipeline = models.load_pipeline(base, controlnet, options)
+    prompts = ConditionPrompts("cat", "")
+    batched = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 3)
+    single = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 1)
+    for one, other in zip(batched, single):
+        difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
+        assert difference <= 2e-3 + 1 / 255  # 2e-3 in [0, 1], plus one uint8 rounding step
