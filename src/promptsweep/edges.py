@@ -9,6 +9,10 @@ runs ``cv2.Canny`` on that RGB image.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -58,68 +62,153 @@ def resized_shape(height: int, width: int, resolution: int) -> tuple[int, int]:
 
 
 def resize_to_resolution(image: np.ndarray, resolution: int) -> np.ndarray:
-    """Resize like ControlNet: LANCZOS4 when enlarging, INTER_AREA when shrinking."""
+    """Resize like ControlNet: LANCZOS4 when enlarging, INTER_AREA when shrinking.
+
+    Raises ``ValueError`` when the result would be larger than
+    :data:`MAX_IMAGE_PIXELS`: only a sliver (say 1x2000 pixels) gets there, and
+    ControlNet would try to allocate gigabytes for it.
+    """
     height, width = image.shape[:2]
     new_height, new_width = resized_shape(height, width, resolution)
+    if new_height * new_width > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"a {width}x{height} image would become {new_width}x{new_height} at resolution "
+            f"{resolution} (shorter side); crop it to a less extreme aspect ratio"
+        )
     enlarging = resolution / min(height, width) > 1
     interpolation = cv2.INTER_LANCZOS4 if enlarging else cv2.INTER_AREA
     return cv2.resize(image, (new_width, new_height), interpolation=interpolation)
 
 
+def _scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] linearly onto 0..255 (a constant image becomes black)."""
+    if not high > low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values.astype(np.float64) - low) / (high - low) * 255.0
+    return np.nan_to_num(scaled).clip(0, 255).round().astype(np.uint8)
+
+
 def _pil_to_uint8(picture: Image.Image) -> np.ndarray:
-    """Pixels of any Pillow mode as uint8 gray, RGB or RGBA."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit integer) gray: scale the full range to 8 bits.
-        values = np.asarray(picture, dtype=np.float64)
-        maximum = 65535.0 if picture.mode.startswith("I;16") else max(float(values.max()), 1.0)
-        return (values / maximum * 255.0).clip(0, 255).round().astype(np.uint8)
+    """Pixels of any Pillow mode as uint8 gray, RGB or RGBA.
+
+    ControlNet only takes uint8, so deeper images are scaled, never clipped:
+    clipping (what ``convert("L")`` does to 16-bit gray) turns almost every
+    pixel white and leaves no edges.
+    """
+    if picture.mode.startswith("I;16"):
+        # 16-bit gray (how current Pillow opens 16-bit PNGs): the full range to 8 bits.
+        return _scale_to_uint8(np.asarray(picture), 0.0, 65535.0)
+    if picture.mode == "I":
+        # 32-bit integers: 16-bit PNGs in older Pillow, some TIFFs. Samples that
+        # fit in 16 bits are read as 16-bit; anything else by its own range.
+        values = np.asarray(picture)
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 65535:
+            return _scale_to_uint8(values, 0.0, 65535.0)
+        return _scale_to_uint8(values, float(low), float(high))
     if picture.mode == "F":
-        values = np.asarray(picture, dtype=np.float64)
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-        return (scaled * 255.0).round().astype(np.uint8)
+        values = np.asarray(picture)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return np.zeros(values.shape, dtype=np.uint8)
+        return _scale_to_uint8(values, float(finite.min()), float(finite.max()))
     if picture.mode in ("L", "RGB", "RGBA"):
         return np.asarray(picture)
-    if picture.mode in ("LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
+    if picture.mode in ("LA", "La", "PA", "RGBa") or (
+        picture.mode == "P" and "transparency" in picture.info
+    ):
+        # Keep the alpha channel so that to_rgb puts transparent areas on white.
         return np.asarray(picture.convert("RGBA"))
-    # P, CMYK, YCbCr, 1, ...: Pillow's conversion to RGB.
+    # P, CMYK, YCbCr, LAB, HSV, 1, ...: Pillow's conversion to RGB (CMYK
+    # JPEGs, including Adobe's inverted ones, are undone by the JPEG reader).
     return np.asarray(picture.convert("RGB"))
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image before even opening it, or None."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return (
+                f"broken symbolic link (to {os.readlink(path)!r}); point it at the "
+                "image or fix the path in the image sheet"
+            )
+        return (
+            "no such file; fix its path in the image sheet (relative paths start "
+            "from the directory snakemake runs in)"
+        )
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return (
+                "symbolic link loop; point the link at the image file or fix "
+                "the path in the image sheet"
+            )
+        return f"cannot be accessed ({error.strerror}); fix its path or permissions"
+    if stat.S_ISDIR(status.st_mode):
+        return "is a directory; the image sheet must name an image file"
+    if status.st_size == 0:
+        return "empty file (0 bytes); replace it with the image or remove its row from the image sheet"
+    return None
+
+
+def _first_bytes(path: Path, count: int = 16) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            return stream.read(count)
+    except OSError:
+        return b""
 
 
 def read_image(path: Path) -> np.ndarray:
     """Read an input image as HxWx3 uint8 RGB, upright per its EXIF orientation.
 
-    Raises :class:`ImageReadError` naming the file for anything that is not a
-    complete, decodable image of a sane size.
+    Any mode is normalised as ControlNet's ``HWC3`` would after a conversion
+    to 8 bits: gray and palette become RGB, transparency goes white, 16 bits
+    are scaled down, CMYK becomes RGB.
+
+    Raises :class:`ImageReadError` naming the file and the fix for anything
+    that is not a complete, decodable image of a sane size; the edges job of
+    that image then fails alone.
     """
     path = Path(path)
+    problem = _file_problem(path)
+    if problem is not None:
+        raise ImageReadError(f"{path}: {problem}")
     try:
         with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as picture:
+                # The header alone gives the size: check it before decoding,
+                # also where someone has set Image.MAX_IMAGE_PIXELS = None.
                 if picture.width * picture.height > MAX_IMAGE_PIXELS:
-                    raise Image.DecompressionBombError("too many pixels")
+                    raise Image.DecompressionBombError(
+                        f"{picture.width}x{picture.height} pixels"
+                    )
                 picture.load()
                 picture = ImageOps.exif_transpose(picture)
                 pixels = _pil_to_uint8(picture)
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file; fix its path in the image sheet") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(
             f"{path}: refused as a possible decompression bomb ({error}); "
-            "downscale it below about 89 megapixels"
+            f"downscale it below {MAX_IMAGE_PIXELS:,} pixels"
         ) from None
     except UnidentifiedImageError:
         raise ImageReadError(
-            f"{path}: not an image file Pillow can read; replace it or remove its row"
+            f"{path}: not an image format Pillow can read (the file starts with "
+            f"{_first_bytes(path)!r}); replace it with a PNG or JPEG file or remove "
+            "its row from the image sheet"
         ) from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+        # Truncated or corrupt data: Pillow raises OSError ("image file is
+        # truncated"), SyntaxError (broken PNG chunks) and others.
         raise ImageReadError(
-            f"{path}: cannot be read ({error}); it may be truncated or a broken link, "
-            "replace it or remove its row"
+            f"{path}: truncated or corrupt image data ({type(error).__name__}: {error}); "
+            "export or download it again, or remove its row from the image sheet"
         ) from None
     if min(pixels.shape[:2]) < 1:
-        raise ImageReadError(f"{path}: image has no pixels")
+        raise ImageReadError(f"{path}: image has no pixels; replace it or remove its row")
     return to_rgb(pixels)
 
 

@@ -9,6 +9,7 @@ classifier-free guidance.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 import unicodedata
@@ -56,28 +57,62 @@ def _clean(value: str) -> str:
     return unicodedata.normalize("NFC", value.strip())
 
 
+def _decode(path: Path) -> str:
+    """The sheet's text: UTF-8 (with or without a byte-order mark), or UTF-16
+    with a byte-order mark, which is what spreadsheets save as "Unicode text"."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SheetError(f"{path}: file not found; set its path in the config") from None
+    except OSError as error:
+        raise SheetError(f"{path}: cannot be read ({error.strerror}); fix its path in the config") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise SheetError(f"{path}: broken UTF-16 text ({error.reason}); save it as UTF-8") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SheetError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x}); save the "
+            "sheet as UTF-8"
+        ) from None
+
+
+def _split_lines(text: str) -> list[str]:
+    # Only \n, \r\n and \r end a line, as in an editor: str.splitlines would
+    # also split at characters such as U+2028 or U+0085 inside a prompt and
+    # shift every line number reported after it.
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _fields(line: str) -> list[str]:
+    """The cleaned tab-separated values of one line, without trailing empty
+    ones (stray tabs at the end of a line)."""
+    values = [_clean(value) for value in next(csv.reader([line], delimiter="\t"))]
+    while values and not values[-1]:
+        values.pop()
+    return values
+
+
 def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a tab-separated sheet as (line number, {column: value}).
 
     Tolerates Windows line endings, a byte-order mark, stray whitespace around
-    values, blank lines and ``#`` comment lines; requires the header to name
-    exactly ``columns`` (in any order).
+    values, trailing tabs, blank lines and ``#`` comment lines; requires the
+    header to name exactly ``columns`` (in any order).
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SheetError(f"{path}: file not found; set its path in the config") from None
-    except UnicodeDecodeError as error:
-        raise SheetError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
     lines = [
         (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in enumerate(_split_lines(_decode(path)), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not lines:
         raise SheetError(f"{path}: empty; expected a tab-separated header {list(columns)}")
     header_number, header_line = lines[0]
-    header = [_clean(name) for name in next(csv.reader([header_line], delimiter="\t"))]
+    header = _fields(header_line)
     if sorted(header) != sorted(columns):
         raise SheetError(
             f"{path}:{header_number}: header is {header}; expected the tab-separated "
@@ -85,7 +120,11 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str
         )
     rows = []
     for number, line in lines[1:]:
-        values = [_clean(value) for value in next(csv.reader([line], delimiter="\t"))]
+        values = _fields(line)
+        # Trailing empty values were dropped: pad them back so that an empty
+        # last column is reported as such, not as a missing column.
+        if len(values) < len(header) and line.count("\t") >= len(header) - 1:
+            values += [""] * (len(header) - len(values))
         if len(values) != len(header):
             raise SheetError(
                 f"{path}:{number}: {len(values)} tab-separated values, expected "
@@ -95,28 +134,42 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str
     return rows
 
 
-def _check_id(path: Path, number: int, column: str, value: str, seen: set[str]) -> None:
-    if not ID_PATTERN.match(value):
+def _check_id(
+    path: Path, number: int, column: str, value: str, seen: dict[str, int]
+) -> None:
+    """An id becomes a directory or file name: letters, digits, _ and - only,
+    unique even where the file system ignores case (macOS, Windows)."""
+    if not ID_PATTERN.fullmatch(value):
         raise SheetError(
-            f"{path}:{number}: {column} {value!r} must match [A-Za-z0-9_-]+ "
-            "because it becomes part of file paths"
+            f"{path}:{number}: {column} {value!r} is not a valid id; use only letters, "
+            "digits, _ and - (it becomes part of file paths, so no /, . or spaces)"
         )
-    if value in seen:
-        raise SheetError(f"{path}:{number}: duplicate {column} {value!r}; ids must be unique")
-    seen.add(value)
+    key = value.casefold()
+    if key in seen:
+        raise SheetError(
+            f"{path}:{number}: duplicate {column} {value!r} (also on line {seen[key]}, "
+            "ignoring case); give each row its own id"
+        )
+    seen[key] = number
 
 
 def read_images(path: Path) -> list[ImageSpec]:
     """Read the image sheet: ``image_id``, ``path`` (relative to the sheet's
     working directory or absolute) and the image's one-word ``prompt``."""
     images: list[ImageSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for number, row in _read_rows(path, IMAGE_COLUMNS):
         _check_id(path, number, "image_id", row["image_id"], seen)
         if not row["path"]:
-            raise SheetError(f"{path}:{number}: empty path for image {row['image_id']!r}")
+            raise SheetError(
+                f"{path}:{number}: empty path for image {row['image_id']!r}; give the "
+                "image file's path"
+            )
         if not row["prompt"]:
-            raise SheetError(f"{path}:{number}: empty prompt for image {row['image_id']!r}")
+            raise SheetError(
+                f"{path}:{number}: empty prompt for image {row['image_id']!r}; write the "
+                "word that names what the image shows"
+            )
         images.append(ImageSpec(row["image_id"], row["path"], row["prompt"]))
     if not images:
         raise SheetError(f"{path}: no images; add at least one row")
@@ -127,19 +180,20 @@ def read_prompts(path: Path) -> list[PromptSpec]:
     """Read the additional-prompt sheet: ``prompt_id``, ``kind``
     (positive|negative), ``emphasis`` (rank 1..n within its kind) and ``text``."""
     prompts: list[PromptSpec] = []
-    seen: set[str] = {BASELINE}
+    seen: dict[str, int] = {}
     for number, row in _read_rows(path, PROMPT_COLUMNS):
         prompt_id = row["prompt_id"]
-        if prompt_id == BASELINE:
+        if prompt_id.casefold() == BASELINE:
             raise SheetError(
                 f"{path}:{number}: prompt_id {BASELINE!r} is reserved for the "
                 "generation without an additional prompt; rename it"
             )
         _check_id(path, number, "prompt_id", prompt_id, seen)
-        if row["kind"] not in PROMPT_KINDS:
+        kind = row["kind"].lower()
+        if kind not in PROMPT_KINDS:
             raise SheetError(
-                f"{path}:{number}: kind {row['kind']!r} of {prompt_id!r} must be "
-                "'positive' or 'negative'"
+                f"{path}:{number}: kind {row['kind']!r} of {prompt_id!r} is unknown; "
+                "write 'positive' (appended to the prompt) or 'negative' (the negative prompt)"
             )
         try:
             emphasis = int(row["emphasis"])
@@ -151,8 +205,11 @@ def read_prompts(path: Path) -> list[PromptSpec]:
                 "be a whole number >= 1 (1 = weakest)"
             )
         if not row["text"]:
-            raise SheetError(f"{path}:{number}: empty text for prompt {prompt_id!r}")
-        prompts.append(PromptSpec(prompt_id, row["kind"], emphasis, row["text"]))  # type: ignore[arg-type]
+            raise SheetError(
+                f"{path}:{number}: empty text for prompt {prompt_id!r}; write the "
+                "additional prompt or remove the row"
+            )
+        prompts.append(PromptSpec(prompt_id, kind, emphasis, row["text"]))  # type: ignore[arg-type]
     return prompts
 
 
