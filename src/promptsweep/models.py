@@ -100,6 +100,17 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def hub_cache_dir() -> str | None:
+    """The Hugging Face cache by its conventions (``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``), read when called rather than when huggingface_hub was
+    imported; ``None`` leaves huggingface_hub's default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
 def fetch_command(source: ModelSource, patterns: list[str]) -> str:
     revision = f" --revision {source.revision}" if source.revision else ""
     includes = " ".join(f"'{pattern}'" for pattern in patterns)
@@ -144,6 +155,7 @@ def resolve_weights(source: ModelSource, patterns: list[str], role: str) -> Reso
             source.id,
             revision=source.revision,
             allow_patterns=patterns,
+            cache_dir=hub_cache_dir(),
             local_files_only=True,
         )
     except LocalEntryNotFoundError:
@@ -151,7 +163,10 @@ def resolve_weights(source: ModelSource, patterns: list[str], role: str) -> Reso
     if directory is None and not hub_offline():
         try:
             directory = snapshot_download(
-                source.id, revision=source.revision, allow_patterns=patterns
+                source.id,
+                revision=source.revision,
+                allow_patterns=patterns,
+                cache_dir=hub_cache_dir(),
             )
         except Exception as error:  # noqa: BLE001 -- any failure means "not fetchable"
             reason = f"{type(error).__name__}: {error}".splitlines()[0]

@@ -1,0 +1,123 @@
+"""Seeding, batching and image checks of the generation step, on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from promptsweep import generation, models
+from promptsweep.generation import GenerationSettings, generate, image_problem, initial_latents
+from promptsweep.study import ConditionPrompts, ImageSpec, PromptSpec, condition_prompts
+from promptsweep.tiny import write_tiny_model
+
+SETTINGS = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(directory / "base", directory / "controlnet")
+    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
+    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
+    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+
+
+@pytest.fixture
+def control() -> Image.Image:
+    edges = np.zeros((64, 128, 3), np.uint8)
+    edges[10:50, 40] = 255
+    edges[30, 10:120] = 255
+    return Image.fromarray(edges)
+
+
+def test_condition_prompts_follow_controlnet() -> None:
+    image = ImageSpec("cat", "cat.png", "cat")
+    positive = PromptSpec("p", "positive", 1, "best quality")
+    negative = PromptSpec("n", "negative", 1, "lowres")
+    assert condition_prompts(image, None) == ConditionPrompts("cat", "")
+    assert condition_prompts(image, positive) == ConditionPrompts("cat, best quality", "")
+    assert condition_prompts(image, negative) == ConditionPrompts("cat", "lowres")
+
+
+def test_initial_latents_depend_on_seed_only() -> None:
+    first = initial_latents([3, 4], 64, 128)
+    assert first.shape == (2, 4, 8, 16)
+    assert torch.equal(first, initial_latents([3, 4], 64, 128))
+    assert torch.equal(first[1:], initial_latents([4], 64, 128))  # independent of batch position
+    assert not torch.equal(first[:1], initial_latents([5], 64, 128))
+
+
+def test_baseline_and_variant_start_from_identical_latents(monkeypatch, control) -> None:
+    """Record the latents each pipeline call receives for a baseline and a variant."""
+    received: list[torch.Tensor] = []
+
+    def recording_pipeline(**kwargs):
+        received.append(kwargs["latents"].clone())
+        images = np.random.default_rng(0).random((len(kwargs["prompt"]), 64, 128, 3))
+        return SimpleNamespace(images=images, nsfw_content_detected=None)
+
+    fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
+    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: recording_pipeline)
+    generate(fake, control, ConditionPrompts("cat", ""), [0, 1], SETTINGS, 8)
+    generate(fake, control, ConditionPrompts("cat, best quality", "lowres"), [0, 1], SETTINGS, 8)
+    assert torch.equal(received[0], received[1])
+
+
+def test_same_seed_gives_bit_identical_images(pipeline, control) -> None:
+    first = generate(pipeline, control, ConditionPrompts("cat", "bad"), [7], SETTINGS, 8)
+    second = generate(pipeline, control, ConditionPrompts("cat", "bad"), [7], SETTINGS, 8)
+    assert np.array_equal(first[0].pixels, second[0].pixels)
+    assert first[0].pixels.shape == (64, 128, 3) and first[0].pixels.dtype == np.uint8
+
+
+def test_prompt_changes_the_image(pipeline, control) -> None:
+    baseline = generate(pipeline, control, ConditionPrompts("cat", ""), [0], SETTINGS, 8)[0]
+    variant = generate(pipeline, control, ConditionPrompts("cat", "lowres, worst quality"), [0], SETTINGS, 8)[0]
+    assert not np.array_equal(baseline.pixels, variant.pixels)
+
+
+def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
+    prompts = ConditionPrompts("cat, good", "bad")
+    batched = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 3)
+    single = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 1)
+    for one, other in zip(batched, single):
+        assert one.seed == other.seed
+        difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
+        assert difference <= 2e-3 + 1 / 255  # diffusers' 2e-3, plus one uint8 rounding step
+
+
+def test_ddim_scheduler_runs(pipeline, control) -> None:
+    ddim = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="ddim", eta=0.0)
+    images = generate(pipeline, control, ConditionPrompts("cat", ""), [0], ddim, 8)
+    assert images[0].problem is None
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (np.full((4, 4, 3), np.nan), "non-finite"),
+        (np.zeros((4, 4, 3)), "constant"),
+        (np.linspace(0, 1, 48).reshape(4, 4, 3), None),
+    ],
+)
+def test_image_problem(image: np.ndarray, expected: str | None) -> None:
+    problem = image_problem(image)
+    assert (problem is None) if expected is None else (expected in problem)
+
+
+def test_flagged_and_nan_images_are_marked(monkeypatch, control) -> None:
+    def pipeline_call(**kwargs):
+        images = np.random.default_rng(0).random((2, 64, 128, 3))
+        images[1] = np.nan
+        return SimpleNamespace(images=images, nsfw_content_detected=[True, False])
+
+    fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
+    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
+    flagged, nan = generate(fake, control, ConditionPrompts("cat", ""), [0, 1], SETTINGS, 8)
+    assert "safety checker" in flagged.problem
+    assert "non-finite" in nan.problem and nan.pixels.max() == 0
