@@ -101,6 +101,8 @@ def generation_request(wildcards):
 
 
 def final_outputs():
+    """The study's tables and plots, and every per-pair file: listing the
+    intermediate results too means one deleted by hand is rebuilt."""
     return [
         "results/tables/pairs.csv",
         "results/tables/summary.csv",
@@ -111,6 +113,16 @@ def final_outputs():
         "results/plots/effect_vs_emphasis.png",
         "results/plots/heatmap.png",
         *[f"results/plots/sheets/{image}.png" for image in IMAGES],
+        *[
+            path
+            for image in IMAGES
+            for condition in CONDITIONS
+            for suffix in ("png", "json")
+            for path in generated(image, condition, suffix)
+        ],
+        *expand("results/ssim/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS),
+        *expand("results/fidelity/{image}.tsv", image=IMAGES),
+        *expand("results/noise_floor/{image}.tsv", image=IMAGES),
     ]
 
 

@@ -1,0 +1,180 @@
+"""The workflow end to end through the real ``snakemake`` command line, on a
+reduced study (2 images x (baseline + 3 prompts) x 2 seeds, 64 px, 2 steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import Study, write_test_image
+
+pytestmark = pytest.mark.workflow
+
+IMAGES = ["square", "blocks"]
+PROMPTS = ["good", "best", "bad"]
+SEEDS = [0, 1]
+
+
+def test_every_output_exists(finished_study: Study) -> None:
+    root = finished_study.root
+    expected = [
+        "results/tables/pairs.csv", "results/tables/summary.csv", "results/tables/summary.md",
+        "results/tables/summary.tex", "results/tables/trend.csv", "results/tables/trend.tex",
+        "results/plots/ssim_by_prompt.png", "results/plots/ssim_by_prompt.svg",
+        "results/plots/effect_vs_emphasis.png", "results/plots/heatmap.png",
+        *[f"results/edges/{image}.png" for image in IMAGES],
+        *[f"results/plots/sheets/{image}.png" for image in IMAGES],
+        *[
+            f"results/generated/{image}/{condition}/seed{seed}.{suffix}"
+            for image in IMAGES for condition in ["baseline", *PROMPTS]
+            for seed in SEEDS for suffix in ("png", "json")
+        ],
+        *[f"results/ssim/{image}/{prompt}.tsv" for image in IMAGES for prompt in PROMPTS],
+    ]
+    missing = [path for path in expected if not (root / path).is_file()]
+    assert missing == []
+
+
+def test_pairs_table_has_one_row_per_image_prompt_seed(finished_study: Study) -> None:
+    pairs = pd.read_csv(finished_study.root / "results/tables/pairs.csv")
+    assert len(pairs) == len(IMAGES) * len(PROMPTS) * len(SEEDS)
+    for column in ["image_id", "prompt_id", "kind", "emphasis", "seed", "ssim", "baseline_path", "variant_path"]:
+        assert column in pairs.columns
+    assert pairs["ssim"].between(-1, 1).all()
+    assert set(pairs.loc[pairs.prompt_id == "bad", "kind"]) == {"negative"}
+    for row in pairs.itertuples():
+        assert f"/baseline/seed{row.seed}.png" in row.baseline_path
+        assert f"/{row.prompt_id}/seed{row.seed}.png" in row.variant_path
+        assert (finished_study.root / row.variant_path).is_file()
+
+
+def test_summary_has_one_row_per_prompt_and_says_tiny(finished_study: Study) -> None:
+    summary = pd.read_csv(finished_study.root / "results/tables/summary.csv")
+    assert list(summary["prompt_id"]) == PROMPTS
+    assert list(summary["n"]) == [len(IMAGES) * len(SEEDS)] * len(PROMPTS)
+    for column in ["prompt_id", "kind", "emphasis", "text", "n", "ssim_mean", "ssim_std"]:
+        assert column in summary.columns
+    assert "tiny random model" in (finished_study.root / "results/tables/summary.md").read_text().lower()
+
+
+def test_provenance_record_beside_every_image(finished_study: Study) -> None:
+    record = json.loads(
+        (finished_study.root / "results/generated/square/bad/seed1.json").read_text()
+    )
+    assert record["seed"] == 1
+    assert record["prompt"] == "thing"
+    assert record["negative_prompt"] == "bad"
+    assert record["generation"]["steps"] == 2
+    assert record["valid"] is True
+    assert record["packages"]["torch"] and record["packages"]["diffusers"]
+    assert record["dtype"] == "float32"
+    assert set(record["model"]["base"]["sha256"]) >= {"unet/diffusion_pytorch_model.safetensors"}
+    positive = json.loads(
+        (finished_study.root / "results/generated/square/best/seed0.json").read_text()
+    )
+    assert positive["prompt"] == "thing, best quality" and positive["negative_prompt"] == ""
+
+
+def test_pipeline_is_loaded_once_per_run(finished_study: Study) -> None:
+    logs = sorted((finished_study.root / "logs/generate").rglob("*.log"))
+    assert len(logs) == len(IMAGES) * (1 + len(PROMPTS))
+    loads = [log for log in logs if "pipeline: loaded" in log.read_text()]
+    reuses = [log for log in logs if "pipeline: reused" in log.read_text()]
+    assert len(loads) == 1
+    assert len(reuses) == len(logs) - 1
+
+
+def test_second_run_does_nothing(finished_study: Study) -> None:
+    assert finished_study.planned_jobs() == {}
+
+
+def edit(path: Path, old: str, new: str) -> str:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return text
+
+
+def test_changing_one_prompt_reruns_only_its_jobs(finished_study: Study) -> None:
+    sheet = finished_study.root / "config/prompts.tsv"
+    original = edit(sheet, "\tbest quality", "\tbest quality, sharp")
+    try:
+        planned = finished_study.planned_jobs()
+    finally:
+        sheet.write_text(original)
+    assert planned["generate"] == len(IMAGES)  # "best" for each image, nothing else
+    assert planned["ssim"] == len(IMAGES)
+    assert "edges" not in planned and "noise_floor" not in planned
+    assert planned["pairs_table"] == 1 and planned["summary_tables"] == 1
+
+
+def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
+    root = finished_study.root
+    write_test_image(root / "resources/extra.png", 7)
+    sheet = root / "config/images.tsv"
+    original = sheet.read_text()
+    sheet.write_text(original + "extra\tresources/extra.png\tthing\n")
+    try:
+        planned = finished_study.planned_jobs()
+    finally:
+        sheet.write_text(original)
+    assert planned["edges"] == 1
+    assert planned["generate"] == 1 + len(PROMPTS)
+    assert planned["ssim"] == len(PROMPTS)
+    assert planned["noise_floor"] == 1 and planned["contact_sheet"] == 1
+
+
+def test_changing_a_generation_setting_reruns_generation(finished_study: Study) -> None:
+    config = finished_study.root / "config/config.yaml"
+    original = edit(config, "steps: 2", "steps: 3")
+    try:
+        planned = finished_study.planned_jobs()
+    finally:
+        config.write_text(original)
+    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+    assert "edges" not in planned
+
+
+def test_changing_the_model_reruns_generation(finished_study: Study) -> None:
+    config = finished_study.root / "config/config.yaml"
+    original = edit(config, "name: tiny (random weights)", "name: tiny, renamed")
+    try:
+        planned = finished_study.planned_jobs()
+    finally:
+        config.write_text(original)
+    assert planned["model_weights"] == 1
+    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+
+
+def test_changing_canny_thresholds_reruns_edges(finished_study: Study) -> None:
+    config = finished_study.root / "config/config.yaml"
+    original = edit(config, "  steps: 2", "  steps: 2\n  canny_low: 50")
+    try:
+        planned = finished_study.planned_jobs()
+    finally:
+        config.write_text(original)
+    assert planned["edges"] == len(IMAGES)
+    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+
+
+def test_deleted_result_is_rebuilt(finished_study: Study) -> None:
+    target = finished_study.root / "results/ssim/blocks/good.tsv"
+    target.unlink()
+    planned = finished_study.planned_jobs()
+    assert planned["ssim"] == 1 and "generate" not in planned
+    finished_study.snakemake()
+    assert target.is_file()
+
+
+def test_report_has_every_entry(finished_study: Study) -> None:
+    finished_study.snakemake("--report", "results/report.html")
+    html = (finished_study.root / "results/report.html").read_text()
+    for entry in [
+        "ssim_by_prompt.png", "effect_vs_emphasis.png", "heatmap.png", "pairs.csv",
+        "summary.csv", "summary.tex", "trend.csv", "square.png", "blocks.png",
+        "Contact sheets", "Tables", "Plots",
+    ]:
+        assert entry in html, entry
