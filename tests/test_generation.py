@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 from promptsweep import generation, models
-from promptsweep.generation import GenerationSettings, generate, image_problem, initial_latents
+from promptsweep.generation import (
+    GenerationSettings,
+    generate,
+    image_problem,
+    initial_latents,
+    tokens_beyond_limit,
+)
 from promptsweep.study import ConditionPrompts, ImageSpec, PromptSpec, condition_prompts
 from promptsweep.tiny import write_tiny_model
 
@@ -121,3 +127,10 @@ def test_flagged_and_nan_images_are_marked(monkeypatch, control) -> None:
     flagged, nan = generate(fake, control, ConditionPrompts("cat", ""), [0, 1], SETTINGS, 8)
     assert "safety checker" in flagged.problem
     assert "non-finite" in nan.problem and nan.pixels.max() == 0
+
+
+def test_long_prompts_are_measured_against_clip_limit(pipeline) -> None:
+    tokenizer = pipeline.tokenizer
+    assert tokens_beyond_limit(tokenizer, "cat") == 0
+    # The tiny tokenizer has one token per byte, plus start and end tokens.
+    assert tokens_beyond_limit(tokenizer, "x" * 100) == 100 + 2 - 77

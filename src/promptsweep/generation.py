@@ -9,6 +9,7 @@ of its variants start from bit-identical noise for the same seed on any device.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +73,13 @@ def with_scheduler(
     scheduled = StableDiffusionControlNetPipeline(**components)
     scheduled.set_progress_bar_config(disable=True)
     return scheduled
+
+
+def tokens_beyond_limit(tokenizer: Any, text: str) -> int:
+    """How many of ``text``'s tokens CLIP ignores: its text encoder reads
+    ``model_max_length`` (77) positions, start and end tokens included."""
+    count = len(tokenizer(text, truncation=False)["input_ids"])
+    return max(0, count - tokenizer.model_max_length)
 
 
 def image_problem(image: np.ndarray) -> str | None:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from promptsweep import edges, files, metrics, models, plots, provenance, stats, tables
-from promptsweep.generation import GenerationSettings, generate
+from promptsweep.generation import GenerationSettings, generate, tokens_beyond_limit
 from promptsweep.study import ConditionPrompts
 
 
@@ -144,6 +144,14 @@ def generate_condition(
             logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
         control = edges.control_image(files.read_png(Path(edge_path)))
         prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
+        for name, text in (("prompt", prompts.prompt), ("negative prompt", prompts.negative_prompt)):
+            ignored = tokens_beyond_limit(loaded.pipeline.tokenizer, text)
+            if ignored:
+                logger.warning(
+                    "%s is %d tokens too long for CLIP (%d at most): its last %d tokens "
+                    "are ignored; shorten it: %r",
+                    name, ignored, loaded.pipeline.tokenizer.model_max_length, ignored, text,
+                )
         settings = GenerationSettings(**request["generation"])
         seeds = list(request["seeds"])
         started = time.perf_counter()

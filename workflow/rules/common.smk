@@ -1,6 +1,7 @@
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from promptsweep import steps
@@ -11,11 +12,18 @@ from promptsweep.study import (
     read_prompts,
 )
 
-validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as error:
+    raise WorkflowError(
+        "config/config.yaml (with any --configfile/--config given) does not fit "
+        f"workflow/schemas/config.schema.yaml; fix the key named below.\n{error}"
+    ) from None
 
 IMAGES = {image.image_id: image for image in read_images(Path(config["images"]))}
 PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
-SEEDS = list(config["seeds"])
+# JSON Schema accepts 1.0 as an integer; seeds become file names.
+SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
 
 

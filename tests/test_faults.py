@@ -1,0 +1,150 @@
+"""Faults: a killed run resumes, missing weights stop before generation, out of
+GPU memory names the remedies, invalid images are excluded and counted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import Study
+from promptsweep import files, models, steps
+
+
+def test_killed_run_resumes_and_leaves_no_truncated_file(study: Study) -> None:
+    study.root.joinpath("config/config.yaml").write_text(
+        study.root.joinpath("config/config.yaml").read_text().replace("steps: 2", "steps: 6")
+    )
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1"]
+    run = subprocess.Popen(command, cwd=study.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    generated = study.root / "results/generated"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(generated.rglob("*.png"))) < 4:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    finished_before = len(list(generated.rglob("*.png")))
+    assert 0 < finished_before < 16, "the kill must land during generation"
+
+    study.snakemake("--unlock")
+    study.snakemake()
+    images = sorted(generated.rglob("*.png"))
+    assert len(images) == 16
+    for path in images:
+        with Image.open(path) as picture:
+            picture.load()  # raises on a truncated file
+    assert not list(study.root.joinpath("results").rglob(".*.png")), "temporary files left behind"
+    assert pd.read_csv(study.root / "results/tables/pairs.csv").shape[0] == 12
+
+
+def test_missing_weights_stop_before_any_generation(study: Study) -> None:
+    config = study.root / "config/config.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "  source: tiny\n",
+            "  source: pretrained\n  base:\n    id: ./weights/sd15\n  controlnet:\n    id: ./weights/canny\n",
+        )
+    )
+    result = study.snakemake("--keep-going", check=False)
+    assert result.returncode != 0
+    assert "base model directory './weights/sd15' does not exist" in result.stderr + result.stdout
+    assert not (study.root / "results/generated").exists()
+    assert (study.root / "results/edges/square.png").exists()  # other work still ran
+
+
+def write_weights(path: Path, tiny: Path) -> None:
+    files.write_json(path, {
+        "name": "tiny", "source": "tiny",
+        "base": models.resolve_weights(models.ModelSource(str(tiny / "base")), [], "base").as_record(),
+        "controlnet": models.resolve_weights(models.ModelSource(str(tiny / "controlnet")), [], "c").as_record(),
+    })
+
+
+def request(on_invalid: str = "fail") -> dict:
+    return {
+        "image_id": "square", "condition": "bad", "prompt": "thing", "negative_prompt": "bad",
+        "seeds": [0, 1],
+        "generation": {"steps": 2, "guidance_scale": 9.0, "controlnet_scale": 1.0,
+                       "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
+        "runtime": {"device": "cpu", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": on_invalid,
+                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from promptsweep.tiny import write_tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(directory / "base", directory / "controlnet")
+    return directory
+
+
+def generation_files(tmp_path: Path, tiny: Path) -> dict:
+    write_weights(tmp_path / "weights.json", tiny)
+    files.write_png(tmp_path / "edges.png", np.pad(np.full((8, 8), 255, np.uint8), 28))
+    return {
+        "edge_path": str(tmp_path / "edges.png"),
+        "weights_path": str(tmp_path / "weights.json"),
+        "image_paths": [str(tmp_path / f"seed{seed}.png") for seed in (0, 1)],
+        "record_paths": [str(tmp_path / f"seed{seed}.json") for seed in (0, 1)],
+        "log": str(tmp_path / "job.log"),
+    }
+
+
+def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(steps, "generate", out_of_memory)
+    with pytest.raises(steps.GenerationError) as error:
+        steps.generate_condition(**generation_files(tmp_path, tiny), request=request())
+    message = str(error.value)
+    assert "square/bad: out of GPU memory" in message
+    for remedy in ("seeds_per_batch", "attention_slicing", "cpu_offload"):
+        assert remedy in message
+    assert not (tmp_path / "seed0.png").exists()
+
+
+def constant_images(pipeline, control, prompts, seeds, settings, seeds_per_batch):
+    from promptsweep.generation import GeneratedImage
+
+    return [GeneratedImage(seed, np.zeros((64, 64, 3), np.uint8), "constant image") for seed in seeds]
+
+
+def test_invalid_images_fail_the_job_by_default(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    monkeypatch.setattr(steps, "generate", constant_images)
+    with pytest.raises(steps.GenerationError, match="on_invalid_image: exclude"):
+        steps.generate_condition(**generation_files(tmp_path, tiny), request=request("fail"))
+    assert not (tmp_path / "seed0.png").exists()
+
+
+def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    monkeypatch.setattr(steps, "generate", constant_images)
+    paths = generation_files(tmp_path, tiny)
+    steps.generate_condition(**paths, request=request("exclude"))
+    record = files.read_json(Path(paths["record_paths"][0]))
+    assert record["valid"] is False and record["problem"] == "constant image"
+
+    baseline = tmp_path / "baseline"
+    for seed in (0, 1):
+        files.write_png(baseline / f"seed{seed}.png", np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        files.write_json(baseline / f"seed{seed}.json", {"valid": True, "problem": None})
+    steps.compare_pairs(
+        "square", "bad", [0, 1],
+        [str(baseline / f"seed{seed}.png") for seed in (0, 1)], paths["image_paths"],
+        [str(baseline / f"seed{seed}.json") for seed in (0, 1)], paths["record_paths"],
+        str(tmp_path / "pairs.tsv"), str(tmp_path / "compare.log"),
+    )
+    table = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
+    assert table["ssim"].isna().all()
+    assert (table["excluded"] == "variant: constant image").all()
