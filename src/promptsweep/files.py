@@ -56,6 +56,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`; empty cells are NaN."""
+    return pd.read_csv(path, sep="\t" if Path(path).suffix == ".tsv" else ",")
+
+
 def write_table(path: Path, table: pd.DataFrame) -> None:
     """Write a table as TSV (``.tsv``) or CSV (anything else)."""
     separator = "\t" if Path(path).suffix == ".tsv" else ","

@@ -150,24 +150,22 @@ def resolve_weights(source: ModelSource, patterns: list[str], role: str) -> Reso
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    try:
-        directory = snapshot_download(
+    def snapshot(local_files_only: bool) -> str:
+        return snapshot_download(
             source.id,
             revision=source.revision,
             allow_patterns=patterns,
             cache_dir=hub_cache_dir(),
-            local_files_only=True,
+            local_files_only=local_files_only,
         )
+
+    try:
+        directory = snapshot(local_files_only=True)
     except LocalEntryNotFoundError:
         directory = None
     if directory is None and not hub_offline():
         try:
-            directory = snapshot_download(
-                source.id,
-                revision=source.revision,
-                allow_patterns=patterns,
-                cache_dir=hub_cache_dir(),
-            )
+            directory = snapshot(local_files_only=False)
         except Exception as error:  # noqa: BLE001 -- any failure means "not fetchable"
             reason = f"{type(error).__name__}: {error}".splitlines()[0]
             raise MissingWeightsError(_missing_message(source, patterns, role, reason)) from None

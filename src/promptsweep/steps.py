@@ -314,11 +314,8 @@ def seed_noise_floor(
         files.write_table(Path(output), table)
 
 
-def _concat_tsv(paths: Sequence[str]) -> pd.DataFrame:
-    return pd.concat(
-        [pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["nan", "NaN", ""]) for path in paths],
-        ignore_index=True,
-    )
+def _concat_tables(paths: Sequence[str]) -> pd.DataFrame:
+    return pd.concat([files.read_table(path) for path in paths], ignore_index=True)
 
 
 def collect_tables(
@@ -333,10 +330,10 @@ def collect_tables(
 ) -> None:
     """Gather the per-job files into the study's long tables."""
     with job_log(log, "tables") as logger:
-        comparisons = _concat_tsv(comparison_paths)
+        comparisons = _concat_tables(comparison_paths)
         comparisons["excluded"] = comparisons["excluded"].fillna("").astype(str)
-        fidelity = _concat_tsv(fidelity_paths)
-        noise_floor = _concat_tsv(noise_floor_paths)
+        fidelity = _concat_tables(fidelity_paths)
+        noise_floor = _concat_tables(noise_floor_paths)
         pairs = tables.pairs_table(comparisons, fidelity, prompts)
         files.write_table(Path(pairs_output), pairs)
         files.write_table(Path(fidelity_output), fidelity)
@@ -355,8 +352,8 @@ def summarise(
 ) -> None:
     """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
     with job_log(log, "summary") as logger:
-        pairs = pd.read_csv(pairs_path, keep_default_na=False, na_values=["nan", "NaN", ""])
-        noise_floor = pd.read_csv(noise_floor_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        pairs = files.read_table(pairs_path)
+        noise_floor = files.read_table(noise_floor_path)
         summary = study_summary(pairs, noise_floor, prompts)
         trend = stats.emphasis_trend(pairs, metric="ssim")
         note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
@@ -410,9 +407,9 @@ def draw_plots(
     log: str,
 ) -> None:
     with job_log(log, "plots") as logger:
-        pairs = pd.read_csv(pairs_path, keep_default_na=False, na_values=["nan", "NaN", ""])
-        summary = pd.read_csv(summary_path, keep_default_na=False, na_values=["nan", "NaN", ""])
-        noise_floor = pd.read_csv(noise_floor_path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        pairs = files.read_table(pairs_path)
+        summary = files.read_table(summary_path)
+        noise_floor = files.read_table(noise_floor_path)
         per_image = noise_floor.dropna(subset=["ssim"]).groupby("image_id")["ssim"].mean()
         low, high = stats.bootstrap_mean_ci(per_image.to_numpy()) if len(per_image) else (np.nan, np.nan)
         floor = (float(per_image.mean()) if len(per_image) else np.nan, low, high)
