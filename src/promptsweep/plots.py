@@ -21,9 +21,10 @@ TINY_NOTE = "tiny random model: these numbers test the workflow and mean nothing
 def _title(axes: plt.Axes, title: str, model_name: str, tiny: bool) -> None:
     axes.set_title(f"{title}\n{model_name}", fontsize=11)
     if tiny:
-        axes.text(
-            0.5, 0.01, TINY_NOTE, transform=axes.transAxes, ha="center", va="bottom",
-            fontsize=8, color="darkred", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "darkred"},
+        # Below the axes, where no data or legend can hide it.
+        axes.figure.text(
+            0.5, -0.04, TINY_NOTE, ha="center", va="top", fontsize=9, color="darkred",
+            bbox={"facecolor": "white", "edgecolor": "darkred"},
         )
 
 
@@ -58,7 +59,7 @@ def ssim_by_prompt(summary: pd.DataFrame, noise_floor_ssim: tuple[float, float, 
     axes.set_xticks(positions, [f"{p}\n(rank {e})" for p, e in zip(ordered["prompt_id"], ordered["emphasis"])], fontsize=8)
     axes.set_ylabel("SSIM to same-seed baseline (1 = unchanged)")
     axes.set_xlabel("additional prompt, ordered by emphasis")
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="best")
     _title(axes, "How much each additional prompt changes the image (mean, 95% bootstrap CI over images)", model_name, tiny)
     save_figure(figure, path)
 
