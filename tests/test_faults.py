@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import Study
-from promptsweep import files, models, steps
+from promptsweep import files, generation, models, steps
 
 
 def test_killed_run_resumes_and_leaves_no_truncated_file(study: Study) -> None:
@@ -105,7 +105,7 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatc
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(steps, "generate", out_of_memory)
+    monkeypatch.setattr(generation, "generate", out_of_memory)
     with pytest.raises(steps.GenerationError) as error:
         steps.generate_condition(**generation_files(tmp_path, tiny), request=request())
     message = str(error.value)
@@ -122,14 +122,14 @@ def constant_images(pipeline, control, prompts, seeds, settings, seeds_per_batch
 
 
 def test_invalid_images_fail_the_job_by_default(tmp_path: Path, tiny: Path, monkeypatch) -> None:
-    monkeypatch.setattr(steps, "generate", constant_images)
+    monkeypatch.setattr(generation, "generate", constant_images)
     with pytest.raises(steps.GenerationError, match="on_invalid_image: exclude"):
         steps.generate_condition(**generation_files(tmp_path, tiny), request=request("fail"))
     assert not (tmp_path / "seed0.png").exists()
 
 
 def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:
-    monkeypatch.setattr(steps, "generate", constant_images)
+    monkeypatch.setattr(generation, "generate", constant_images)
     paths = generation_files(tmp_path, tiny)
     steps.generate_condition(**paths, request=request("exclude"))
     record = files.read_json(Path(paths["record_paths"][0]))

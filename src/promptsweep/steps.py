@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from promptsweep import edges, files, metrics, models, plots, provenance, stats, tables
-from promptsweep.generation import GenerationSettings, generate, tokens_beyond_limit
+from promptsweep import edges, files, metrics, plots, stats, tables
 from promptsweep.study import ConditionPrompts
+
+# torch and diffusers are imported inside the two model steps only: Snakemake
+# imports this module whenever it parses the workflow, which every dry run and
+# every cluster job does (twice per job), and those imports take about 5 s.
 
 
 class GenerationError(RuntimeError):
@@ -75,6 +77,8 @@ def write_tiny_model(directory: str, log: str) -> None:
 
 def resolve_model(model: dict[str, Any], tiny_directory: str | None, output: str, log: str) -> None:
     """Locate the weights (fetching if allowed) and record their identity."""
+    from promptsweep import models
+
     with job_log(log, "model") as logger:
         if model["source"] == "tiny":
             assert tiny_directory is not None
@@ -98,7 +102,9 @@ def resolve_model(model: dict[str, Any], tiny_directory: str | None, output: str
         )
 
 
-def _pipeline_options(runtime: dict[str, Any]) -> models.PipelineOptions:
+def _pipeline_options(runtime: dict[str, Any]) -> Any:
+    from promptsweep import models
+
     device = models.resolve_device(runtime["device"])
     return models.PipelineOptions(
         device=device,
@@ -129,6 +135,10 @@ def generate_condition(
     generation settings and the runtime options; the workflow passes it as a
     rule parameter, so a change to any of it reruns exactly this job.
     """
+    import torch
+
+    from promptsweep import generation, models, provenance
+
     label = f"{request['image_id']}/{request['condition']}"
     with job_log(log, f"generate {label}") as logger:
         weights = files.read_json(Path(weights_path))
@@ -145,19 +155,19 @@ def generate_condition(
         control = edges.control_image(files.read_png(Path(edge_path)))
         prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
         for name, text in (("prompt", prompts.prompt), ("negative prompt", prompts.negative_prompt)):
-            ignored = tokens_beyond_limit(loaded.pipeline.tokenizer, text)
+            ignored = generation.tokens_beyond_limit(loaded.pipeline.tokenizer, text)
             if ignored:
                 logger.warning(
                     "%s is %d tokens too long for CLIP (%d at most): its last %d tokens "
                     "are ignored; shorten it: %r",
                     name, ignored, loaded.pipeline.tokenizer.model_max_length, ignored, text,
                 )
-        settings = GenerationSettings(**request["generation"])
+        settings = generation.GenerationSettings(**request["generation"])
         seeds = list(request["seeds"])
         started = time.perf_counter()
         try:
             images = models.on_model_thread(
-                generate, loaded.pipeline, control, prompts, seeds, settings,
+                generation.generate, loaded.pipeline, control, prompts, seeds, settings,
                 request["runtime"]["seeds_per_batch"],
             )
         except torch.cuda.OutOfMemoryError as error:
