@@ -70,7 +70,9 @@ def with_scheduler(
     scheduler_class = SCHEDULERS[scheduler]
     components = dict(pipeline.components)
     components["scheduler"] = scheduler_class.from_config(pipeline.scheduler.config)
-    scheduled = StableDiffusionControlNetPipeline(**components)
+    scheduled = StableDiffusionControlNetPipeline(
+        **components, requires_safety_checker=pipeline.config.requires_safety_checker
+    )
     scheduled.set_progress_bar_config(disable=True)
     return scheduled
 
