@@ -91,20 +91,21 @@ def test_second_run_does_nothing(finished_study: Study) -> None:
     assert finished_study.planned_jobs() == {}
 
 
-def edit(path: Path, old: str, new: str) -> str:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
-    return text
+def planned_after_edit(study: Study, relative_path: str, old: str, new: str) -> dict[str, int]:
+    """The jobs a run would do after replacing ``old`` by ``new`` in one file;
+    the file is restored afterwards."""
+    path = study.root / relative_path
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new))
+    try:
+        return study.planned_jobs()
+    finally:
+        path.write_text(original)
 
 
 def test_changing_one_prompt_reruns_only_its_jobs(finished_study: Study) -> None:
-    sheet = finished_study.root / "config/prompts.tsv"
-    original = edit(sheet, "\tbest quality", "\tbest quality, sharp")
-    try:
-        planned = finished_study.planned_jobs()
-    finally:
-        sheet.write_text(original)
+    planned = planned_after_edit(finished_study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
     assert planned["generate"] == len(IMAGES)  # "best" for each image, nothing else
     assert planned["ssim"] == len(IMAGES)
     assert "edges" not in planned and "noise_floor" not in planned
@@ -114,13 +115,10 @@ def test_changing_one_prompt_reruns_only_its_jobs(finished_study: Study) -> None
 def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
     root = finished_study.root
     write_test_image(root / "resources/extra.png", 7)
-    sheet = root / "config/images.tsv"
-    original = sheet.read_text()
-    sheet.write_text(original + "extra\tresources/extra.png\tthing\n")
-    try:
-        planned = finished_study.planned_jobs()
-    finally:
-        sheet.write_text(original)
+    planned = planned_after_edit(
+        finished_study, "config/images.tsv", "blocks\tresources/blocks.png\tthing\n",
+        "blocks\tresources/blocks.png\tthing\nextra\tresources/extra.png\tthing\n",
+    )
     assert planned["edges"] == 1
     assert planned["generate"] == 1 + len(PROMPTS)
     assert planned["ssim"] == len(PROMPTS)
@@ -128,34 +126,19 @@ def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
 
 
 def test_changing_a_generation_setting_reruns_generation(finished_study: Study) -> None:
-    config = finished_study.root / "config/config.yaml"
-    original = edit(config, "steps: 2", "steps: 3")
-    try:
-        planned = finished_study.planned_jobs()
-    finally:
-        config.write_text(original)
+    planned = planned_after_edit(finished_study, "config/config.yaml", "steps: 2", "steps: 3")
     assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
     assert "edges" not in planned
 
 
 def test_changing_the_model_reruns_generation(finished_study: Study) -> None:
-    config = finished_study.root / "config/config.yaml"
-    original = edit(config, "name: tiny (random weights)", "name: tiny, renamed")
-    try:
-        planned = finished_study.planned_jobs()
-    finally:
-        config.write_text(original)
+    planned = planned_after_edit(finished_study, "config/config.yaml", "name: tiny (random weights)", "name: tiny, renamed")
     assert planned["model_weights"] == 1
     assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
 
 
 def test_changing_canny_thresholds_reruns_edges(finished_study: Study) -> None:
-    config = finished_study.root / "config/config.yaml"
-    original = edit(config, "  steps: 2", "  steps: 2\n  canny_low: 50")
-    try:
-        planned = finished_study.planned_jobs()
-    finally:
-        config.write_text(original)
+    planned = planned_after_edit(finished_study, "config/config.yaml", "  steps: 2", "  steps: 2\n  canny_low: 50")
     assert planned["edges"] == len(IMAGES)
     assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
 
