@@ -22,6 +22,3 @@ rule all:
     input:
         final_outputs(),
 
-
-onstart:
-    lift_local_job_rate_limit(workflow)

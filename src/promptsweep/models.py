@@ -241,17 +241,19 @@ def load_pipeline(
 
 _pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
 
-# All model work of a process runs on this one thread. Snakemake runs local jobs
-# on a pool of threads; PyTorch's OpenMP workers belong to the thread that
-# calls into it, and model calls hopping between pool threads ran at half the
-# speed on a 2-core CPU (measured: 1.6 s vs 0.8 s per batch). One thread also
+# All model work of a process -- building, loading, generating -- runs on this
+# one thread. Snakemake runs local jobs on a pool of threads, and every thread
+# that calls into PyTorch gets its own OpenMP team. With more OpenMP threads
+# than cores, libgomp stops spinning and parks its workers at every parallel
+# region: generation ran 1.9x slower (1.6 s instead of 0.84 s per pair of
+# seeds on 2 cores) once a second thread had touched the model. One thread also
 # serialises access to the shared pipeline.
-_device_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptsweep-model")
+_model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptsweep-model")
 
 
 def on_model_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``function`` on the process's model thread and return its result."""
-    return _device_thread.submit(function, *args, **kwargs).result()
+    return _model_thread.submit(function, *args, **kwargs).result()
 
 
 @dataclass(frozen=True)

@@ -68,10 +68,11 @@ def make_edge_map(
 
 
 def write_tiny_model(directory: str, log: str) -> None:
+    from promptsweep.models import on_model_thread
     from promptsweep.tiny import write_tiny_model as write
 
     with job_log(log, "tiny model") as logger:
-        write(Path(directory) / "base", Path(directory) / "controlnet")
+        on_model_thread(write, Path(directory) / "base", Path(directory) / "controlnet")
         logger.info("wrote the tiny model to %s", directory)
 
 

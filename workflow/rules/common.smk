@@ -132,16 +132,3 @@ def final_outputs():
         *expand("results/fidelity/{image}.tsv", image=IMAGES),
         *expand("results/noise_floor/{image}.tsv", image=IMAGES),
     ]
-
-
-def lift_local_job_rate_limit(workflow):
-    """Drop Snakemake's job rate limit for local runs.
-
-    The default limit ("100/1s") arms a one-second timer on every scheduling
-    round, and each timer starts another round: after n finished jobs, n rounds
-    a second compete with generation for the CPU and the GIL (measured on 2
-    cores: the default study took 240 s instead of about 150 s). Local jobs need
-    no rate limit; cluster submissions keep Snakemake's.
-    """
-    if workflow.local_exec and hasattr(workflow.scheduler, "job_rate_limiter"):
-        workflow.scheduler.job_rate_limiter = None
