@@ -258,36 +258,57 @@ def compare_pairs(
         files.write_table(Path(output), pd.DataFrame(rows))
 
 
-def edge_fidelity(
+def image_fidelity(
     image_id: str,
     edge_path: str,
     conditions: Sequence[str],
     seeds: Sequence[int],
     image_paths: Sequence[str],
     record_paths: Sequence[str],
+    prompts: dict[str, str],
     low: int,
     high: int,
+    clip_model: str | None,
     output: str,
     log: str,
 ) -> None:
-    """Canny F1 of every generated image of one input image against its edge map.
+    """How faithful every generated image of one input image is: Canny F1
+    against its edge map, and CLIP score against its prompt where a CLIP model
+    is on this machine (``clip_score_note`` says why not otherwise).
 
-    ``image_paths`` and ``record_paths`` run over conditions, then seeds.
+    ``image_paths`` and ``record_paths`` run over conditions, then seeds;
+    ``prompts`` maps each condition to the prompt its images were made with.
     """
+    from promptsweep import learned
+    from promptsweep.models import on_model_thread
+
     with job_log(log, f"fidelity {image_id}") as logger:
         reference = files.read_png(Path(edge_path))
+        clip = None
+        clip_note = "CLIP score not computed: metrics.clip_model is not set"
+        if clip_model:
+            try:
+                clip = on_model_thread(learned.load_clip, clip_model)
+                clip_note = ""
+            except OSError as error:
+                reason = str(error).splitlines()[0]
+                clip_note = f"CLIP score not computed: {clip_model!r} is not on this machine ({reason})"
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
         for (condition, seed), image_path, record_path in zip(keys, image_paths, record_paths):
-            record = files.read_json(Path(record_path))
-            edge_f1 = (
-                metrics.canny_f1(files.read_png(Path(image_path)), reference, low, high)
-                if record["valid"]
-                else float("nan")
-            )
-            rows.append({"image_id": image_id, "condition": condition, "seed": seed, "edge_f1": edge_f1})
+            valid = files.read_json(Path(record_path))["valid"]
+            image = files.read_png(Path(image_path))
+            rows.append({
+                "image_id": image_id, "condition": condition, "seed": seed,
+                "edge_f1": metrics.canny_f1(image, reference, low, high) if valid else float("nan"),
+                "clip_score": (
+                    on_model_thread(learned.clip_scores, clip, [image], [prompts[condition]])[0]
+                    if clip is not None and valid else float("nan")
+                ),
+                "clip_score_note": clip_note,
+            })
         table = pd.DataFrame(rows)
-        logger.info("mean edge F1 %.4f over %d images", table["edge_f1"].mean(), len(table))
+        logger.info("mean edge F1 %.4f over %d images; %s", table["edge_f1"].mean(), len(table), clip_note or "CLIP score computed")
         files.write_table(Path(output), table)
 
 
@@ -355,6 +376,7 @@ def collect_tables(
 def summarise(
     pairs_path: str,
     noise_floor_path: str,
+    fidelity_path: str,
     prompts: Sequence[Any],
     model_name: str,
     tiny: bool,
@@ -362,14 +384,20 @@ def summarise(
     log: str,
 ) -> None:
     """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
+    from promptsweep import learned
+
     with job_log(log, "summary") as logger:
         pairs = files.read_table(pairs_path)
         noise_floor = files.read_table(noise_floor_path)
         summary = study_summary(pairs, noise_floor, prompts)
         trend = stats.emphasis_trend(pairs, metric="ssim")
         note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        clip_notes = sorted(set(files.read_table(fidelity_path)["clip_score_note"].dropna()) - {""})
+        learned_notes = "\n".join(f"- {line}." for line in [*clip_notes, learned.LPIPS_NOT_COMPUTED])
         files.write_table(Path(outputs["summary_csv"]), summary)
-        files.write_text(Path(outputs["summary_md"]), f"{note}\n\n" + tables.to_markdown(summary))
+        files.write_text(
+            Path(outputs["summary_md"]), f"{note}\n\n{learned_notes}\n\n" + tables.to_markdown(summary)
+        )
         files.write_text(
             Path(outputs["summary_tex"]),
             tables.to_latex(summary.drop(columns=["text"]), f"Effect of each additional prompt on SSIM. {note}", "tab:prompt-summary"),
@@ -389,6 +417,7 @@ SUMMARY_COLUMNS = [
     "noise_floor_mean", "effect", "noise_effect", "relative_effect",
     "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor",
     "ms_ssim_mean", "psnr_mean", "edge_f1_baseline_mean", "edge_f1_variant_mean",
+    "clip_score_baseline_mean", "clip_score_variant_mean",
 ]
 
 
@@ -397,7 +426,7 @@ def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Seque
     metrics' means, and how many pairs were excluded as invalid."""
     statistics = stats.prompt_statistics(pairs, noise_floor, metric="ssim")
     finite_psnr = pairs.assign(psnr=pairs["psnr"].replace([np.inf], np.nan))
-    means = finite_psnr.groupby("prompt_id")[["ms_ssim", "psnr", "edge_f1_baseline", "edge_f1_variant"]].mean().add_suffix("_mean")
+    means = finite_psnr.groupby("prompt_id")[["ms_ssim", "psnr", *tables.PER_IMAGE_PAIR_COLUMNS]].mean().add_suffix("_mean")
     excluded = pairs.groupby("prompt_id")["excluded"].apply(lambda column: int((column.fillna("") != "").sum()))
     sheet = tables.prompt_sheet(prompts)
     summary = sheet.merge(statistics.drop(columns=["kind", "emphasis"]), on="prompt_id", how="left")

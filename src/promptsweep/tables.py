@@ -9,9 +9,12 @@ import pandas as pd
 
 from promptsweep.study import PromptSpec
 
+# Metrics of single images (from the fidelity tables), shown for both images of a pair.
+PER_IMAGE_METRICS = ("edge_f1", "clip_score")
+PER_IMAGE_PAIR_COLUMNS = [f"{metric}_{side}" for metric in PER_IMAGE_METRICS for side in ("baseline", "variant")]
 PAIR_COLUMNS = [
     "image_id", "prompt_id", "kind", "emphasis", "seed",
-    "ssim", "ms_ssim", "psnr", "edge_f1_baseline", "edge_f1_variant",
+    "ssim", "ms_ssim", "psnr", *PER_IMAGE_PAIR_COLUMNS,
     "excluded", "baseline_path", "variant_path",
 ]
 
@@ -29,19 +32,22 @@ def pairs_table(
     and emphasis, and the edge fidelity of both images of the pair.
 
     ``comparisons`` has the per-pair metrics; ``fidelity`` has ``image_id,
-    condition, seed, edge_f1`` for every generated image, baselines included.
+    condition, seed`` and the per-image metrics (edge F1, CLIP score) for every
+    generated image, baselines included.
     """
     sheet = prompt_sheet(prompts).drop(columns="text")
     table = comparisons.merge(sheet, on="prompt_id", how="left")
-    edge_f1 = fidelity.set_index(["image_id", "condition", "seed"])["edge_f1"]
-    table["edge_f1_baseline"] = [
-        edge_f1.get((image, "baseline", seed), math.nan) for image, seed in zip(table.image_id, table.seed)
-    ]
-    table["edge_f1_variant"] = [
-        edge_f1.get((image, prompt, seed), math.nan)
-        for image, prompt, seed in zip(table.image_id, table.prompt_id, table.seed)
-    ]
-    table.loc[table["excluded"].fillna("") != "", ["edge_f1_baseline", "edge_f1_variant"]] = math.nan
+    by_image = fidelity.set_index(["image_id", "condition", "seed"])
+    for metric in PER_IMAGE_METRICS:
+        values = by_image[metric]
+        table[f"{metric}_baseline"] = [
+            values.get((image, "baseline", seed), math.nan) for image, seed in zip(table.image_id, table.seed)
+        ]
+        table[f"{metric}_variant"] = [
+            values.get((image, prompt, seed), math.nan)
+            for image, prompt, seed in zip(table.image_id, table.prompt_id, table.seed)
+        ]
+    table.loc[table["excluded"].fillna("") != "", PER_IMAGE_PAIR_COLUMNS] = math.nan
     table["excluded"] = table["excluded"].fillna("")
     order = {p.prompt_id: index for index, p in enumerate(prompts)}
     table = table.sort_values(

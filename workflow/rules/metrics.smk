@@ -40,18 +40,27 @@ rule fidelity:
     log:
         "logs/fidelity/{image}.log",
     params:
+        prompts=lambda wildcards: {
+            condition: generation_request(
+                SimpleNamespace(image=wildcards.image, condition=condition)
+            )["prompt"]
+            for condition in CONDITIONS
+        },
         low=config["generation"]["canny_low"],
         high=config["generation"]["canny_high"],
+        clip_model=config["metrics"]["clip_model"],
     run:
-        steps.edge_fidelity(
+        steps.image_fidelity(
             wildcards.image,
             input.edge_map,
             CONDITIONS,
             SEEDS,
             input.images,
             input.records,
+            params.prompts,
             params.low,
             params.high,
+            params.clip_model,
             output[0],
             log[0],
         )

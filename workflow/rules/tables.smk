@@ -35,6 +35,7 @@ rule summary_tables:
     input:
         pairs="results/tables/pairs.csv",
         noise_floor="results/tables/noise_floor.csv",
+        fidelity="results/tables/fidelity.csv",
     output:
         summary_csv=report(
             "results/tables/summary.csv",
@@ -67,6 +68,7 @@ rule summary_tables:
         steps.summarise(
             input.pairs,
             input.noise_floor,
+            input.fidelity,
             params.prompts,
             params.model_name,
             params.tiny,
