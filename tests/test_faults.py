@@ -138,7 +138,10 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
     baseline = tmp_path / "baseline"
     for seed in (0, 1):
         files.write_png(baseline / f"seed{seed}.png", np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-        files.write_json(baseline / f"seed{seed}.json", {"valid": True, "problem": None})
+        files.write_json(
+            baseline / f"seed{seed}.json",
+            {"valid": True, "problem": None, "sha256": files.file_sha256(baseline / f"seed{seed}.png")},
+        )
     steps.compare_pairs(
         "square", "bad", [0, 1],
         [str(baseline / f"seed{seed}.png") for seed in (0, 1)], paths["image_paths"],

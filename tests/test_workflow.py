@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import Study, write_test_image
 
@@ -150,6 +152,18 @@ def test_deleted_result_is_rebuilt(finished_study: Study) -> None:
     assert planned["ssim"] == 1 and "generate" not in planned
     finished_study.snakemake()
     assert target.is_file()
+
+
+def test_image_edited_by_hand_is_detected_then_rebuilt(finished_study: Study) -> None:
+    image = finished_study.root / "results/generated/square/good/seed0.png"
+    original = image.read_bytes()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    result = finished_study.snakemake(check=False)
+    assert result.returncode != 0
+    assert "results/generated/square/good/seed0.png was changed after it was generated" in result.stdout + result.stderr
+    image.unlink()
+    finished_study.snakemake()
+    assert image.read_bytes() == original  # regenerated bit-identically from the same seed
 
 
 def test_report_has_every_entry(finished_study: Study) -> None:

@@ -7,6 +7,7 @@ reader (or a resumed run) sees either the old file, the new one, or none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -45,6 +46,30 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
 def read_png(path: Path) -> np.ndarray:
     with Image.open(path) as picture:
         return np.asarray(picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture)
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ChangedResultError(RuntimeError):
+    """A generated image that no longer matches its provenance record."""
+
+
+def read_generated(path: Path | str, record: dict[str, Any]) -> np.ndarray:
+    """A generated image, checked against the sha256 its record holds: an image
+    changed after generation must not be scored as if the model had made it."""
+    if file_sha256(path) != record["sha256"]:
+        raise ChangedResultError(
+            f"{path} was changed after it was generated (its sha256 differs from "
+            f"the one in {Path(path).with_suffix('.json').name}); delete it and run "
+            "again to regenerate it"
+        )
+    return read_png(Path(path))
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ Two steps, each in one place:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+from promptsweep import files
 
 # Only what the pipeline needs, in safetensors: the hub repositories also hold
 # multi-GB single-file checkpoints and pickled .bin weights that must not load.
@@ -88,14 +89,6 @@ class ResolvedWeights:
         )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -144,7 +137,7 @@ def resolve_weights(source: ModelSource, patterns: list[str], role: str) -> Reso
             source,
             str(directory.resolve()),
             None,
-            {str(path.relative_to(directory)): file_sha256(path) for path in weights},
+            {str(path.relative_to(directory)): files.file_sha256(path) for path in weights},
         )
 
     from huggingface_hub import snapshot_download

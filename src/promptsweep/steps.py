@@ -207,7 +207,7 @@ def generate_condition(
             files.write_png(Path(image_path), image.pixels)
             files.write_json(
                 Path(record_path),
-                {**common, "seed": image.seed, "image": image_path,
+                {**common, "seed": image.seed, "image": image_path, "sha256": files.file_sha256(image_path),
                  "valid": image.problem is None, "problem": image.problem},
             )
 
@@ -238,15 +238,15 @@ def compare_pairs(
         for seed, baseline_path, variant_path, baseline_record_path, variant_record_path in zip(
             seeds, baseline_paths, variant_paths, baseline_record_paths, variant_record_paths
         ):
-            excluded = _exclusion(
-                files.read_json(Path(baseline_record_path)), files.read_json(Path(variant_record_path))
-            )
+            baseline_record = files.read_json(Path(baseline_record_path))
+            variant_record = files.read_json(Path(variant_record_path))
+            excluded = _exclusion(baseline_record, variant_record)
             row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
             if excluded:
                 row.update(ssim=float("nan"), ms_ssim=float("nan"), psnr=float("nan"))
             else:
-                baseline_image = files.read_png(Path(baseline_path))
-                variant_image = files.read_png(Path(variant_path))
+                baseline_image = files.read_generated(baseline_path, baseline_record)
+                variant_image = files.read_generated(variant_path, variant_record)
                 row.update(
                     ssim=metrics.ssim(baseline_image, variant_image),
                     ms_ssim=metrics.ms_ssim(baseline_image, variant_image),
@@ -296,8 +296,9 @@ def image_fidelity(
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
         for (condition, seed), image_path, record_path in zip(keys, image_paths, record_paths):
-            valid = files.read_json(Path(record_path))["valid"]
-            image = files.read_png(Path(image_path))
+            record = files.read_json(Path(record_path))
+            valid = record["valid"]
+            image = files.read_generated(image_path, record)
             rows.append({
                 "image_id": image_id, "condition": condition, "seed": seed,
                 "edge_f1": metrics.canny_f1(image, reference, low, high) if valid else float("nan"),
@@ -323,10 +324,11 @@ def seed_noise_floor(
     """Similarity between baselines of one image under every two seeds: the
     change the seed alone causes, against which prompt effects are read."""
     with job_log(log, f"noise floor {image_id}") as logger:
+        records = [files.read_json(Path(path)) for path in record_paths]
         valid = {
-            seed: files.read_png(Path(path))
-            for seed, path, record_path in zip(seeds, baseline_paths, record_paths)
-            if files.read_json(Path(record_path))["valid"]
+            seed: files.read_generated(path, record)
+            for seed, path, record in zip(seeds, baseline_paths, records)
+            if record["valid"]
         }
         rows = []
         for index, seed_a in enumerate(seeds):
