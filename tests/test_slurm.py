@@ -175,6 +175,8 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
         sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
         "--set-resources", *TEST_NODE_RESOURCES,
+        # One job per (image, condition), so that every pair's submission can be checked.
+        "--config", "images_per_generation_job=1",
     ]
     start = time.monotonic()
     returncode, output, timed_out = _run(command, root, RUN_TIMEOUT)
@@ -260,3 +262,26 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
         f" one GPU, so one job after another, {np.mean(gaps) if gaps else 0:.1f} s from one's end to the next's"
         f" start; first start {spans[0][0] - spans[0][2]:.0f} s after submission"
     )
+
+
+def test_sharded_generation_loads_once_per_cluster_job(
+    slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With the profile's images_per_generation_job, one sbatch job generates
+    one condition for several images and loads the pipeline once."""
+    study = Study(tmp_path_factory.mktemp("slurm-sharded"))
+    command = [
+        sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
+        "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+        "--default-resources", "runtime=10", "mem_mb=1000",
+    ]
+    returncode, output, timed_out = _run(command, study.root, RUN_TIMEOUT)
+    assert not timed_out and returncode == 0, output[-6000:]
+    submissions = re.findall(r"submitted with SLURM jobid (\d+)", output)
+    assert len(submissions) == len(CONDITIONS)  # both images of a condition in one job
+    assert sorted(set(re.findall(r"^rule (\S+):", output, flags=re.MULTILINE))) == ["generate_shard0"]
+    for condition in CONDITIONS:
+        log = (study.root / f"logs/generate/shard0/{condition}.log").read_text()
+        assert log.count("pipeline: loaded") == 1
+        assert log.count("seeds in") == len(IMAGES)
+    assert (study.root / "results/tables/summary.csv").is_file()

@@ -175,3 +175,17 @@ def test_report_has_every_entry(finished_study: Study) -> None:
         "Contact sheets", "Tables", "Plots",
     ]:
         assert entry in html, entry
+
+
+def test_several_images_per_generation_job(study: Study) -> None:
+    """Sharded generation: one job per (shard of images, condition), pipeline
+    loaded once per job, and a changed prompt reruns only its own shard."""
+    config = study.root / "config/config.yaml"
+    config.write_text(config.read_text() + "images_per_generation_job: 2\n")
+    assert study.planned_jobs()["generate_shard0"] == 1 + len(PROMPTS)
+    study.snakemake()
+    assert len(list((study.root / "results/generated").rglob("*.png"))) == len(IMAGES) * (1 + len(PROMPTS)) * len(SEEDS)
+    logs = sorted((study.root / "logs/generate").rglob("*.log"))
+    assert sum("pipeline: loaded" in log.read_text() for log in logs) == 1
+    planned = planned_after_edit(study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
+    assert planned["generate_shard0"] == 1 and planned["ssim"] == len(IMAGES)

@@ -136,14 +136,28 @@ def generate_condition(
     generation settings and the runtime options; the workflow passes it as a
     rule parameter, so a change to any of it reruns exactly this job.
     """
-    import torch
+    generate_pairs([edge_path], weights_path, [image_paths], [record_paths], [request], log)
 
-    from promptsweep import generation, models, provenance
 
-    label = f"{request['image_id']}/{request['condition']}"
-    with job_log(log, f"generate {label}") as logger:
+def generate_pairs(
+    edge_paths: Sequence[str],
+    weights_path: str,
+    image_paths: Sequence[Sequence[str]],
+    record_paths: Sequence[Sequence[str]],
+    requests: Sequence[dict[str, Any]],
+    log: str,
+) -> None:
+    """Generate several (image, condition) pairs in one job, loading the
+    pipeline once: on a cluster, where every job is a new process, this is
+    what keeps a GPU job generating rather than loading. Each pair still has
+    its own files and its own request, as in :func:`generate_condition`."""
+    from promptsweep import models
+
+    labels = [f"{request['image_id']}/{request['condition']}" for request in requests]
+    name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
+    with job_log(log, f"generate {name}") as logger:
         weights = files.read_json(Path(weights_path))
-        options = _pipeline_options(request["runtime"])
+        options = _pipeline_options(requests[0]["runtime"])
         loaded = models.cached_pipeline(
             models.ResolvedWeights.from_record(weights["base"]),
             models.ResolvedWeights.from_record(weights["controlnet"]),
@@ -153,63 +167,84 @@ def generate_condition(
             logger.info("pipeline: reused (already loaded in this process)")
         else:
             logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
-        control = edges.control_image(files.read_png(Path(edge_path)))
-        prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
-        for name, text in (("prompt", prompts.prompt), ("negative prompt", prompts.negative_prompt)):
-            ignored = generation.tokens_beyond_limit(loaded.pipeline.tokenizer, text)
-            if ignored:
-                logger.warning(
-                    "%s is %d tokens too long for CLIP (%d at most): its last %d tokens "
-                    "are ignored; shorten it: %r",
-                    name, ignored, loaded.pipeline.tokenizer.model_max_length, ignored, text,
-                )
-        settings = generation.GenerationSettings(**request["generation"])
-        seeds = list(request["seeds"])
-        started = time.perf_counter()
-        try:
-            images = models.on_model_thread(
-                generation.generate, loaded.pipeline, control, prompts, seeds, settings,
-                request["runtime"]["seeds_per_batch"],
-            )
-        except torch.cuda.OutOfMemoryError as error:
-            raise GenerationError(
-                f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
-            ) from None
-        seconds = time.perf_counter() - started
-        logger.info("%d seeds in %.2f s (%.2f s per image)", len(seeds), seconds, seconds / len(seeds))
+        for label, edge_path, pair_images, pair_records, request in zip(
+            labels, edge_paths, image_paths, record_paths, requests
+        ):
+            _generate_pair(logger, label, loaded.pipeline, options, weights, edge_path, pair_images, pair_records, request)
 
-        problems = [image for image in images if image.problem]
-        if problems and request["runtime"]["on_invalid_image"] == "fail":
-            details = "; ".join(f"seed {image.seed}: {image.problem}" for image in problems)
-            raise GenerationError(
-                f"{label}: {details}. Set runtime.on_invalid_image: exclude to record such "
-                "images and leave them out of every metric instead"
+
+def _generate_pair(
+    logger: logging.Logger,
+    label: str,
+    pipeline: Any,
+    options: Any,
+    weights: dict[str, Any],
+    edge_path: str,
+    image_paths: Sequence[str],
+    record_paths: Sequence[str],
+    request: dict[str, Any],
+) -> None:
+    import torch
+
+    from promptsweep import generation, models, provenance
+
+    control = edges.control_image(files.read_png(Path(edge_path)))
+    prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
+    for name, text in (("prompt", prompts.prompt), ("negative prompt", prompts.negative_prompt)):
+        ignored = generation.tokens_beyond_limit(pipeline.tokenizer, text)
+        if ignored:
+            logger.warning(
+                "%s is %d tokens too long for CLIP (%d at most): its last %d tokens "
+                "are ignored; shorten it: %r",
+                name, ignored, pipeline.tokenizer.model_max_length, ignored, text,
             )
-        common = {
-            "image_id": request["image_id"],
-            "condition": request["condition"],
-            "prompt": prompts.prompt,
-            "negative_prompt": prompts.negative_prompt,
-            "edge_map": edge_path,
-            "generation": request["generation"],
-            "resolution": [control.width, control.height],
-            "runtime": request["runtime"],
-            "model": weights,
-            "device": provenance.device_description(options.device),
-            "dtype": str(options.dtype).removeprefix("torch."),
-            "packages": provenance.package_versions(),
-            "seeds_in_job": seeds,
-            "wall_seconds_per_image": seconds / len(seeds),
-        }
-        for image, image_path, record_path in zip(images, image_paths, record_paths):
-            if image.problem:
-                logger.warning("seed %d excluded: %s", image.seed, image.problem)
-            files.write_png(Path(image_path), image.pixels)
-            files.write_json(
-                Path(record_path),
-                {**common, "seed": image.seed, "image": image_path, "sha256": files.file_sha256(image_path),
-                 "valid": image.problem is None, "problem": image.problem},
-            )
+    settings = generation.GenerationSettings(**request["generation"])
+    seeds = list(request["seeds"])
+    started = time.perf_counter()
+    try:
+        images = models.on_model_thread(
+            generation.generate, pipeline, control, prompts, seeds, settings,
+            request["runtime"]["seeds_per_batch"],
+        )
+    except torch.cuda.OutOfMemoryError as error:
+        raise GenerationError(
+            f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
+        ) from None
+    seconds = time.perf_counter() - started
+    logger.info("%s: %d seeds in %.2f s (%.2f s per image)", label, len(seeds), seconds, seconds / len(seeds))
+
+    problems = [image for image in images if image.problem]
+    if problems and request["runtime"]["on_invalid_image"] == "fail":
+        details = "; ".join(f"seed {image.seed}: {image.problem}" for image in problems)
+        raise GenerationError(
+            f"{label}: {details}. Set runtime.on_invalid_image: exclude to record such "
+            "images and leave them out of every metric instead"
+        )
+    common = {
+        "image_id": request["image_id"],
+        "condition": request["condition"],
+        "prompt": prompts.prompt,
+        "negative_prompt": prompts.negative_prompt,
+        "edge_map": edge_path,
+        "generation": request["generation"],
+        "resolution": [control.width, control.height],
+        "runtime": request["runtime"],
+        "model": weights,
+        "device": provenance.device_description(options.device),
+        "dtype": str(options.dtype).removeprefix("torch."),
+        "packages": provenance.package_versions(),
+        "seeds_in_job": seeds,
+        "wall_seconds_per_image": seconds / len(seeds),
+    }
+    for image, image_path, record_path in zip(images, image_paths, record_paths):
+        if image.problem:
+            logger.warning("seed %d excluded: %s", image.seed, image.problem)
+        files.write_png(Path(image_path), image.pixels)
+        files.write_json(
+            Path(record_path),
+            {**common, "seed": image.seed, "image": image_path, "sha256": files.file_sha256(image_path),
+             "valid": image.problem is None, "problem": image.problem},
+        )
 
 
 def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) -> str:

@@ -26,6 +26,15 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
+IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
+
+
+def image_shards():
+    """The images in consecutive groups of ``images_per_generation_job``, in
+    sheet order: an image added at the end joins only the last group."""
+    ids = list(IMAGES)
+    size = IMAGES_PER_GENERATION_JOB
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 def _alternatives(ids):
