@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+
+from promptsweep import edges
 
 # Constants of Wang et al. (2004), kept identical to scikit-image's Gaussian SSIM.
 _GAUSSIAN_SIGMA = 1.5
@@ -271,5 +272,5 @@ def canny_f1(
             "image height and width must match the edge map, got "
             f"{generated_image.shape} and {reference_edges.shape}"
         )
-    generated_edges = cv2.Canny(generated_image, low, high)
+    generated_edges = edges.canny(generated_image, low, high)
     return edge_f1(generated_edges, reference_edges)

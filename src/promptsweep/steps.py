@@ -151,7 +151,7 @@ def generate_pairs(
     pipeline once: on a cluster, where every job is a new process, this is
     what keeps a GPU job generating rather than loading. Each pair still has
     its own files and its own request, as in :func:`generate_condition`."""
-    from promptsweep import models
+    from promptsweep import models, provenance
 
     labels = [f"{request['image_id']}/{request['condition']}" for request in requests]
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
@@ -167,18 +167,26 @@ def generate_pairs(
             logger.info("pipeline: reused (already loaded in this process)")
         else:
             logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
+        # Provenance shared by every image of the job, looked up once.
+        job_provenance = {
+            "model": weights,
+            "device": provenance.device_description(options.device),
+            "dtype": str(options.dtype).removeprefix("torch."),
+            "packages": provenance.package_versions(),
+        }
         for label, edge_path, pair_images, pair_records, request in zip(
             labels, edge_paths, image_paths, record_paths, requests
         ):
-            _generate_pair(logger, label, loaded.pipeline, options, weights, edge_path, pair_images, pair_records, request)
+            _generate_pair(
+                logger, label, loaded.pipeline, job_provenance, edge_path, pair_images, pair_records, request
+            )
 
 
 def _generate_pair(
     logger: logging.Logger,
     label: str,
     pipeline: Any,
-    options: Any,
-    weights: dict[str, Any],
+    job_provenance: dict[str, Any],
     edge_path: str,
     image_paths: Sequence[str],
     record_paths: Sequence[str],
@@ -186,7 +194,7 @@ def _generate_pair(
 ) -> None:
     import torch
 
-    from promptsweep import generation, models, provenance
+    from promptsweep import generation, models
 
     control = edges.control_image(files.read_png(Path(edge_path)))
     prompts = ConditionPrompts(request["prompt"], request["negative_prompt"])
@@ -229,10 +237,7 @@ def _generate_pair(
         "generation": request["generation"],
         "resolution": [control.width, control.height],
         "runtime": request["runtime"],
-        "model": weights,
-        "device": provenance.device_description(options.device),
-        "dtype": str(options.dtype).removeprefix("torch."),
-        "packages": provenance.package_versions(),
+        **job_provenance,
         "seeds_in_job": seeds,
         "wall_seconds_per_image": seconds / len(seeds),
     }
@@ -330,19 +335,23 @@ def image_fidelity(
                 clip_note = f"CLIP score not computed: {clip_model!r} is not on this machine ({reason})"
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
+        scored: list[tuple[dict[str, Any], np.ndarray]] = []  # valid images, for CLIP
         for (condition, seed), image_path, record_path in zip(keys, image_paths, record_paths):
             record = files.read_json(Path(record_path))
-            valid = record["valid"]
             image = files.read_generated(image_path, record)
             rows.append({
                 "image_id": image_id, "condition": condition, "seed": seed,
-                "edge_f1": metrics.canny_f1(image, reference, low, high) if valid else float("nan"),
-                "clip_score": (
-                    on_model_thread(learned.clip_scores, clip, [image], [prompts[condition]])[0]
-                    if clip is not None and valid else float("nan")
-                ),
+                "edge_f1": metrics.canny_f1(image, reference, low, high) if record["valid"] else float("nan"),
+                "clip_score": float("nan"),
                 "clip_score_note": clip_note,
             })
+            if record["valid"]:
+                scored.append((rows[-1], image))
+        if clip is not None and scored:
+            texts = [prompts[row["condition"]] for row, _ in scored]
+            scores = on_model_thread(learned.clip_scores, clip, [image for _, image in scored], texts)
+            for (row, _), score in zip(scored, scores):
+                row["clip_score"] = score
         table = pd.DataFrame(rows)
         logger.info("mean edge F1 %.4f over %d images; %s", table["edge_f1"].mean(), len(table), clip_note or "CLIP score computed")
         files.write_table(Path(output), table)
