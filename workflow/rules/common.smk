@@ -1,6 +1,5 @@
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -91,15 +90,19 @@ def model_params():
     }
 
 
-def generation_request(wildcards):
-    """Everything one (image, condition) generation depends on, as plain values."""
-    prompts = condition_prompts(
-        IMAGES[wildcards.image],
-        None if wildcards.condition == BASELINE else PROMPTS[wildcards.condition],
+def pair_prompts(image, condition):
+    """The prompt and negative prompt of one (image, condition)."""
+    return condition_prompts(
+        IMAGES[image], None if condition == BASELINE else PROMPTS[condition]
     )
+
+
+def generation_request(image, condition):
+    """Everything one (image, condition) generation depends on, as plain values."""
+    prompts = pair_prompts(image, condition)
     return {
-        "image_id": wildcards.image,
-        "condition": wildcards.condition,
+        "image_id": image,
+        "condition": condition,
         "prompt": prompts.prompt,
         "negative_prompt": prompts.negative_prompt,
         "seeds": SEEDS,

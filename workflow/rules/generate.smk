@@ -12,7 +12,9 @@ if IMAGES_PER_GENERATION_JOB == 1:
         resources:
             gpu=1,
         params:
-            request=generation_request,
+            request=lambda wildcards: generation_request(
+                wildcards.image, wildcards.condition
+            ),
         run:
             steps.generate_condition(
                 input.edge_map,
@@ -52,10 +54,7 @@ else:
                 gpu=1,
             params:
                 requests=lambda wildcards, shard=shard: [
-                    generation_request(
-                        SimpleNamespace(image=image, condition=wildcards.condition)
-                    )
-                    for image in shard
+                    generation_request(image, wildcards.condition) for image in shard
                 ],
                 shard=shard,
             run:

@@ -41,9 +41,7 @@ rule fidelity:
         "logs/fidelity/{image}.log",
     params:
         prompts=lambda wildcards: {
-            condition: generation_request(
-                SimpleNamespace(image=wildcards.image, condition=condition)
-            )["prompt"]
+            condition: pair_prompts(wildcards.image, condition).prompt
             for condition in CONDITIONS
         },
         low=config["generation"]["canny_low"],
