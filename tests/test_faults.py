@@ -146,8 +146,9 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
         "square", "bad", [0, 1],
         [str(baseline / f"seed{seed}.png") for seed in (0, 1)], paths["image_paths"],
         [str(baseline / f"seed{seed}.json") for seed in (0, 1)], paths["record_paths"],
+        {"network": "alex", "backbone": None, "linear": None},
         str(tmp_path / "pairs.tsv"), str(tmp_path / "compare.log"),
     )
     table = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
-    assert table["ssim"].isna().all()
+    assert table[["ssim", "ms_ssim", "psnr", "lpips"]].isna().all().all()
     assert (table["excluded"] == "variant: constant image").all()

@@ -1,8 +1,9 @@
-"""Learned metrics from local weights only: CLIP score, and the "not computed"
-reasons when weights are absent."""
+"""Learned metrics from local weights only: CLIP score and LPIPS, and the
+"not computed" reasons when weights are absent."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import Study
+from conftest import REPO, Study
+from lpips_weights import reference_image_pairs, write_lpips_weights
 from promptsweep import learned
 from promptsweep.tiny import build_tokenizer
 
@@ -94,3 +96,87 @@ def test_workflow_marks_clip_not_computed_with_reason(study: Study, tmp_path: Pa
     assert pairs["clip_score_variant"].isna().all()
     summary = (study.root / "results/tables/summary.md").read_text()
     assert f"CLIP score not computed: '{missing}' is not on this machine" in summary
+
+
+@pytest.fixture(scope="module")
+def lpips_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    directory = tmp_path_factory.mktemp("lpips")
+    return {network: write_lpips_weights(directory, network) for network in learned.LPIPS_NETWORKS}
+
+
+@pytest.mark.parametrize("network", learned.LPIPS_NETWORKS)
+def test_lpips_equals_the_lpips_package(network: str, lpips_files) -> None:
+    """Same weights, same images: the distances the lpips package computed
+    (tests/reference/lpips_reference.py) to float32 precision."""
+    reference = json.loads((REPO / "tests/reference/lpips_reference.json").read_text())
+    backbone, linear = lpips_files[network]
+    lpips = learned.load_lpips(network, str(backbone), str(linear))
+    pairs = reference_image_pairs()
+    distances = learned.lpips_distances(lpips, [a for a, _ in pairs], [b for _, b in pairs])
+    assert distances == pytest.approx(reference["distances"][network], rel=1e-5, abs=1e-7)
+
+
+def test_lpips_is_zero_for_identical_images_and_symmetric(lpips_files) -> None:
+    lpips = learned.load_lpips("alex", *map(str, lpips_files["alex"]))
+    rng = np.random.default_rng(1)
+    image_a, image_b = (rng.integers(0, 256, (80, 72, 3), dtype=np.uint8) for _ in range(2))
+    same, forward, backward = learned.lpips_distances(lpips, [image_a, image_a, image_b], [image_a, image_b, image_a])
+    assert same == 0.0
+    assert forward > 0.0
+    assert backward == pytest.approx(forward, rel=1e-6)
+
+
+def test_missing_lpips_file_raises_naming_it(tmp_path: Path, lpips_files) -> None:
+    backbone, _ = lpips_files["alex"]
+    missing = tmp_path / "alex.pth"
+    with pytest.raises(FileNotFoundError, match=f"LPIPS alex linear layers {missing} is not on this machine"):
+        learned.load_lpips("alex", str(backbone), str(missing))
+
+
+def test_lpips_files_of_another_network_are_rejected(lpips_files) -> None:
+    alex_backbone, alex_linear = lpips_files["alex"]
+    vgg_backbone, _ = lpips_files["vgg"]
+    with pytest.raises(learned.WeightsError, match=r"'features.0.weight' has shape \(64, 3, 11, 11\), not \(64, 3, 3, 3\)"):
+        learned.load_lpips("vgg", str(alex_backbone), str(alex_linear))
+    with pytest.raises(learned.WeightsError, match=r"'lin1.model.1.weight' has shape \(1, 192, 1, 1\), not \(1, 128, 1, 1\).*vgg.pth"):
+        learned.load_lpips("vgg", str(vgg_backbone), str(alex_linear))
+
+
+def test_lpips_file_that_is_not_a_checkpoint_is_rejected(tmp_path: Path, lpips_files) -> None:
+    not_weights = tmp_path / "alex.pth"
+    not_weights.write_text("<html>404</html>")
+    with pytest.raises(learned.WeightsError, match="is not a PyTorch checkpoint"):
+        learned.load_lpips("alex", str(lpips_files["alex"][0]), str(not_weights))
+
+
+def test_workflow_scores_lpips_once_its_weights_appear(study: Study, tmp_path: Path) -> None:
+    """Named but absent weights: LPIPS is NaN with the reason; once the files
+    are there, only the comparisons rerun, and every pair and seed pair has LPIPS."""
+    weights = tmp_path / "weights"
+    backbone, linear = weights / "alex-backbone.pth", weights / "alex-linear.pth"
+    config = study.root / "config/config.yaml"
+    config.write_text(config.read_text() + f"metrics:\n  lpips:\n    backbone: {backbone}\n    linear: {linear}\n")
+    study.snakemake()
+    pairs = pd.read_csv(study.root / "results/tables/pairs.csv")
+    assert pairs["lpips"].isna().all()
+    summary = (study.root / "results/tables/summary.md").read_text()
+    assert f"LPIPS not computed: LPIPS alex backbone {backbone} is not on this machine" in summary
+
+    write_lpips_weights(weights, "alex")
+    planned = study.planned_jobs()
+    assert planned["ssim"] == len(pairs) // 2  # one job per image and prompt, two seeds each
+    assert planned["noise_floor"] == 2
+    assert "generate" not in planned
+    study.snakemake()
+    pairs = pd.read_csv(study.root / "results/tables/pairs.csv")
+    assert (pairs["lpips"] > 0).all()
+    noise_floor = pd.read_csv(study.root / "results/tables/noise_floor.csv")
+    assert (noise_floor["lpips"] > 0).all()
+    summary_table = pd.read_csv(study.root / "results/tables/summary.csv")
+    assert summary_table["lpips_mean"].to_numpy() == pytest.approx(
+        pairs.groupby("prompt_id", sort=False)["lpips"].mean().reindex(summary_table["prompt_id"]).to_numpy()
+    )
+    assert summary_table["lpips_noise_floor_mean"].to_numpy() == pytest.approx(noise_floor["lpips"].mean())
+    summary = (study.root / "results/tables/summary.md").read_text()
+    assert "LPIPS not computed" not in summary
+    assert "LPIPS: alex network" in summary

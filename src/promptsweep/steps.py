@@ -261,6 +261,50 @@ def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) 
     return "; ".join(reasons)
 
 
+PAIR_METRICS = ("ssim", "ms_ssim", "psnr", "lpips")
+
+
+def load_lpips(settings: dict[str, Any]) -> tuple[Any, str]:
+    """The LPIPS network ``metrics.lpips`` names, or None and why not."""
+    from promptsweep import learned
+    from promptsweep.models import on_model_thread
+
+    if not (settings["backbone"] and settings["linear"]):
+        return None, (
+            "LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set "
+            "(config/config.yaml says which files they name)"
+        )
+    try:
+        lpips = on_model_thread(
+            learned.load_lpips,
+            settings["network"],
+            str(Path(settings["backbone"]).expanduser()),
+            str(Path(settings["linear"]).expanduser()),
+        )
+    except (OSError, learned.WeightsError) as error:
+        return None, f"LPIPS not computed: {error}; fix metrics.lpips in config/config.yaml"
+    return lpips, ""
+
+
+def pair_metrics(baseline_image: np.ndarray, variant_image: np.ndarray, lpips: Any) -> dict[str, float]:
+    """Every metric of :data:`PAIR_METRICS` for one pair; LPIPS is NaN without a network."""
+    values = {
+        "ssim": metrics.ssim(baseline_image, variant_image),
+        "ms_ssim": metrics.ms_ssim(baseline_image, variant_image),
+        "psnr": metrics.psnr(baseline_image, variant_image),
+        "lpips": float("nan"),
+    }
+    if lpips is not None:
+        from promptsweep import learned
+        from promptsweep.models import on_model_thread
+
+        values["lpips"] = on_model_thread(learned.lpips_distances, lpips, [baseline_image], [variant_image])[0]
+    return values
+
+
+NO_PAIR_METRICS = dict.fromkeys(PAIR_METRICS, float("nan"))
+
+
 def compare_pairs(
     image_id: str,
     prompt_id: str,
@@ -269,11 +313,16 @@ def compare_pairs(
     variant_paths: Sequence[str],
     baseline_record_paths: Sequence[str],
     variant_record_paths: Sequence[str],
+    lpips_settings: dict[str, Any],
     output: str,
     log: str,
 ) -> None:
-    """Per seed: SSIM, MS-SSIM and PSNR of the variant against the same seed's baseline."""
+    """Per seed: SSIM, MS-SSIM, PSNR and LPIPS of the variant against the same
+    seed's baseline (``lpips_note`` says why LPIPS is NaN, when it is)."""
     with job_log(log, f"ssim {image_id}/{prompt_id}") as logger:
+        lpips, lpips_note = load_lpips(lpips_settings)
+        if lpips_note:
+            logger.info("%s", lpips_note)
         rows = []
         for seed, baseline_path, variant_path, baseline_record_path, variant_record_path in zip(
             seeds, baseline_paths, variant_paths, baseline_record_paths, variant_record_paths
@@ -283,18 +332,16 @@ def compare_pairs(
             excluded = _exclusion(baseline_record, variant_record)
             row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
             if excluded:
-                row.update(ssim=float("nan"), ms_ssim=float("nan"), psnr=float("nan"))
+                row.update(NO_PAIR_METRICS)
             else:
                 baseline_image = files.read_generated(baseline_path, baseline_record)
                 variant_image = files.read_generated(variant_path, variant_record)
-                row.update(
-                    ssim=metrics.ssim(baseline_image, variant_image),
-                    ms_ssim=metrics.ms_ssim(baseline_image, variant_image),
-                    psnr=metrics.psnr(baseline_image, variant_image),
-                )
-            row.update(excluded=excluded, baseline_path=baseline_path, variant_path=variant_path)
+                row.update(pair_metrics(baseline_image, variant_image, lpips))
+            row.update(
+                excluded=excluded, lpips_note=lpips_note, baseline_path=baseline_path, variant_path=variant_path
+            )
             rows.append(row)
-            logger.info("seed %s: ssim %.4f %s", seed, row["ssim"], excluded)
+            logger.info("seed %s: ssim %.4f lpips %.4f %s", seed, row["ssim"], row["lpips"], excluded)
         files.write_table(Path(output), pd.DataFrame(rows))
 
 
@@ -362,12 +409,14 @@ def seed_noise_floor(
     seeds: Sequence[int],
     baseline_paths: Sequence[str],
     record_paths: Sequence[str],
+    lpips_settings: dict[str, Any],
     output: str,
     log: str,
 ) -> None:
-    """Similarity between baselines of one image under every two seeds: the
-    change the seed alone causes, against which prompt effects are read."""
+    """Every pair metric between baselines of one image under every two seeds:
+    the change the seed alone causes, against which prompt effects are read."""
     with job_log(log, f"noise floor {image_id}") as logger:
+        lpips, _ = load_lpips(lpips_settings)
         records = [files.read_json(Path(path)) for path in record_paths]
         valid = {
             seed: files.read_generated(path, record)
@@ -378,16 +427,11 @@ def seed_noise_floor(
         for index, seed_a in enumerate(seeds):
             for seed_b in seeds[index + 1 :]:
                 if seed_a in valid and seed_b in valid:
-                    image_a, image_b = valid[seed_a], valid[seed_b]
-                    values = {
-                        "ssim": metrics.ssim(image_a, image_b),
-                        "ms_ssim": metrics.ms_ssim(image_a, image_b),
-                        "psnr": metrics.psnr(image_a, image_b),
-                    }
+                    values = pair_metrics(valid[seed_a], valid[seed_b], lpips)
                 else:
-                    values = {"ssim": float("nan"), "ms_ssim": float("nan"), "psnr": float("nan")}
+                    values = NO_PAIR_METRICS
                 rows.append({"image_id": image_id, "seed_a": seed_a, "seed_b": seed_b, **values})
-        table = pd.DataFrame(rows, columns=["image_id", "seed_a", "seed_b", "ssim", "ms_ssim", "psnr"])
+        table = pd.DataFrame(rows, columns=["image_id", "seed_a", "seed_b", *PAIR_METRICS])
         logger.info("%d seed pairs", len(table))
         files.write_table(Path(output), table)
 
@@ -426,20 +470,20 @@ def summarise(
     prompts: Sequence[Any],
     model_name: str,
     tiny: bool,
+    lpips_network: str,
     outputs: dict[str, str],
     log: str,
 ) -> None:
     """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
-    from promptsweep import learned
-
     with job_log(log, "summary") as logger:
         pairs = files.read_table(pairs_path)
         noise_floor = files.read_table(noise_floor_path)
         summary = study_summary(pairs, noise_floor, prompts)
         trend = stats.emphasis_trend(pairs, metric="ssim")
         note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
-        clip_notes = sorted(set(files.read_table(fidelity_path)["clip_score_note"].dropna()) - {""})
-        learned_notes = "\n".join(f"- {line}." for line in [*clip_notes, learned.LPIPS_NOT_COMPUTED])
+        learned_notes = "\n".join(
+            f"- {line}." for line in learned_metric_notes(pairs, files.read_table(fidelity_path), lpips_network)
+        )
         files.write_table(Path(outputs["summary_csv"]), summary)
         files.write_text(
             Path(outputs["summary_md"]), f"{note}\n\n{learned_notes}\n\n" + tables.to_markdown(summary)
@@ -457,22 +501,41 @@ def summarise(
         logger.info("%d prompts summarised", len(summary))
 
 
+def learned_metric_notes(pairs: pd.DataFrame, fidelity: pd.DataFrame, lpips_network: str) -> list[str]:
+    """What the learned metrics were computed with, or why they were not."""
+    notes = sorted(set(fidelity["clip_score_note"].dropna()) - {""})
+    notes += sorted(set(pairs["lpips_note"].dropna()) - {""})
+    if pairs["lpips"].notna().any():
+        notes.append(f"LPIPS: {lpips_network} network with the v0.1 linear layers (Zhang et al. 2018)")
+    return notes
+
+
 SUMMARY_COLUMNS = [
     "prompt_id", "kind", "emphasis", "text", "n", "n_images", "n_excluded",
     "ssim_mean", "ssim_std", "ssim_ci_low", "ssim_ci_high",
     "noise_floor_mean", "effect", "noise_effect", "relative_effect",
     "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor",
-    "ms_ssim_mean", "psnr_mean", "edge_f1_baseline_mean", "edge_f1_variant_mean",
+    "ms_ssim_mean", "psnr_mean", "lpips_mean", "lpips_noise_floor_mean",
+    "edge_f1_baseline_mean", "edge_f1_variant_mean",
     "clip_score_baseline_mean", "clip_score_variant_mean",
 ]
 
 
 def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Sequence[Any]) -> pd.DataFrame:
     """One row per prompt: SSIM statistics against the noise floor, the other
-    metrics' means, and how many pairs were excluded as invalid."""
+    metrics' means, and how many pairs were excluded as invalid.
+
+    ``lpips_noise_floor_mean`` is the mean per-image LPIPS between seeds over
+    the images the prompt's ``lpips_mean`` comes from."""
     statistics = stats.prompt_statistics(pairs, noise_floor, metric="ssim")
     finite_psnr = pairs.assign(psnr=pairs["psnr"].replace([np.inf], np.nan))
-    means = finite_psnr.groupby("prompt_id")[["ms_ssim", "psnr", *tables.PER_IMAGE_PAIR_COLUMNS]].mean().add_suffix("_mean")
+    means = finite_psnr.groupby("prompt_id")[
+        ["ms_ssim", "psnr", "lpips", *tables.PER_IMAGE_PAIR_COLUMNS]
+    ].mean().add_suffix("_mean")
+    lpips_floor_by_image = noise_floor.dropna(subset=["lpips"]).groupby("image_id")["lpips"].mean()
+    means["lpips_noise_floor_mean"] = pairs.dropna(subset=["lpips"]).groupby("prompt_id")["image_id"].apply(
+        lambda images: lpips_floor_by_image.reindex(images.unique()).mean()
+    )
     excluded = pairs.groupby("prompt_id")["excluded"].apply(lambda column: int((column.fillna("") != "").sum()))
     sheet = tables.prompt_sheet(prompts)
     summary = sheet.merge(statistics.drop(columns=["kind", "emphasis"]), on="prompt_id", how="left")

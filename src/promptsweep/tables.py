@@ -14,8 +14,8 @@ PER_IMAGE_METRICS = ("edge_f1", "clip_score")
 PER_IMAGE_PAIR_COLUMNS = [f"{metric}_{side}" for metric in PER_IMAGE_METRICS for side in ("baseline", "variant")]
 PAIR_COLUMNS = [
     "image_id", "prompt_id", "kind", "emphasis", "seed",
-    "ssim", "ms_ssim", "psnr", *PER_IMAGE_PAIR_COLUMNS,
-    "excluded", "baseline_path", "variant_path",
+    "ssim", "ms_ssim", "psnr", "lpips", *PER_IMAGE_PAIR_COLUMNS,
+    "excluded", "lpips_note", "baseline_path", "variant_path",
 ]
 
 

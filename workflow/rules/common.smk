@@ -69,6 +69,19 @@ def image_file(wildcards):
     return [path] if Path(path).exists() else []
 
 
+def lpips_weights(wildcards):
+    """The LPIPS weight files, declared as input only while they exist: a
+    missing one is reported as "not computed" rather than stopping the run,
+    and one that appears later reruns the comparisons made without it."""
+    settings = config["metrics"]["lpips"]
+    paths = [settings[key] for key in ("backbone", "linear") if settings[key]]
+    return [
+        str(Path(path).expanduser())
+        for path in paths
+        if Path(path).expanduser().is_file()
+    ]
+
+
 def generated(image, condition, suffix):
     return [
         f"results/generated/{image}/{condition}/seed{seed}.{suffix}" for seed in SEEDS

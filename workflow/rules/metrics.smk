@@ -4,10 +4,13 @@ rule ssim:
         variant=generated("{image}", "{prompt}", "png"),
         baseline_records=generated("{image}", BASELINE, "json"),
         variant_records=generated("{image}", "{prompt}", "json"),
+        lpips_weights=lpips_weights,
     output:
         "results/ssim/{image}/{prompt}.tsv",
     log:
         "logs/ssim/{image}/{prompt}.log",
+    params:
+        lpips=config["metrics"]["lpips"],
     run:
         steps.compare_pairs(
             wildcards.image,
@@ -17,6 +20,7 @@ rule ssim:
             input.variant,
             input.baseline_records,
             input.variant_records,
+            params.lpips,
             output[0],
             log[0],
         )
@@ -68,11 +72,20 @@ rule noise_floor:
     input:
         baseline=generated("{image}", BASELINE, "png"),
         records=generated("{image}", BASELINE, "json"),
+        lpips_weights=lpips_weights,
     output:
         "results/noise_floor/{image}.tsv",
     log:
         "logs/noise_floor/{image}.log",
+    params:
+        lpips=config["metrics"]["lpips"],
     run:
         steps.seed_noise_floor(
-            wildcards.image, SEEDS, input.baseline, input.records, output[0], log[0]
+            wildcards.image,
+            SEEDS,
+            input.baseline,
+            input.records,
+            params.lpips,
+            output[0],
+            log[0],
         )

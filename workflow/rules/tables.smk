@@ -64,14 +64,13 @@ rule summary_tables:
         prompts=list(PROMPTS.values()),
         model_name=model_params()["name"],
         tiny=config["model"]["source"] == "tiny",
+        lpips_network=config["metrics"]["lpips"]["network"],
     run:
         steps.summarise(
             input.pairs,
             input.noise_floor,
             input.fidelity,
-            params.prompts,
-            params.model_name,
-            params.tiny,
-            dict(output.items()),
-            log[0],
+            **params,
+            outputs=dict(output.items()),
+            log=log[0],
         )
