@@ -372,17 +372,18 @@ def test_trend_matches_scipy_on_cell_means():
         "rho_ci_low",
         "rho_ci_high",
         "p_value",
+        "rho_within_image",
+        "rho_within_image_ci_low",
+        "rho_within_image_ci_high",
     ]
 
 
 def test_trend_without_variation_is_nan():
     pairs = trend_pairs({1.0: 0.2, 2.0: 0.2}, "positive")
     row = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES).iloc[0]
-    assert (
-        np.isnan(row["rho"])
-        and np.isnan(row["rho_ci_low"])
-        and np.isnan(row["rho_ci_high"])
-    )
+    assert row[
+        ["rho", "rho_ci_low", "rho_ci_high", "rho_within_image", "rho_within_image_ci_low"]
+    ].isna().all()
 
 
 def test_trend_drops_nan_and_is_deterministic():
@@ -417,3 +418,28 @@ def test_trend_ci_resamples_images_not_cells():
     assert 0.0 < row["rho"] < 1.0
     assert row["rho_ci_low"] == pytest.approx(row["rho"])
     assert row["rho_ci_high"] == pytest.approx(1.0)
+    # The flat image has no rho of its own; the trending one's is 1.
+    assert row["rho_within_image"] == pytest.approx(1.0)
+
+
+def test_within_image_trend_is_not_diluted_by_image_levels():
+    """Both images rise strictly with emphasis, one from a higher level: the
+    pooled rho is well below 1, the within-image rho is exactly 1."""
+    rows = [("low", f"p{e}", "positive", e, 0, 1.0 - 0.1 * e) for e in (1.0, 2.0, 3.0)]
+    rows += [("high", f"p{e}", "positive", e, 0, 0.6 - 0.1 * e) for e in (1.0, 2.0, 3.0)]
+    row = stats.emphasis_trend(make_pairs(rows), n_resamples=N_RESAMPLES).iloc[0]
+    assert row["rho"] < 0.6
+    assert row["rho_within_image"] == pytest.approx(1.0)
+    assert row["rho_within_image_ci_low"] == pytest.approx(1.0)
+    assert row["rho_within_image_ci_high"] == pytest.approx(1.0)
+
+
+def test_within_image_trend_averages_images_that_disagree():
+    """One image rises with emphasis and one falls: the mean within-image rho
+    is 0, and redrawing images spans every value from -1 to 1."""
+    rows = [("rises", f"p{e}", "positive", e, 0, 1.0 - 0.1 * e) for e in (1.0, 2.0, 3.0)]
+    rows += [("falls", f"p{e}", "positive", e, 0, 0.5 + 0.1 * e) for e in (1.0, 2.0, 3.0)]
+    row = stats.emphasis_trend(make_pairs(rows), n_resamples=N_RESAMPLES).iloc[0]
+    assert row["rho_within_image"] == pytest.approx(0.0)
+    assert row["rho_within_image_ci_low"] == pytest.approx(-1.0)
+    assert row["rho_within_image_ci_high"] == pytest.approx(1.0)

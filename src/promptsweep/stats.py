@@ -234,6 +234,12 @@ def _spearman_rho(emphasis: np.ndarray, dissimilarity: np.ndarray) -> float:
         return float(scipy_stats.spearmanr(emphasis, dissimilarity).statistic)
 
 
+def _mean_of_defined(values: npt.NDArray[np.float64]) -> float:
+    """Mean of the non-NaN values; NaN when there are none."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else np.nan
+
+
 def emphasis_trend(
     pairs: pd.DataFrame,
     metric: str = "ssim",
@@ -252,9 +258,20 @@ def emphasis_trend(
     cells of a drawn image; resamples with undefined rho (constant data) are
     left out of the interval.
 
+    Pooling mixes two things: how emphasis changes an image, and how much
+    images differ from each other overall. An image that reacts strongly to
+    every prompt sits above one that reacts weakly, and that spread pulls the
+    pooled rho toward 0 even when every image rises with emphasis. So
+    ``rho_within_image`` is the mean over images of each image's own
+    Spearman rho between emphasis and its cells' dissimilarity (images whose
+    cells are all equal have none and are left out), with its own
+    cluster-bootstrap interval ``rho_within_image_ci_low/high``. It is 1 when
+    every image's effect rises strictly with emphasis, whatever their levels.
+
     Returns columns kind, n_prompts, n_images, rho, rho_ci_low, rho_ci_high,
-    p_value, one row per kind in sorted order. Each kind's bootstrap draws
-    from ``default_rng(seed)`` afresh.
+    p_value, rho_within_image, rho_within_image_ci_low,
+    rho_within_image_ci_high, one row per kind in sorted order. Each kind's
+    bootstrap draws from ``default_rng(seed)`` afresh.
     """
     valid_pairs = pairs.dropna(subset=[metric])
     cells = (
@@ -276,8 +293,12 @@ def emphasis_trend(
         cells_by_image = list(
             kind_cells.reset_index(drop=True).groupby(IMAGE, sort=True).indices.values()
         )
+        image_rhos = np.array(
+            [_spearman_rho(emphasis[rows], dissimilarity[rows]) for rows in cells_by_image]
+        )
         rng = np.random.default_rng(seed)
         replicate_rhos = np.full(n_resamples, np.nan)
+        replicate_within = np.full(n_resamples, np.nan)
         if len(cells_by_image) >= 2:
             for i, drawn in enumerate(
                 _image_resamples(len(cells_by_image), n_resamples, rng)
@@ -286,7 +307,9 @@ def emphasis_trend(
                 replicate_rhos[i] = _spearman_rho(
                     emphasis[rows_drawn], dissimilarity[rows_drawn]
                 )
+                replicate_within[i] = _mean_of_defined(image_rhos[drawn])
         rho_ci = _percentile_interval(replicate_rhos, 0.95)
+        within_ci = _percentile_interval(replicate_within, 0.95)
 
         rows.append(
             {
@@ -297,6 +320,9 @@ def emphasis_trend(
                 "rho_ci_low": rho_ci[0],
                 "rho_ci_high": rho_ci[1],
                 "p_value": float(correlation.pvalue),
+                "rho_within_image": _mean_of_defined(image_rhos),
+                "rho_within_image_ci_low": within_ci[0],
+                "rho_within_image_ci_high": within_ci[1],
             }
         )
     return pd.DataFrame(
@@ -309,5 +335,8 @@ def emphasis_trend(
             "rho_ci_low",
             "rho_ci_high",
             "p_value",
+            "rho_within_image",
+            "rho_within_image_ci_low",
+            "rho_within_image_ci_high",
         ],
     )
