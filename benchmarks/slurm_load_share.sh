@@ -19,8 +19,7 @@ for images_per_job in 1 10; do
   start=$(date +%s.%N)
   timeout -s INT -k 30 900 python -m snakemake --profile profiles/slurm \
     --slurm-init-seconds-before-status-checks 1 --seconds-between-status-checks 1 \
-    --set-resources generate:runtime=10 generate:mem_mb=1000 generate:cpus_per_gpu=1 \
-    --default-resources runtime=10 mem_mb=1000 \
+    --default-resources runtime=10 mem_mb=1000 cpus_per_gpu=1 \
     --config images_per_generation_job=$images_per_job > run.log 2>&1
   status=$?
   wall=$(echo "$(date +%s.%N) - $start" | bc)

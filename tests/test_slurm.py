@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import REPO, Study
@@ -51,9 +52,9 @@ LOCK_WAIT = 600
 LOCK_FILE = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "promptsweep-slurm-test.lock"
 
 # The test node has 2 CPUs and a few GB: replace the site values of the
-# profile's set-resources for generate (--set-resources on the command line
-# replaces the profile's whole mapping). gpu=1 still comes from the rule.
-TEST_NODE_RESOURCES = ["generate:runtime=10", "generate:mem_mb=1000", "generate:cpus_per_gpu=1"]
+# profile's default-resources (--default-resources on the command line
+# replaces the profile's whole mapping). gpu=1 still comes from the rules.
+TEST_NODE_RESOURCES = ["runtime=10", "mem_mb=1000", "cpus_per_gpu=1"]
 
 
 def _script(name: str, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -141,6 +142,42 @@ def _run(command: list[str], cwd: Path, timeout: float) -> tuple[int, str, bool]
         return process.returncode, output, True
 
 
+def _planned_remote_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job a dry run plans outside LOCAL_RULES
+    (a dry run prints local jobs as ``rule X:`` too)."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n)", output):
+        rule = re.search(r"^rule (\w+):$", block, flags=re.MULTILINE)
+        resources = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
+        if rule and resources and rule.group(1) not in LOCAL_RULES:
+            jobs.append((rule.group(1), dict(re.findall(r"(\w+)=([^,]+)", resources.group(1)))))
+    return jobs
+
+
+@pytest.mark.parametrize(("images_per_job", "remote_rule"), [(1, "generate"), (2, "generate_shard0")])
+def test_profile_gives_every_generation_job_its_resources(
+    tmp_path: Path, images_per_job: int, remote_rule: str
+) -> None:
+    """A dry run through the profile, no cluster needed: every job that would
+    go to SLURM, one image per job or several, gets the profile's generation
+    resources and one GPU."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())["default-resources"]
+    study = Study(tmp_path)
+    command = [
+        sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--dry-run",
+        "--config", f"images_per_generation_job={images_per_job}",
+    ]
+    returncode, output, timed_out = _run(command, study.root, RUN_TIMEOUT)
+    assert returncode == 0 and not timed_out, output[-6000:]
+    jobs = _planned_remote_jobs(output)
+    assert len(jobs) == len(CONDITIONS) * len(IMAGES) // images_per_job
+    for rule, resources in jobs:
+        assert rule == remote_rule
+        assert resources["gpu"] == "1"
+        for name in ("runtime", "mem_mb", "cpus_per_gpu"):
+            assert resources[name] == str(profile[name]), (rule, name, resources)
+
+
 def _slurm_jobs(job_name: str) -> dict[int, dict[str, str]]:
     """The jobs of one Snakemake run (its SLURM job name), from slurmctld.
 
@@ -174,7 +211,7 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
     command = [
         sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-        "--set-resources", *TEST_NODE_RESOURCES,
+        "--default-resources", *TEST_NODE_RESOURCES,
         # One job per (image, condition), so that every pair's submission can be checked.
         "--config", "images_per_generation_job=1",
     ]
@@ -273,13 +310,20 @@ def test_sharded_generation_loads_once_per_cluster_job(
     command = [
         sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-        "--default-resources", "runtime=10", "mem_mb=1000",
+        "--default-resources", *TEST_NODE_RESOURCES,
     ]
     returncode, output, timed_out = _run(command, study.root, RUN_TIMEOUT)
     assert not timed_out and returncode == 0, output[-6000:]
     submissions = re.findall(r"submitted with SLURM jobid (\d+)", output)
     assert len(submissions) == len(CONDITIONS)  # both images of a condition in one job
     assert sorted(set(re.findall(r"^rule (\S+):", output, flags=re.MULTILINE))) == ["generate_shard0"]
+    # The run's own --default-resources reached the group jobs, as the profile's do.
+    run_id = re.search(r"SLURM run ID: (\S+)", output)
+    assert run_id, output[:3000]
+    jobs = _slurm_jobs(run_id.group(1))
+    assert len(jobs) == len(CONDITIONS)
+    for job in jobs.values():
+        assert (job["MinMemoryNode"], job["TimeLimit"]) == ("1000M", "00:10:00"), job
     for condition in CONDITIONS:
         log = (study.root / f"logs/generate/shard0/{condition}.log").read_text()
         assert log.count("pipeline: loaded") == 1
