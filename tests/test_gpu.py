@@ -68,3 +68,34 @@ def test_batched_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
     for one, other in zip(batched, single):
         difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
         assert difference <= 2e-3 + 1 / 255  # 2e-3 in [0, 1], plus one uint8 rounding step
+
+
+def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Path) -> None:
+    """The workflow's generation job with the default runtime settings (device
+    and dtype auto): fp16 on the GPU, valid images, and records naming the card."""
+    from promptsweep import files, steps
+
+    write_tiny_model(tmp_path / "tiny" / "base", tmp_path / "tiny" / "controlnet")
+    steps.resolve_model(
+        {"source": "tiny", "name": "tiny"}, str(tmp_path / "tiny"), str(tmp_path / "weights.json"), str(tmp_path / "model.log")
+    )
+    files.write_png(tmp_path / "edges.png", np.asarray(control_image())[:, :, 0])
+    seeds = [0, 1, 2]
+    request = {
+        "image_id": "square", "condition": "good", "prompt": "thing, good", "negative_prompt": "",
+        "seeds": seeds,
+        "generation": {"steps": 4, "guidance_scale": 9.0, "controlnet_scale": 1.0,
+                       "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
+        "runtime": {"device": "auto", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": "fail",
+                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False},
+    }
+    image_paths = [str(tmp_path / f"seed{seed}.png") for seed in seeds]
+    record_paths = [str(tmp_path / f"seed{seed}.json") for seed in seeds]
+    steps.generate_pairs(
+        [str(tmp_path / "edges.png")], str(tmp_path / "weights.json"), [image_paths], [record_paths],
+        [request], str(tmp_path / "generate.log"),
+    )
+    for image_path, record_path in zip(image_paths, record_paths):
+        record = files.read_json(Path(record_path))
+        assert (record["device"], record["dtype"], record["valid"]) == (torch.cuda.get_device_name(), "float16", True)
+        assert files.read_generated(image_path, record).std() > 0
