@@ -19,9 +19,9 @@ from promptsweep.learned import Lpips, lpips_backbone, lpips_distances
 
 
 def random_lpips(network: str) -> Lpips:
-    features, taps = lpips_backbone(network)
-    weights = tuple(torch.rand(features[index - 1].out_channels) for index in taps)
-    return Lpips(network, features.eval(), taps, weights)
+    backbone = lpips_backbone(network)
+    backbone.features.eval()
+    return Lpips(backbone, tuple(torch.rand(channels) for channels in backbone.tapped_channels))
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from promptsweep.learned import lpips_backbone
 def write_lpips_weights(directory: Path, network: str, seed: int = 0) -> tuple[Path, Path]:
     """Write ``<network>-backbone.pth`` and ``<network>-linear.pth``; return both paths."""
     rng = np.random.default_rng(seed)
-    features, taps = lpips_backbone(network)
+    network_layers = lpips_backbone(network)
     backbone = {}
-    for key, tensor in features.state_dict().items():
+    for key, tensor in network_layers.features.state_dict().items():
         shape = tuple(tensor.shape)
         # He-uniform weights keep activations from vanishing through the layers.
         bound = np.sqrt(6.0 / np.prod(shape[1:])) if key.endswith("weight") else 0.1
@@ -32,9 +32,9 @@ def write_lpips_weights(directory: Path, network: str, seed: int = 0) -> tuple[P
     backbone["classifier.1.weight"] = torch.zeros(2, 2)
     linear = {
         f"lin{k}.model.1.weight": torch.from_numpy(
-            rng.uniform(0.0, 1.0, size=(1, features[index - 1].out_channels, 1, 1)).astype(np.float32)
+            rng.uniform(0.0, 1.0, size=(1, channels, 1, 1)).astype(np.float32)
         )
-        for k, index in enumerate(taps)
+        for k, channels in enumerate(network_layers.tapped_channels)
     }
     directory.mkdir(parents=True, exist_ok=True)
     backbone_path, linear_path = directory / f"{network}-backbone.pth", directory / f"{network}-linear.pth"

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, Study
 from lpips_weights import reference_image_pairs, write_lpips_weights
-from promptsweep import learned
+from promptsweep import learned, steps
 from promptsweep.tiny import build_tokenizer
 
 
@@ -147,6 +147,49 @@ def test_lpips_file_that_is_not_a_checkpoint_is_rejected(tmp_path: Path, lpips_f
     not_weights.write_text("<html>404</html>")
     with pytest.raises(learned.WeightsError, match="is not a PyTorch checkpoint"):
         learned.load_lpips("alex", str(lpips_files["alex"][0]), str(not_weights))
+
+
+def test_lpips_directory_empty_file_and_pickled_model_are_named(tmp_path: Path, lpips_files) -> None:
+    backbone = str(lpips_files["alex"][0])
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    pickled = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    for linear, message in [
+        (tmp_path, f"{tmp_path} is not a file"),
+        (empty, f"{empty} is not a PyTorch checkpoint"),
+        (pickled, "holds pickled Python objects, not only tensors; only a state dict is loaded"),
+    ]:
+        with pytest.raises(learned.WeightsError, match=message) as error:
+            learned.load_lpips("alex", backbone, str(linear))
+        assert "\n" not in str(error.value)
+
+
+def settings(backbone: Path | str | None, linear: Path | str | None) -> dict:
+    return {"network": "alex", "backbone": backbone and str(backbone), "linear": linear and str(linear)}
+
+
+def test_lpips_or_reason_names_what_to_set_or_fix(tmp_path: Path, lpips_files) -> None:
+    backbone, linear = lpips_files["alex"]
+    lpips, reason = steps.lpips_or_reason(settings(None, None))
+    assert lpips is None
+    assert reason.startswith("LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set")
+    assert "metrics.lpips.linear is not set" in steps.lpips_or_reason(settings(backbone, None))[1]
+    missing = tmp_path / "alex.pth"
+    lpips, reason = steps.lpips_or_reason(settings(backbone, missing))
+    assert lpips is None
+    assert reason == (
+        f"LPIPS not computed: LPIPS alex linear layers {missing} is not on this machine; "
+        "correct metrics.lpips in your config"
+    )
+    lpips, reason = steps.lpips_or_reason(settings(backbone, linear))
+    assert isinstance(lpips, learned.Lpips) and reason == ""
+
+
+def test_lpips_paths_expand_the_home_directory(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    paths = learned.lpips_weight_paths(settings("~/alex.pth", None))
+    assert paths == {"backbone": tmp_path / "alex.pth"}
 
 
 def test_workflow_scores_lpips_once_its_weights_appear(study: Study, tmp_path: Path) -> None:

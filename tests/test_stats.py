@@ -382,7 +382,8 @@ def test_trend_without_variation_is_nan():
     pairs = trend_pairs({1.0: 0.2, 2.0: 0.2}, "positive")
     row = stats.emphasis_trend(pairs, n_resamples=N_RESAMPLES).iloc[0]
     assert row[
-        ["rho", "rho_ci_low", "rho_ci_high", "rho_within_image", "rho_within_image_ci_low"]
+        ["rho", "rho_ci_low", "rho_ci_high", "rho_within_image", "rho_within_image_ci_low",
+         "rho_within_image_ci_high"]
     ].isna().all()
 
 

@@ -7,7 +7,7 @@ how well the picture matches the text, beside the structural metrics that
 compare pictures with each other.
 
 LPIPS (Zhang et al. 2018): a distance between the baseline and the variant of a
-pair, from deep features weighted to match human judgements of difference; see
+pair, and between baselines of two seeds for its noise floor, from deep features weighted to match human judgements of difference; see
 :func:`lpips_distances`. It is built here from two checkpoint files, so neither
 torchvision nor the lpips package is needed.
 
@@ -66,14 +66,30 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
+LPIPS_FILES = ("backbone", "linear")
+
+
 class WeightsError(ValueError):
     """A weights file that is on disk but is not the one expected."""
 
 
-def lpips_backbone(network: str) -> tuple[Any, tuple[int, ...]]:
-    """The backbone's convolutional layers, numbered as in torchvision's
+@dataclass(frozen=True)
+class LpipsBackbone:
+    """A backbone's convolutional layers, numbered as in torchvision's
     ``features`` (so its checkpoint keys ``features.<i>.weight`` load as they
-    are), and the indices of the ReLUs LPIPS takes its five feature maps from.
+    are), and the indices of the ReLUs LPIPS takes its five feature maps from."""
+
+    features: Any  # torch.nn.Sequential
+    taps: tuple[int, ...]
+
+    @property
+    def tapped_channels(self) -> tuple[int, ...]:
+        """Channels of each tapped feature map (each tap follows a convolution)."""
+        return tuple(self.features[index - 1].out_channels for index in self.taps)
+
+
+def lpips_backbone(network: str) -> LpipsBackbone:
+    """The backbone LPIPS uses for ``network``, with untrained weights.
 
     ``alex``: AlexNet (Krizhevsky et al. 2012, torchvision's variant), relu1-5.
     ``vgg``: VGG-16 (Simonyan & Zisserman 2015), relu1_2, 2_2, 3_3, 4_3, 5_3.
@@ -89,7 +105,7 @@ def lpips_backbone(network: str) -> tuple[Any, tuple[int, ...]]:
             nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
             nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
         )
-        return features, (1, 4, 7, 9, 11)
+        return LpipsBackbone(features, (1, 4, 7, 9, 11))
     if network == "vgg":
         layers: list[Any] = []
         channels = 3
@@ -99,33 +115,53 @@ def lpips_backbone(network: str) -> tuple[Any, tuple[int, ...]]:
             for _ in range(convolutions):
                 layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
                 channels = width
-        return nn.Sequential(*layers), (3, 8, 15, 22, 29)
+        return LpipsBackbone(nn.Sequential(*layers), (3, 8, 15, 22, 29))
     raise ValueError(f"unknown LPIPS network {network!r}; use one of {', '.join(LPIPS_NETWORKS)}")
 
 
 @dataclass(frozen=True)
 class Lpips:
-    """An LPIPS network: backbone layers, where to tap them, one weight per
-    channel of each tapped layer."""
+    """An LPIPS network: its backbone and one weight per channel of each tapped layer."""
 
-    network: str
-    features: Any
-    taps: tuple[int, ...]
+    backbone: LpipsBackbone
     channel_weights: tuple[Any, ...]
+
+
+def lpips_weight_paths(settings: dict[str, Any]) -> dict[str, Path]:
+    """The files ``metrics.lpips`` names, by key (``backbone``, ``linear``),
+    with ``~`` expanded; a key left unset is absent."""
+    return {key: Path(settings[key]).expanduser() for key in LPIPS_FILES if settings[key]}
 
 
 def _read_checkpoint(path: Path, what: str) -> dict[str, Any]:
     import torch
 
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} {path} is not on this machine")
+    if not path.is_file():
+        raise WeightsError(f"{what} {path} is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a file that is not a checkpoint
-        raise WeightsError(f"{what} {path} is not a PyTorch checkpoint ({error})") from None
+        raise WeightsError(f"{what} {path} {_why_unreadable(path, error)}") from None
     if not isinstance(checkpoint, dict):
         raise WeightsError(f"{what} {path} holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """One line for the user; torch's own messages span lines and suggest
+    ``weights_only=False``, which would run code from the file."""
+    import pickle
+    import zipfile
+
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        # A checkpoint archive that the weights-only loader refuses holds Python objects.
+        return (
+            "holds pickled Python objects, not only tensors; only a state dict is loaded "
+            "(torch.save(model.state_dict(), path) writes one)"
+        )
+    return f"is not a PyTorch checkpoint ({type(error).__name__})"
 
 
 def _take(checkpoint: dict[str, Any], key: str, shape: tuple[int, ...], path: Path, hint: str) -> Any:
@@ -151,23 +187,23 @@ def load_lpips(network: str, backbone_path: str, linear_path: str) -> Lpips:
     Raises ``FileNotFoundError`` for a missing file and :class:`WeightsError`
     for a file that does not hold the expected tensors; never downloads.
     """
-    features, taps = lpips_backbone(network)
+    backbone = lpips_backbone(network)
     backbone_file, linear_file = Path(backbone_path), Path(linear_path)
-    backbone = _read_checkpoint(backbone_file, f"LPIPS {network} backbone")
-    linear = _read_checkpoint(linear_file, f"LPIPS {network} linear layers")
+    backbone_checkpoint = _read_checkpoint(backbone_file, f"LPIPS {network} backbone")
+    linear_checkpoint = _read_checkpoint(linear_file, f"LPIPS {network} linear layers")
     hint = f"is it torchvision's ImageNet checkpoint of {network}?"
     state = {
-        key: _take(backbone, f"features.{key}", tuple(value.shape), backbone_file, hint)
-        for key, value in features.state_dict().items()
+        key: _take(backbone_checkpoint, f"features.{key}", tuple(value.shape), backbone_file, hint)
+        for key, value in backbone.features.state_dict().items()
     }
-    features.load_state_dict(state)
-    tapped_channels = [features[index - 1].out_channels for index in taps]
+    backbone.features.load_state_dict(state)
+    backbone.features.eval()
     hint = f"is it lpips/weights/v0.1/{network}.pth?"
     channel_weights = tuple(
-        _take(linear, f"lin{k}.model.1.weight", (1, channels, 1, 1), linear_file, hint).flatten()
-        for k, channels in enumerate(tapped_channels)
+        _take(linear_checkpoint, f"lin{k}.model.1.weight", (1, channels, 1, 1), linear_file, hint).flatten()
+        for k, channels in enumerate(backbone.tapped_channels)
     )
-    return Lpips(network, features.eval(), taps, channel_weights)
+    return Lpips(backbone, channel_weights)
 
 
 def lpips_distances(
@@ -198,9 +234,9 @@ def lpips_distances(
             activations = (pixels / 127.5 - 1.0 - shift) / scale
             distance = torch.zeros(())
             weights = iter(lpips.channel_weights)
-            for index, layer in enumerate(lpips.features):
+            for index, layer in enumerate(lpips.backbone.features):
                 activations = layer(activations)
-                if index in lpips.taps:
+                if index in lpips.backbone.taps:
                     unit = activations / (activations.norm(dim=1, keepdim=True) + 1e-10)
                     squared = (unit[0] - unit[1]) ** 2
                     distance += (squared * next(weights).view(-1, 1, 1)).sum(dim=0).mean()

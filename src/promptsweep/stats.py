@@ -263,8 +263,9 @@ def emphasis_trend(
     every prompt sits above one that reacts weakly, and that spread pulls the
     pooled rho toward 0 even when every image rises with emphasis. So
     ``rho_within_image`` is the mean over images of each image's own
-    Spearman rho between emphasis and its cells' dissimilarity (images whose
-    cells are all equal have none and are left out), with its own
+    Spearman rho between emphasis and its cells' dissimilarity (images with
+    fewer than two cells of the kind, or whose cells are all equal, have none
+    and are left out of this mean; ``n_images`` still counts them), with its own
     cluster-bootstrap interval ``rho_within_image_ci_low/high``. It is 1 when
     every image's effect rises strictly with emphasis, whatever their levels.
 
@@ -294,7 +295,10 @@ def emphasis_trend(
             kind_cells.reset_index(drop=True).groupby(IMAGE, sort=True).indices.values()
         )
         image_rhos = np.array(
-            [_spearman_rho(emphasis[rows], dissimilarity[rows]) for rows in cells_by_image]
+            [
+                _spearman_rho(emphasis[image_rows], dissimilarity[image_rows])
+                for image_rows in cells_by_image
+            ]
         )
         rng = np.random.default_rng(seed)
         replicate_rhos = np.full(n_resamples, np.nan)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from promptsweep import edges, files, metrics, plots, stats, tables
+from promptsweep import edges, files, learned, metrics, plots, stats, tables
 from promptsweep.study import ConditionPrompts
 
 # torch and diffusers are imported inside the two model steps only: Snakemake
@@ -264,29 +264,29 @@ def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) 
 PAIR_METRICS = ("ssim", "ms_ssim", "psnr", "lpips")
 
 
-def load_lpips(settings: dict[str, Any]) -> tuple[Any, str]:
+def lpips_or_reason(settings: dict[str, Any]) -> tuple[learned.Lpips | None, str]:
     """The LPIPS network ``metrics.lpips`` names, or None and why not."""
-    from promptsweep import learned
-    from promptsweep.models import on_model_thread
-
-    if not (settings["backbone"] and settings["linear"]):
+    paths = learned.lpips_weight_paths(settings)
+    unset = [f"metrics.lpips.{key}" for key in learned.LPIPS_FILES if key not in paths]
+    if unset:
         return None, (
-            "LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set "
+            f"LPIPS not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set "
             "(config/config.yaml says which files they name)"
         )
+    from promptsweep.models import on_model_thread  # imports torch: only when LPIPS is wanted
+
     try:
         lpips = on_model_thread(
-            learned.load_lpips,
-            settings["network"],
-            str(Path(settings["backbone"]).expanduser()),
-            str(Path(settings["linear"]).expanduser()),
+            learned.load_lpips, settings["network"], str(paths["backbone"]), str(paths["linear"])
         )
     except (OSError, learned.WeightsError) as error:
-        return None, f"LPIPS not computed: {error}; fix metrics.lpips in config/config.yaml"
+        return None, f"LPIPS not computed: {error}; correct metrics.lpips in your config"
     return lpips, ""
 
 
-def pair_metrics(baseline_image: np.ndarray, variant_image: np.ndarray, lpips: Any) -> dict[str, float]:
+def pair_metrics(
+    baseline_image: np.ndarray, variant_image: np.ndarray, lpips: learned.Lpips | None
+) -> dict[str, float]:
     """Every metric of :data:`PAIR_METRICS` for one pair; LPIPS is NaN without a network."""
     values = {
         "ssim": metrics.ssim(baseline_image, variant_image),
@@ -295,7 +295,6 @@ def pair_metrics(baseline_image: np.ndarray, variant_image: np.ndarray, lpips: A
         "lpips": float("nan"),
     }
     if lpips is not None:
-        from promptsweep import learned
         from promptsweep.models import on_model_thread
 
         values["lpips"] = on_model_thread(learned.lpips_distances, lpips, [baseline_image], [variant_image])[0]
@@ -320,7 +319,7 @@ def compare_pairs(
     """Per seed: SSIM, MS-SSIM, PSNR and LPIPS of the variant against the same
     seed's baseline (``lpips_note`` says why LPIPS is NaN, when it is)."""
     with job_log(log, f"ssim {image_id}/{prompt_id}") as logger:
-        lpips, lpips_note = load_lpips(lpips_settings)
+        lpips, lpips_note = lpips_or_reason(lpips_settings)
         if lpips_note:
             logger.info("%s", lpips_note)
         rows = []
@@ -416,7 +415,9 @@ def seed_noise_floor(
     """Every pair metric between baselines of one image under every two seeds:
     the change the seed alone causes, against which prompt effects are read."""
     with job_log(log, f"noise floor {image_id}") as logger:
-        lpips, _ = load_lpips(lpips_settings)
+        lpips, lpips_note = lpips_or_reason(lpips_settings)
+        if lpips_note:
+            logger.info("%s", lpips_note)
         records = [files.read_json(Path(path)) for path in record_paths]
         valid = {
             seed: files.read_generated(path, record)
@@ -453,7 +454,7 @@ def collect_tables(
     """Gather the per-job files into the study's long tables."""
     with job_log(log, "tables") as logger:
         comparisons = _concat_tables(comparison_paths)
-        comparisons["excluded"] = comparisons["excluded"].fillna("").astype(str)
+        comparisons["excluded"] = tables.notes(comparisons["excluded"])
         fidelity = _concat_tables(fidelity_paths)
         noise_floor = _concat_tables(noise_floor_paths)
         pairs = tables.pairs_table(comparisons, fidelity, prompts)
@@ -503,11 +504,11 @@ def summarise(
 
 def learned_metric_notes(pairs: pd.DataFrame, fidelity: pd.DataFrame, lpips_network: str) -> list[str]:
     """What the learned metrics were computed with, or why they were not."""
-    notes = sorted(set(fidelity["clip_score_note"].dropna()) - {""})
-    notes += sorted(set(pairs["lpips_note"].dropna()) - {""})
+    lines = sorted(set(tables.notes(fidelity["clip_score_note"])) - {""})
+    lines += sorted(set(tables.notes(pairs["lpips_note"])) - {""})
     if pairs["lpips"].notna().any():
-        notes.append(f"LPIPS: {lpips_network} network with the v0.1 linear layers (Zhang et al. 2018)")
-    return notes
+        lines.append(f"LPIPS: {lpips_network} network with the v0.1 linear layers (Zhang et al. 2018)")
+    return lines
 
 
 SUMMARY_COLUMNS = [
@@ -533,10 +534,10 @@ def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Seque
         ["ms_ssim", "psnr", "lpips", *tables.PER_IMAGE_PAIR_COLUMNS]
     ].mean().add_suffix("_mean")
     lpips_floor_by_image = noise_floor.dropna(subset=["lpips"]).groupby("image_id")["lpips"].mean()
-    means["lpips_noise_floor_mean"] = pairs.dropna(subset=["lpips"]).groupby("prompt_id")["image_id"].apply(
-        lambda images: lpips_floor_by_image.reindex(images.unique()).mean()
-    )
-    excluded = pairs.groupby("prompt_id")["excluded"].apply(lambda column: int((column.fillna("") != "").sum()))
+    lpips_images = pairs.dropna(subset=["lpips"])[["prompt_id", "image_id"]].drop_duplicates()
+    lpips_images["floor"] = lpips_images["image_id"].map(lpips_floor_by_image).astype(float)
+    means["lpips_noise_floor_mean"] = lpips_images.groupby("prompt_id")["floor"].mean()
+    excluded = (tables.notes(pairs["excluded"]) != "").groupby(pairs["prompt_id"]).sum()
     sheet = tables.prompt_sheet(prompts)
     summary = sheet.merge(statistics.drop(columns=["kind", "emphasis"]), on="prompt_id", how="left")
     summary = summary.merge(means, left_on="prompt_id", right_index=True, how="left")

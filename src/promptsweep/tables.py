@@ -19,6 +19,12 @@ PAIR_COLUMNS = [
 ]
 
 
+def notes(column: pd.Series) -> pd.Series:
+    """A column of notes as text, "" where there is none (a CSV reader gives
+    NaN for an empty cell, and a float column when every cell is empty)."""
+    return column.astype(object).where(column.notna(), "").astype(str)
+
+
 def prompt_sheet(prompts: Sequence[PromptSpec]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"prompt_id": p.prompt_id, "kind": p.kind, "emphasis": p.emphasis, "text": p.text} for p in prompts]
@@ -47,8 +53,8 @@ def pairs_table(
             values.get((image, prompt, seed), math.nan)
             for image, prompt, seed in zip(table.image_id, table.prompt_id, table.seed)
         ]
-    table.loc[table["excluded"].fillna("") != "", PER_IMAGE_PAIR_COLUMNS] = math.nan
-    table["excluded"] = table["excluded"].fillna("")
+    table["excluded"] = notes(table["excluded"])
+    table.loc[table["excluded"] != "", PER_IMAGE_PAIR_COLUMNS] = math.nan
     order = {p.prompt_id: index for index, p in enumerate(prompts)}
     table = table.sort_values(
         ["prompt_id", "image_id", "seed"], key=lambda column: column.map(order) if column.name == "prompt_id" else column

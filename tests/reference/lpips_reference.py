@@ -30,10 +30,12 @@ TORCHVISION_MODELS = {"alex": torchvision.models.alexnet, "vgg": torchvision.mod
 def reference_distances(network: str, directory: Path) -> list[float]:
     backbone_path, linear_path = write_lpips_weights(directory, network)
     backbone = TORCHVISION_MODELS[network]()
-    # Strict for the features: a key or shape this project names differently fails here.
+    # Strict for the features: a key or shape this project names differently fails here
+    # (a wrong shape raises; a wrong or missing key is caught by the asserts).
     features = {k: v for k, v in torch.load(backbone_path).items() if k.startswith("features.")}
-    missing = backbone.load_state_dict(features, strict=False).missing_keys
-    assert all(key.startswith("classifier.") for key in missing), missing
+    loaded = backbone.load_state_dict(features, strict=False)
+    assert not loaded.unexpected_keys, loaded.unexpected_keys
+    assert all(key.startswith("classifier.") for key in loaded.missing_keys), loaded.missing_keys
     # The lpips package builds its backbone through torchvision; hand it this one.
     lpips.pretrained_networks.tv.alexnet = lambda **_: backbone
     lpips.pretrained_networks.tv.vgg16 = lambda **_: backbone

@@ -2,9 +2,11 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from promptsweep import steps
+from promptsweep.learned import lpips_weight_paths
 from promptsweep.study import (
     BASELINE,
     condition_prompts,
@@ -26,6 +28,15 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
+LPIPS_WEIGHTS = lpips_weight_paths(config["metrics"]["lpips"])
+for key, path in LPIPS_WEIGHTS.items():
+    if not path.is_file():
+        # Not an error (LPIPS is then reported as not computed), but comparisons
+        # that had LPIPS are redone without it: say so before anything runs.
+        logger.warning(
+            f"metrics.lpips.{key}: {path} is not a file on this machine; LPIPS is "
+            "reported as not computed, and comparisons made with it are redone without it"
+        )
 
 
 def image_shards():
@@ -73,13 +84,7 @@ def lpips_weights(wildcards):
     """The LPIPS weight files, declared as input only while they exist: a
     missing one is reported as "not computed" rather than stopping the run,
     and one that appears later reruns the comparisons made without it."""
-    settings = config["metrics"]["lpips"]
-    paths = [settings[key] for key in ("backbone", "linear") if settings[key]]
-    return [
-        str(Path(path).expanduser())
-        for path in paths
-        if Path(path).expanduser().is_file()
-    ]
+    return [str(path) for path in LPIPS_WEIGHTS.values() if path.is_file()]
 
 
 def generated(image, condition, suffix):
