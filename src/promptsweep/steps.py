@@ -284,6 +284,15 @@ def lpips_or_reason(settings: dict[str, Any]) -> tuple[learned.Lpips | None, str
     return lpips, ""
 
 
+def _job_lpips(settings: dict[str, Any], logger: logging.Logger) -> tuple[learned.Lpips | None, str]:
+    """:func:`lpips_or_reason`, warning in the job's log when LPIPS was asked
+    for but cannot be computed (left unset, it is the quiet default)."""
+    lpips, note = lpips_or_reason(settings)
+    if note and learned.lpips_weight_paths(settings):
+        logger.warning("%s", note)
+    return lpips, note
+
+
 def pair_metrics(
     baseline_image: np.ndarray, variant_image: np.ndarray, lpips: learned.Lpips | None
 ) -> dict[str, float]:
@@ -319,9 +328,7 @@ def compare_pairs(
     """Per seed: SSIM, MS-SSIM, PSNR and LPIPS of the variant against the same
     seed's baseline (``lpips_note`` says why LPIPS is NaN, when it is)."""
     with job_log(log, f"ssim {image_id}/{prompt_id}") as logger:
-        lpips, lpips_note = lpips_or_reason(lpips_settings)
-        if lpips_note:
-            logger.info("%s", lpips_note)
+        lpips, lpips_note = _job_lpips(lpips_settings, logger)
         rows = []
         for seed, baseline_path, variant_path, baseline_record_path, variant_record_path in zip(
             seeds, baseline_paths, variant_paths, baseline_record_paths, variant_record_paths
@@ -415,9 +422,7 @@ def seed_noise_floor(
     """Every pair metric between baselines of one image under every two seeds:
     the change the seed alone causes, against which prompt effects are read."""
     with job_log(log, f"noise floor {image_id}") as logger:
-        lpips, lpips_note = lpips_or_reason(lpips_settings)
-        if lpips_note:
-            logger.info("%s", lpips_note)
+        lpips, _ = _job_lpips(lpips_settings, logger)
         records = [files.read_json(Path(path)) for path in record_paths]
         valid = {
             seed: files.read_generated(path, record)
