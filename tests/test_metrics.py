@@ -168,6 +168,18 @@ def test_ms_ssim_is_finite_and_orders_distortions(astronaut):
     assert scores[0] > scores[1] > scores[2]
 
 
+def test_ssim_and_ms_ssim_together_equal_each_alone(chelsea):
+    """The workflow's one-pass pair: its SSIM is :func:`ssim` (MS-SSIM's first
+    scale) and its MS-SSIM is :func:`ms_ssim`, on an odd-sized crop too."""
+    for image in (chelsea, chelsea[:201, :175]):
+        other = np.roll(image, 4, axis=1)
+        together = metrics.ssim_and_ms_ssim(image, other)
+        assert together == pytest.approx(
+            (metrics.ssim(image, other), metrics.ms_ssim(image, other)), abs=1e-12
+        )
+    assert together[0] != pytest.approx(together[1], abs=1e-3)
+
+
 def test_ms_ssim_rejects_shape_mismatch_and_tiny_images():
     with pytest.raises(ValueError, match=r"\(64, 64, 3\).*\(64, 63, 3\)"):
         metrics.ms_ssim(

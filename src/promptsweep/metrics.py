@@ -140,10 +140,14 @@ def _scales_that_fit(shortest_side: int, max_scales: int) -> int:
 
 def _ms_ssim_channel(
     channel_a: np.ndarray, channel_b: np.ndarray, weights: np.ndarray
-) -> float:
+) -> tuple[float, float]:
+    """MS-SSIM of one channel, and its SSIM (the full-scale mean SSIM)."""
     score = 1.0
+    full_scale_ssim = np.nan
     for scale, weight in enumerate(weights):
         ssim_mean, cs_mean = _ssim_and_cs_means(channel_a, channel_b)
+        if scale == 0:
+            full_scale_ssim = ssim_mean
         is_coarsest = scale == len(weights) - 1
         term = ssim_mean if is_coarsest else cs_mean
         # A negative term raised to a fractional weight is NaN; clip it to 0
@@ -152,7 +156,7 @@ def _ms_ssim_channel(
         if not is_coarsest:
             channel_a = _average_pool_2x2(channel_a)
             channel_b = _average_pool_2x2(channel_b)
-    return score
+    return score, full_scale_ssim
 
 
 def ms_ssim(
@@ -185,6 +189,16 @@ def ms_ssim(
     Raises ValueError if the images differ in shape, are not (H, W, C) uint8,
     or have a side shorter than 11 px.
     """
+    return ssim_and_ms_ssim(image_a, image_b, weights)[1]
+
+
+def ssim_and_ms_ssim(
+    image_a: npt.NDArray[np.uint8],
+    image_b: npt.NDArray[np.uint8],
+    weights: Sequence[float] = MS_SSIM_WEIGHTS,
+) -> tuple[float, float]:
+    """:func:`ssim` and :func:`ms_ssim` together: MS-SSIM's first scale is the
+    SSIM, so the local statistics of the full-size images are computed once."""
     _check_rgb_pair(image_a, image_b)
     n_scales = _scales_that_fit(min(image_a.shape[:2]), len(weights))
     if n_scales == 0:
@@ -199,7 +213,8 @@ def ms_ssim(
             _channels_as_float(image_a), _channels_as_float(image_b)
         )
     ]
-    return float(np.mean(channel_scores))
+    ms_ssim_scores, ssim_scores = zip(*channel_scores)
+    return float(np.mean(ssim_scores)), float(np.mean(ms_ssim_scores))
 
 
 def psnr(image_a: npt.NDArray[np.uint8], image_b: npt.NDArray[np.uint8]) -> float:

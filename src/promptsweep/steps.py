@@ -297,9 +297,10 @@ def pair_metrics(
     baseline_image: np.ndarray, variant_image: np.ndarray, lpips: learned.Lpips | None
 ) -> dict[str, float]:
     """Every metric of :data:`PAIR_METRICS` for one pair; LPIPS is NaN without a network."""
+    ssim, ms_ssim = metrics.ssim_and_ms_ssim(baseline_image, variant_image)
     values = {
-        "ssim": metrics.ssim(baseline_image, variant_image),
-        "ms_ssim": metrics.ms_ssim(baseline_image, variant_image),
+        "ssim": ssim,
+        "ms_ssim": ms_ssim,
         "psnr": metrics.psnr(baseline_image, variant_image),
         "lpips": float("nan"),
     }
