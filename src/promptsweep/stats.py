@@ -80,9 +80,10 @@ def bootstrap_mean_ci(
     return _percentile_interval(resample_means, confidence)
 
 
-def _per_image_mean(observations: pd.DataFrame, value: str) -> pd.Series:
-    """Mean of ``value`` per image, indexed by image_id in sorted order."""
-    return observations.groupby(IMAGE, sort=True)[value].mean()
+def per_image_mean(observations: pd.DataFrame, value: str) -> pd.Series:
+    """Mean of ``value`` per image over its non-NaN rows, indexed by image_id
+    in sorted order; an image with no such row is absent."""
+    return observations.dropna(subset=[value]).groupby(IMAGE, sort=True)[value].mean()
 
 
 def _wilcoxon_p_value(differences: npt.NDArray[np.float64]) -> float:
@@ -125,7 +126,7 @@ def _prompt_row(
     n_resamples: int,
     seed: int,
 ) -> dict[str, float | int]:
-    image_metric = _per_image_mean(prompt_pairs, metric)
+    image_metric = per_image_mean(prompt_pairs, metric)
     paired_images = image_metric.index.intersection(noise_metric_by_image.index)
     paired_prompt_dissimilarity = 1.0 - image_metric.loc[paired_images].to_numpy()
     paired_noise_dissimilarity = (
@@ -211,7 +212,7 @@ def prompt_statistics(
     prompt's row depends only on its own data, the noise floor and the seed.
     """
     valid_pairs = pairs.dropna(subset=[metric])
-    noise_metric_by_image = _per_image_mean(noise_floor.dropna(subset=[metric]), metric)
+    noise_metric_by_image = per_image_mean(noise_floor, metric)
     rows = []
     for (prompt_id, kind, emphasis), prompt_pairs in valid_pairs.groupby(
         [PROMPT, KIND, EMPHASIS], sort=True

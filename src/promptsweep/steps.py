@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from promptsweep import edges, files, learned, metrics, plots, stats, tables
+from promptsweep import edges, files, learned, metrics, tables
 from promptsweep.study import ConditionPrompts
 
-# torch and diffusers are imported inside the two model steps only: Snakemake
-# imports this module whenever it parses the workflow, which every dry run and
-# every cluster job does (twice per job), and those imports take about 5 s.
+# Snakemake imports this module whenever it parses the workflow, which every
+# dry run and every cluster job does (twice per job). So the heavy imports are
+# made inside the steps that need them: torch and diffusers (about 5 s) in the
+# model steps, matplotlib and scipy.stats (about 0.6 s) in the summary steps.
 
 
 class GenerationError(RuntimeError):
@@ -359,7 +360,6 @@ def image_fidelity(
     seeds: Sequence[int],
     image_paths: Sequence[str],
     record_paths: Sequence[str],
-    prompts: dict[str, str],
     low: int,
     high: int,
     clip_model: str | None,
@@ -370,8 +370,8 @@ def image_fidelity(
     against its edge map, and CLIP score against its prompt where a CLIP model
     is on this machine (``clip_score_note`` says why not otherwise).
 
-    ``image_paths`` and ``record_paths`` run over conditions, then seeds;
-    ``prompts`` maps each condition to the prompt its images were made with.
+    ``image_paths`` and ``record_paths`` run over conditions, then seeds.
+    Each image is scored against the prompt its record says it was made with.
     """
     from promptsweep import learned
     from promptsweep.models import on_model_thread
@@ -389,7 +389,7 @@ def image_fidelity(
                 clip_note = f"CLIP score not computed: {clip_model!r} is not on this machine ({reason})"
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
-        scored: list[tuple[dict[str, Any], np.ndarray]] = []  # valid images, for CLIP
+        scored: list[tuple[dict[str, Any], np.ndarray, str]] = []  # valid images and prompts, for CLIP
         for (condition, seed), image_path, record_path in zip(keys, image_paths, record_paths):
             record = files.read_json(Path(record_path))
             image = files.read_generated(image_path, record)
@@ -400,11 +400,11 @@ def image_fidelity(
                 "clip_score_note": clip_note,
             })
             if record["valid"]:
-                scored.append((rows[-1], image))
+                scored.append((rows[-1], image, record["prompt"]))
         if clip is not None and scored:
-            texts = [prompts[row["condition"]] for row, _ in scored]
-            scores = on_model_thread(learned.clip_scores, clip, [image for _, image in scored], texts)
-            for (row, _), score in zip(scored, scores):
+            scored_rows, images, texts = zip(*scored)
+            scores = on_model_thread(learned.clip_scores, clip, list(images), list(texts))
+            for row, score in zip(scored_rows, scores):
                 row["clip_score"] = score
         table = pd.DataFrame(rows)
         logger.info("mean edge F1 %.4f over %d images; %s", table["edge_f1"].mean(), len(table), clip_note or "CLIP score computed")
@@ -460,7 +460,6 @@ def collect_tables(
     """Gather the per-job files into the study's long tables."""
     with job_log(log, "tables") as logger:
         comparisons = _concat_tables(comparison_paths)
-        comparisons["excluded"] = tables.notes(comparisons["excluded"])
         fidelity = _concat_tables(fidelity_paths)
         noise_floor = _concat_tables(noise_floor_paths)
         pairs = tables.pairs_table(comparisons, fidelity, prompts)
@@ -482,6 +481,8 @@ def summarise(
     log: str,
 ) -> None:
     """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
+    from promptsweep import plots, stats
+
     with job_log(log, "summary") as logger:
         pairs = files.read_table(pairs_path)
         noise_floor = files.read_table(noise_floor_path)
@@ -534,12 +535,14 @@ def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Seque
 
     ``lpips_noise_floor_mean`` is the mean per-image LPIPS between seeds over
     the images the prompt's ``lpips_mean`` comes from."""
+    from promptsweep import stats
+
     statistics = stats.prompt_statistics(pairs, noise_floor, metric="ssim")
     finite_psnr = pairs.assign(psnr=pairs["psnr"].replace([np.inf], np.nan))
     means = finite_psnr.groupby("prompt_id")[
         ["ms_ssim", "psnr", "lpips", *tables.PER_IMAGE_PAIR_COLUMNS]
     ].mean().add_suffix("_mean")
-    lpips_floor_by_image = noise_floor.dropna(subset=["lpips"]).groupby("image_id")["lpips"].mean()
+    lpips_floor_by_image = stats.per_image_mean(noise_floor, "lpips")
     lpips_images = pairs.dropna(subset=["lpips"])[["prompt_id", "image_id"]].drop_duplicates()
     lpips_images["floor"] = lpips_images["image_id"].map(lpips_floor_by_image).astype(float)
     means["lpips_noise_floor_mean"] = lpips_images.groupby("prompt_id")["floor"].mean()
@@ -562,13 +565,14 @@ def draw_plots(
     outputs: dict[str, str],
     log: str,
 ) -> None:
+    from promptsweep import plots, stats
+
     with job_log(log, "plots") as logger:
         pairs = files.read_table(pairs_path)
         summary = files.read_table(summary_path)
         noise_floor = files.read_table(noise_floor_path)
-        per_image = noise_floor.dropna(subset=["ssim"]).groupby("image_id")["ssim"].mean()
-        low, high = stats.bootstrap_mean_ci(per_image.to_numpy()) if len(per_image) else (np.nan, np.nan)
-        floor = (float(per_image.mean()) if len(per_image) else np.nan, low, high)
+        per_image = stats.per_image_mean(noise_floor, "ssim")
+        floor = (float(per_image.mean()), *stats.bootstrap_mean_ci(per_image.to_numpy()))
         plots.ssim_by_prompt(summary, floor, model_name, tiny, outputs["ssim_by_prompt"])
         plots.effect_vs_emphasis(summary, model_name, tiny, outputs["effect_vs_emphasis"])
         plots.image_prompt_heatmap(pairs, prompt_order, model_name, tiny, outputs["heatmap"])
@@ -585,6 +589,8 @@ def draw_contact_sheet(
     output: str,
     log: str,
 ) -> None:
+    from promptsweep import plots
+
     with job_log(log, f"sheet {image_id}"):
         panels = [(label, files.read_png(Path(path))) for label, path in zip(labels, image_paths)]
         plots.contact_sheet(files.read_png(Path(edge_path)), panels, title, tiny, output)

@@ -44,10 +44,6 @@ rule fidelity:
     log:
         "logs/fidelity/{image}.log",
     params:
-        prompts=lambda wildcards: {
-            condition: pair_prompts(wildcards.image, condition).prompt
-            for condition in CONDITIONS
-        },
         low=config["generation"]["canny_low"],
         high=config["generation"]["canny_high"],
         clip_model=config["metrics"]["clip_model"],
@@ -59,7 +55,6 @@ rule fidelity:
             SEEDS,
             input.images,
             input.records,
-            params.prompts,
             params.low,
             params.high,
             params.clip_model,
