@@ -115,3 +115,25 @@ def test_device_and_dtype_defaults() -> None:
     assert models.resolve_dtype("auto", "cuda") == torch.float16
     assert models.resolve_dtype("bfloat16", "cuda") == torch.bfloat16
     assert models.resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("safety_checker", [False, True])
+def test_safety_checker_files_are_fetched_only_when_used(tmp_path: Path, monkeypatch, safety_checker: bool) -> None:
+    from promptsweep import steps
+
+    requested: dict[str, list[str]] = {}
+
+    def record_patterns(source: models.ModelSource, patterns: list[str], role: str) -> models.ResolvedWeights:
+        requested[role] = patterns
+        return models.ResolvedWeights(source, str(tmp_path), "0" * 40, {})
+
+    monkeypatch.setattr(models, "resolve_weights", record_patterns)
+    model = {
+        "source": "pretrained", "name": "sd15", "safety_checker": safety_checker,
+        "base": {"id": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+        "controlnet": {"id": "lllyasviel/sd-controlnet-canny"},
+    }
+    steps.resolve_model(model, None, str(tmp_path / "weights.json"), str(tmp_path / "model.log"))
+    assert (set(models.SAFETY_CHECKER_PATTERNS) <= set(requested["base"])) == safety_checker
+    assert set(models.BASE_PATTERNS) <= set(requested["base"])
+    assert requested["controlnet"] == models.CONTROLNET_PATTERNS

@@ -92,7 +92,9 @@ def resolve_model(model: dict[str, Any], tiny_directory: str | None, output: str
             controlnet_source = models.ModelSource(
                 model["controlnet"]["id"], model["controlnet"].get("revision")
             )
-            patterns = {"base": models.BASE_PATTERNS, "controlnet": models.CONTROLNET_PATTERNS}
+            # The safety checker's files are fetched only for runs that use it.
+            safety_checker = models.SAFETY_CHECKER_PATTERNS if model["safety_checker"] else []
+            patterns = {"base": models.BASE_PATTERNS + safety_checker, "controlnet": models.CONTROLNET_PATTERNS}
         base = models.resolve_weights(base_source, patterns["base"], "base")
         controlnet = models.resolve_weights(controlnet_source, patterns["controlnet"], "controlnet")
         for role, weights in (("base", base), ("controlnet", controlnet)):

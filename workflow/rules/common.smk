@@ -98,13 +98,15 @@ def tiny_model_input(wildcards):
 
 
 def model_params():
-    """The model settings that identify its weights (a change reruns every generation)."""
+    """The model settings that identify its weights, the safety checker's
+    included when it is used (a change reruns every generation)."""
     model = config["model"]
     return {
         "source": model["source"],
         "name": model.get("name", model["source"]),
         "base": model.get("base"),
         "controlnet": model.get("controlnet"),
+        "safety_checker": config["runtime"]["safety_checker"],
     }
 
 
