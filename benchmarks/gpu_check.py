@@ -25,8 +25,9 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from promptsweep.generation import GenerationSettings, generate
-from promptsweep.study import ConditionPrompts
+from promptsweep.generation import generate
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings
 from promptsweep.tiny import build_tokenizer
 
 
@@ -76,7 +77,7 @@ def edge_control(size: int = 512) -> Image.Image:
 def main() -> None:
     print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)
     control = edge_control()
-    prompts = ConditionPrompts("cat, best quality", "lowres, bad anatomy")
+    prompts = GenerationInput("cat, best quality", "lowres, bad anatomy")
     settings = GenerationSettings(steps=20, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
     for dtype in (torch.float16, torch.bfloat16):
         pipeline = sd15_shaped_pipeline(dtype)

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def loop_seconds() -> float:
     from promptsweep import edges, models
-    from promptsweep.generation import GenerationSettings, generate
-    from promptsweep.study import condition_prompts, read_images, read_prompts
+    from promptsweep.generation import generate
+    from promptsweep.study import GenerationSettings, condition_input, read_images, read_prompts
     from promptsweep.tiny import write_tiny_model
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -54,7 +54,7 @@ def loop_seconds() -> float:
             )
             control = edges.control_image(edge)
             for condition in [None, *prompts]:
-                generate(pipeline, control, condition_prompts(image, condition), config["seeds"], settings, 8)
+                generate(pipeline, control, condition_input(image, condition), config["seeds"], settings, 8)
     return time.perf_counter() - started
 
 

@@ -46,6 +46,15 @@ def write_test_image(path: Path, seed: int, size: tuple[int, int] = (80, 96)) ->
     Image.fromarray(pixels).save(path)
 
 
+def run_snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The ``snakemake`` command line in ``root``, as a user runs it."""
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1", *args]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
 class Study:
     """A copy of the workflow in a temporary directory, with a reduced study."""
 
@@ -66,11 +75,7 @@ class Study:
         (root / "config" / "images.tsv").write_text("\n".join(rows) + "\n")
 
     def snakemake(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1", *args]
-        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=900)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-        return result
+        return run_snakemake(self.root, *args, check=check)
 
     def planned_jobs(self) -> dict[str, int]:
         """Rule -> job count of what a run would do now (a dry run)."""

@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 
 from conftest import Study
-from promptsweep import files, generation, models, steps
+from promptsweep import files, generation, models
+from promptsweep.jobs import generate as generate_jobs
+from promptsweep.jobs import metrics as metric_jobs
 
 
 def test_killed_run_resumes_and_leaves_no_truncated_file(study: Study) -> None:
@@ -93,10 +95,10 @@ def generation_files(tmp_path: Path, tiny: Path) -> dict:
     write_weights(tmp_path / "weights.json", tiny)
     files.write_png(tmp_path / "edges.png", np.pad(np.full((8, 8), 255, np.uint8), 28))
     return {
-        "edge_path": str(tmp_path / "edges.png"),
-        "weights_path": str(tmp_path / "weights.json"),
-        "image_paths": [str(tmp_path / f"seed{seed}.png") for seed in (0, 1)],
-        "record_paths": [str(tmp_path / f"seed{seed}.json") for seed in (0, 1)],
+        "edge_maps": [str(tmp_path / "edges.png")],
+        "weights": str(tmp_path / "weights.json"),
+        "images": [[str(tmp_path / f"seed{seed}.png") for seed in (0, 1)]],
+        "records": [[str(tmp_path / f"seed{seed}.json") for seed in (0, 1)]],
         "log": str(tmp_path / "job.log"),
     }
 
@@ -106,8 +108,8 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatc
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(generation, "generate", out_of_memory)
-    with pytest.raises(steps.GenerationError) as error:
-        steps.generate_condition(**generation_files(tmp_path, tiny), request=request())
+    with pytest.raises(generate_jobs.GenerationError) as error:
+        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[request()])
     message = str(error.value)
     assert "square/bad: out of GPU memory" in message
     for remedy in ("seeds_per_batch", "attention_slicing", "cpu_offload"):
@@ -123,16 +125,16 @@ def constant_images(pipeline, control, prompts, seeds, settings, seeds_per_batch
 
 def test_invalid_images_fail_the_job_by_default(tmp_path: Path, tiny: Path, monkeypatch) -> None:
     monkeypatch.setattr(generation, "generate", constant_images)
-    with pytest.raises(steps.GenerationError, match="on_invalid_image: exclude"):
-        steps.generate_condition(**generation_files(tmp_path, tiny), request=request("fail"))
+    with pytest.raises(generate_jobs.GenerationError, match="on_invalid_image: exclude"):
+        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[request("fail")])
     assert not (tmp_path / "seed0.png").exists()
 
 
 def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:
     monkeypatch.setattr(generation, "generate", constant_images)
     paths = generation_files(tmp_path, tiny)
-    steps.generate_condition(**paths, request=request("exclude"))
-    record = files.read_json(Path(paths["record_paths"][0]))
+    generate_jobs.generate(**paths, requests=[request("exclude")])
+    record = files.read_json(Path(paths["records"][0][0]))
     assert record["valid"] is False and record["problem"] == "constant image"
 
     baseline = tmp_path / "baseline"
@@ -142,12 +144,12 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
             baseline / f"seed{seed}.json",
             {"valid": True, "problem": None, "sha256": files.file_sha256(baseline / f"seed{seed}.png")},
         )
-    steps.compare_pairs(
-        "square", "bad", [0, 1],
-        [str(baseline / f"seed{seed}.png") for seed in (0, 1)], paths["image_paths"],
-        [str(baseline / f"seed{seed}.json") for seed in (0, 1)], paths["record_paths"],
-        {"network": "alex", "backbone": None, "linear": None},
-        str(tmp_path / "pairs.tsv"), str(tmp_path / "compare.log"),
+    metric_jobs.pair_metrics(
+        image_id="square", prompt_id="bad", seeds=[0, 1],
+        baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)], variants=paths["images"][0],
+        baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)], variant_records=paths["records"][0],
+        settings={"lpips": {"network": "alex", "backbone": None, "linear": None}},
+        output=str(tmp_path / "pairs.tsv"), log=str(tmp_path / "compare.log"),
     )
     table = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
     assert table[["ssim", "ms_ssim", "psnr", "lpips"]].isna().all().all()

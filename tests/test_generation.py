@@ -12,13 +12,13 @@ from PIL import Image
 
 from promptsweep import generation, models
 from promptsweep.generation import (
-    GenerationSettings,
     generate,
     image_problem,
     initial_latents,
     tokens_beyond_limit,
 )
-from promptsweep.study import ConditionPrompts, ImageSpec, PromptSpec, condition_prompts
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings, ImageSpec, PromptSpec, condition_input
 from promptsweep.tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
@@ -41,13 +41,13 @@ def control() -> Image.Image:
     return Image.fromarray(edges)
 
 
-def test_condition_prompts_follow_controlnet() -> None:
+def test_condition_input_follow_controlnet() -> None:
     image = ImageSpec("cat", "cat.png", "cat")
     positive = PromptSpec("p", "positive", 1, "best quality")
     negative = PromptSpec("n", "negative", 1, "lowres")
-    assert condition_prompts(image, None) == ConditionPrompts("cat", "")
-    assert condition_prompts(image, positive) == ConditionPrompts("cat, best quality", "")
-    assert condition_prompts(image, negative) == ConditionPrompts("cat", "lowres")
+    assert condition_input(image, None) == GenerationInput("cat", "")
+    assert condition_input(image, positive) == GenerationInput("cat, best quality", "")
+    assert condition_input(image, negative) == GenerationInput("cat", "lowres")
 
 
 def test_initial_latents_depend_on_seed_only() -> None:
@@ -69,26 +69,26 @@ def test_baseline_and_variant_start_from_identical_latents(monkeypatch, control)
 
     fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
     monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: recording_pipeline)
-    generate(fake, control, ConditionPrompts("cat", ""), [0, 1], SETTINGS, 8)
-    generate(fake, control, ConditionPrompts("cat, best quality", "lowres"), [0, 1], SETTINGS, 8)
+    generate(fake, control, GenerationInput("cat", ""), [0, 1], SETTINGS, 8)
+    generate(fake, control, GenerationInput("cat, best quality", "lowres"), [0, 1], SETTINGS, 8)
     assert torch.equal(received[0], received[1])
 
 
 def test_same_seed_gives_bit_identical_images(pipeline, control) -> None:
-    first = generate(pipeline, control, ConditionPrompts("cat", "bad"), [7], SETTINGS, 8)
-    second = generate(pipeline, control, ConditionPrompts("cat", "bad"), [7], SETTINGS, 8)
+    first = generate(pipeline, control, GenerationInput("cat", "bad"), [7], SETTINGS, 8)
+    second = generate(pipeline, control, GenerationInput("cat", "bad"), [7], SETTINGS, 8)
     assert np.array_equal(first[0].pixels, second[0].pixels)
     assert first[0].pixels.shape == (64, 128, 3) and first[0].pixels.dtype == np.uint8
 
 
 def test_prompt_changes_the_image(pipeline, control) -> None:
-    baseline = generate(pipeline, control, ConditionPrompts("cat", ""), [0], SETTINGS, 8)[0]
-    variant = generate(pipeline, control, ConditionPrompts("cat", "lowres, worst quality"), [0], SETTINGS, 8)[0]
+    baseline = generate(pipeline, control, GenerationInput("cat", ""), [0], SETTINGS, 8)[0]
+    variant = generate(pipeline, control, GenerationInput("cat", "lowres, worst quality"), [0], SETTINGS, 8)[0]
     assert not np.array_equal(baseline.pixels, variant.pixels)
 
 
 def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
-    prompts = ConditionPrompts("cat, good", "bad")
+    prompts = GenerationInput("cat, good", "bad")
     batched = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 3)
     single = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 1)
     for one, other in zip(batched, single):
@@ -99,7 +99,7 @@ def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
 
 def test_ddim_scheduler_runs(pipeline, control) -> None:
     ddim = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="ddim", eta=0.0)
-    images = generate(pipeline, control, ConditionPrompts("cat", ""), [0], ddim, 8)
+    images = generate(pipeline, control, GenerationInput("cat", ""), [0], ddim, 8)
     assert images[0].problem is None
 
 
@@ -124,7 +124,7 @@ def test_flagged_and_nan_images_are_marked(monkeypatch, control) -> None:
 
     fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
     monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
-    flagged, nan = generate(fake, control, ConditionPrompts("cat", ""), [0, 1], SETTINGS, 8)
+    flagged, nan = generate(fake, control, GenerationInput("cat", ""), [0, 1], SETTINGS, 8)
     assert "safety checker" in flagged.problem
     assert "non-finite" in nan.problem and nan.pixels.max() == 0
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from promptsweep import models
-from promptsweep.generation import GenerationSettings, generate, initial_latents
-from promptsweep.study import ConditionPrompts
+from promptsweep.generation import generate, initial_latents
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings
 from promptsweep.tiny import write_tiny_model
 
 pytestmark = [
@@ -48,7 +49,7 @@ def test_half_precision_images_are_valid(tiny_weights, dtype: str) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=models.resolve_dtype(dtype, "cuda"))
     pipeline = models.load_pipeline(base, controlnet, options)
-    images = generate(pipeline, control_image(), ConditionPrompts("cat", "bad"), [0, 1], SETTINGS, 8)
+    images = generate(pipeline, control_image(), GenerationInput("cat", "bad"), [0, 1], SETTINGS, 8)
     assert pipeline.unet.dtype == options.dtype
     assert [image.problem for image in images] == [None, None]
 
@@ -62,7 +63,7 @@ def test_batched_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=torch.float32)
     pipeline = models.load_pipeline(base, controlnet, options)
-    prompts = ConditionPrompts("cat", "")
+    prompts = GenerationInput("cat", "")
     batched = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 3)
     single = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 1)
     for one, other in zip(batched, single):
@@ -73,11 +74,14 @@ def test_batched_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
 def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Path) -> None:
     """The workflow's generation job with the default runtime settings (device
     and dtype auto): fp16 on the GPU, valid images, and records naming the card."""
-    from promptsweep import files, steps
+    from promptsweep import files
+    from promptsweep.jobs import generate as generate_jobs
+    from promptsweep.jobs import model as model_jobs
 
     write_tiny_model(tmp_path / "tiny" / "base", tmp_path / "tiny" / "controlnet")
-    steps.resolve_model(
-        {"source": "tiny", "name": "tiny"}, str(tmp_path / "tiny"), str(tmp_path / "weights.json"), str(tmp_path / "model.log")
+    model_jobs.model_weights(
+        model={"source": "tiny", "name": "tiny"}, tiny_directory=str(tmp_path / "tiny"),
+        output=str(tmp_path / "weights.json"), log=str(tmp_path / "model.log"),
     )
     files.write_png(tmp_path / "edges.png", np.asarray(control_image())[:, :, 0])
     seeds = [0, 1, 2]
@@ -91,9 +95,9 @@ def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Pat
     }
     image_paths = [str(tmp_path / f"seed{seed}.png") for seed in seeds]
     record_paths = [str(tmp_path / f"seed{seed}.json") for seed in seeds]
-    steps.generate_pairs(
-        [str(tmp_path / "edges.png")], str(tmp_path / "weights.json"), [image_paths], [record_paths],
-        [request], str(tmp_path / "generate.log"),
+    generate_jobs.generate(
+        edge_maps=[str(tmp_path / "edges.png")], weights=str(tmp_path / "weights.json"), images=[image_paths],
+        records=[record_paths], requests=[request], log=str(tmp_path / "generate.log"),
     )
     for image_path, record_path in zip(image_paths, record_paths):
         record = files.read_json(Path(record_path))

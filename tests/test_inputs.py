@@ -463,14 +463,14 @@ def test_unreadable_image_fails_only_its_own_jobs(study) -> None:  # type: ignor
     (study.root / "resources" / "broken.png").write_text("not a picture\n")
     sheet = study.root / "config" / "images.tsv"
     sheet.write_text(sheet.read_text() + "broken\tresources/broken.png\tthing\n")
-    targets = [f"results/ssim/{image}/good.tsv" for image in ("square", "blocks", "broken")]
+    targets = [f"results/pair_metrics/{image}/good.tsv" for image in ("square", "blocks", "broken")]
     result = study.snakemake("--keep-going", *targets, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "resources/broken.png: not an image format" in output
     results = study.root / "results"
     for image in ("square", "blocks"):
-        assert (results / "ssim" / image / "good.tsv").is_file(), output[-3000:]
+        assert (results / "pair_metrics" / image / "good.tsv").is_file(), output[-3000:]
         assert (results / "generated" / image / "baseline" / "seed0.png").is_file()
     assert not (results / "edges" / "broken.png").exists()
     assert not (results / "generated" / "broken").exists()

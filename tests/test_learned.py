@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, Study
 from lpips_weights import reference_image_pairs, write_lpips_weights
-from promptsweep import learned, steps
+from promptsweep import learned, registry
 from promptsweep.tiny import build_tokenizer
 
 
@@ -87,7 +87,7 @@ def test_workflow_scores_clip_when_weights_are_local(study: Study, clip_director
     assert "CLIP score not computed" not in summary
     assert "LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set" in summary
     # Unset is the quiet default: the job logs do not repeat it.
-    assert "LPIPS" not in (study.root / "logs/ssim/square/good.log").read_text()
+    assert "LPIPS" not in (study.root / "logs/pair_metrics/square/good.log").read_text()
 
 
 def test_workflow_marks_clip_not_computed_with_reason(study: Study, tmp_path: Path) -> None:
@@ -171,20 +171,26 @@ def settings(backbone: Path | str | None, linear: Path | str | None) -> dict:
     return {"network": "alex", "backbone": backbone and str(backbone), "linear": linear and str(linear)}
 
 
+def lpips_or_reason(lpips_settings: dict) -> tuple[object, str, list[str]]:
+    loaded = registry.load_metrics("pair", {"lpips": lpips_settings})
+    return loaded.models.get("lpips"), loaded.notes.get("lpips", ""), loaded.warnings
+
+
 def test_lpips_or_reason_names_what_to_set_or_fix(tmp_path: Path, lpips_files) -> None:
     backbone, linear = lpips_files["alex"]
-    lpips, reason = steps.lpips_or_reason(settings(None, None))
-    assert lpips is None
+    lpips, reason, warnings = lpips_or_reason(settings(None, None))
+    assert lpips is None and warnings == []  # left unset: the quiet default
     assert reason.startswith("LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set")
-    assert "metrics.lpips.linear is not set" in steps.lpips_or_reason(settings(backbone, None))[1]
+    assert "metrics.lpips.linear is not set" in lpips_or_reason(settings(backbone, None))[1]
     missing = tmp_path / "alex.pth"
-    lpips, reason = steps.lpips_or_reason(settings(backbone, missing))
+    lpips, reason, warnings = lpips_or_reason(settings(backbone, missing))
     assert lpips is None
     assert reason == (
         f"LPIPS not computed: LPIPS alex linear layers {missing} is not on this machine; "
         "correct metrics.lpips in your config"
     )
-    lpips, reason = steps.lpips_or_reason(settings(backbone, linear))
+    assert warnings == [reason]
+    lpips, reason, _ = lpips_or_reason(settings(backbone, linear))
     assert isinstance(lpips, learned.Lpips) and reason == ""
 
 
@@ -206,12 +212,12 @@ def test_workflow_scores_lpips_once_its_weights_appear(study: Study, tmp_path: P
     assert pairs["lpips"].isna().all()
     summary = (study.root / "results/tables/summary.md").read_text()
     assert f"LPIPS not computed: LPIPS alex backbone {backbone} is not on this machine" in summary
-    for log in ("logs/ssim/square/good.log", "logs/noise_floor/square.log"):
+    for log in ("logs/pair_metrics/square/good.log", "logs/noise_floor/square.log"):
         assert "LPIPS not computed" in (study.root / log).read_text(), log
 
     write_lpips_weights(weights, "alex")
     planned = study.planned_jobs()
-    assert planned["ssim"] == len(pairs) // 2  # one job per image and prompt, two seeds each
+    assert planned["pair_metrics"] == len(pairs) // 2  # one job per image and prompt, two seeds each
     assert planned["noise_floor"] == 2
     assert "generate" not in planned
     study.snakemake()

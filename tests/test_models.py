@@ -119,7 +119,7 @@ def test_device_and_dtype_defaults() -> None:
 
 @pytest.mark.parametrize("safety_checker", [False, True])
 def test_safety_checker_files_are_fetched_only_when_used(tmp_path: Path, monkeypatch, safety_checker: bool) -> None:
-    from promptsweep import steps
+    from promptsweep.jobs import model as model_jobs
 
     requested: dict[str, list[str]] = {}
 
@@ -133,7 +133,9 @@ def test_safety_checker_files_are_fetched_only_when_used(tmp_path: Path, monkeyp
         "base": {"id": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
         "controlnet": {"id": "lllyasviel/sd-controlnet-canny"},
     }
-    steps.resolve_model(model, None, str(tmp_path / "weights.json"), str(tmp_path / "model.log"))
+    model_jobs.model_weights(
+        model=model, tiny_directory=None, output=str(tmp_path / "weights.json"), log=str(tmp_path / "model.log")
+    )
     assert (set(models.SAFETY_CHECKER_PATTERNS) <= set(requested["base"])) == safety_checker
     assert set(models.BASE_PATTERNS) <= set(requested["base"])
     assert requested["controlnet"] == models.CONTROLNET_PATTERNS

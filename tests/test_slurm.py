@@ -36,8 +36,8 @@ IMAGES = ["square", "blocks"]
 CONDITIONS = ["baseline", "good", "best", "bad"]
 SEEDS = [0, 1]
 LOCAL_RULES = [
-    "tiny_model", "model_weights", "edges", "ssim", "fidelity", "noise_floor",
-    "pairs_table", "summary_tables", "plot_summary", "contact_sheet", "all",
+    "tiny_model", "model_weights", "edge_map", "pair_metrics", "image_metrics", "noise_floor",
+    "pairs_table", "summary_tables", "summary_plots", "contact_sheet", "all",
 ]
 
 # seconds
@@ -225,7 +225,7 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
     # every output of the study
     expected = [
         "results/tables/pairs.csv", "results/tables/summary.csv", "results/tables/summary.md",
-        "results/tables/summary.tex", "results/tables/trend.csv", "results/tables/fidelity.csv",
+        "results/tables/summary.tex", "results/tables/trend.csv", "results/tables/image_metrics.csv",
         "results/tables/noise_floor.csv", "results/plots/ssim_by_prompt.png",
         "results/plots/effect_vs_emphasis.png", "results/plots/heatmap.png",
         *[f"results/plots/sheets/{image}.png" for image in IMAGES],

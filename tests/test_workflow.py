@@ -34,7 +34,7 @@ def test_every_output_exists(finished_study: Study) -> None:
             for image in IMAGES for condition in ["baseline", *PROMPTS]
             for seed in SEEDS for suffix in ("png", "json")
         ],
-        *[f"results/ssim/{image}/{prompt}.tsv" for image in IMAGES for prompt in PROMPTS],
+        *[f"results/pair_metrics/{image}/{prompt}.tsv" for image in IMAGES for prompt in PROMPTS],
     ]
     missing = [path for path in expected if not (root / path).is_file()]
     assert missing == []
@@ -109,8 +109,8 @@ def planned_after_edit(study: Study, relative_path: str, old: str, new: str) -> 
 def test_changing_one_prompt_reruns_only_its_jobs(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
     assert planned["generate"] == len(IMAGES)  # "best" for each image, nothing else
-    assert planned["ssim"] == len(IMAGES)
-    assert "edges" not in planned and "noise_floor" not in planned
+    assert planned["pair_metrics"] == len(IMAGES)
+    assert "edge_map" not in planned and "noise_floor" not in planned
     assert planned["pairs_table"] == 1 and planned["summary_tables"] == 1
 
 
@@ -121,16 +121,16 @@ def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
         finished_study, "config/images.tsv", "blocks\tresources/blocks.png\tthing\n",
         "blocks\tresources/blocks.png\tthing\nextra\tresources/extra.png\tthing\n",
     )
-    assert planned["edges"] == 1
+    assert planned["edge_map"] == 1
     assert planned["generate"] == 1 + len(PROMPTS)
-    assert planned["ssim"] == len(PROMPTS)
+    assert planned["pair_metrics"] == len(PROMPTS)
     assert planned["noise_floor"] == 1 and planned["contact_sheet"] == 1
 
 
 def test_changing_a_generation_setting_reruns_generation(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/config.yaml", "steps: 2", "steps: 3")
     assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
-    assert "edges" not in planned
+    assert "edge_map" not in planned
 
 
 def test_changing_the_model_reruns_generation(finished_study: Study) -> None:
@@ -141,15 +141,15 @@ def test_changing_the_model_reruns_generation(finished_study: Study) -> None:
 
 def test_changing_canny_thresholds_reruns_edges(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/config.yaml", "  steps: 2", "  steps: 2\n  canny_low: 50")
-    assert planned["edges"] == len(IMAGES)
+    assert planned["edge_map"] == len(IMAGES)
     assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
 
 
 def test_deleted_result_is_rebuilt(finished_study: Study) -> None:
-    target = finished_study.root / "results/ssim/blocks/good.tsv"
+    target = finished_study.root / "results/pair_metrics/blocks/good.tsv"
     target.unlink()
     planned = finished_study.planned_jobs()
-    assert planned["ssim"] == 1 and "generate" not in planned
+    assert planned["pair_metrics"] == 1 and "generate" not in planned
     finished_study.snakemake()
     assert target.is_file()
 
@@ -188,4 +188,4 @@ def test_several_images_per_generation_job(study: Study) -> None:
     logs = sorted((study.root / "logs/generate").rglob("*.log"))
     assert sum("pipeline: loaded" in log.read_text() for log in logs) == 1
     planned = planned_after_edit(study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
-    assert planned["generate_shard0"] == 1 and planned["ssim"] == len(IMAGES)
+    assert planned["generate_shard0"] == 1 and planned["pair_metrics"] == len(IMAGES)

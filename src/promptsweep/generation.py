@@ -16,21 +16,12 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline, UniPCMultistepScheduler
 from PIL import Image
 
-from promptsweep.study import ConditionPrompts
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings
 
 SCHEDULERS = {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler}
 LATENT_CHANNELS = 4
 VAE_SCALE = 8
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    steps: int
-    guidance_scale: float
-    controlnet_scale: float
-    scheduler: str
-    eta: float = 0.0
-    guess_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +97,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def generate(
     pipeline: StableDiffusionControlNetPipeline,
     control: Image.Image,
-    prompts: ConditionPrompts,
+    inputs: GenerationInput,
     seeds: list[int],
     settings: GenerationSettings,
     seeds_per_batch: int,
@@ -124,8 +115,8 @@ def generate(
         batch = seeds[start : start + seeds_per_batch]
         latents = initial_latents(batch, control.height, control.width)
         output = scheduled(
-            prompt=[prompts.prompt] * len(batch),
-            negative_prompt=[prompts.negative_prompt] * len(batch),
+            prompt=[inputs.prompt] * len(batch),
+            negative_prompt=[inputs.negative_prompt] * len(batch),
             image=control,
             height=control.height,
             width=control.width,

@@ -13,8 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from promptsweep import files  # noqa: E402
+from promptsweep.conditions import KIND_BY_NAME, kind_rank  # noqa: E402
+from promptsweep.registry import Metric  # noqa: E402
 
-KIND_COLORS = {"positive": "tab:blue", "negative": "tab:red"}
 TINY_NOTE = "tiny random model: these numbers test the workflow and mean nothing"
 
 
@@ -38,49 +39,53 @@ def save_figure(figure: plt.Figure, png_path: str | Path) -> None:
 
 
 def _ordered(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary.sort_values(["kind", "emphasis"], key=lambda c: c.map({"positive": 0, "negative": 1}) if c.name == "kind" else c)
+    """Rows grouped by kind in :data:`promptsweep.conditions.KINDS` order, by emphasis within."""
+    return summary.sort_values(["kind", "emphasis"], key=lambda c: c.map(kind_rank) if c.name == "kind" else c)
 
 
-def ssim_by_prompt(summary: pd.DataFrame, noise_floor_ssim: tuple[float, float, float], model_name: str, tiny: bool, path: str | Path) -> None:
-    """Mean SSIM of each prompt's variants to their baselines, 95% CI, positive
-    and negative prompts grouped and ordered by emphasis, beside the noise floor
-    (``(mean, ci_low, ci_high)`` SSIM between seeds of the same baseline)."""
+def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[float, float, float], model_name: str, tiny: bool, path: str | Path) -> None:
+    """Mean ``metric`` of each prompt's variants to their baselines, 95% CI,
+    prompts grouped by kind and ordered by emphasis, beside the noise floor
+    (``(mean, ci_low, ci_high)`` of the metric between seeds of the same baseline)."""
+    name = metric.name
     ordered = _ordered(summary).reset_index(drop=True)
     figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(ordered) + 2), 4.5))
-    positions = np.arange(len(ordered)) + (ordered["kind"] == "negative").to_numpy() * 0.8
-    mean, low, high = noise_floor_ssim
+    # A gap between kinds: each kind's group starts 0.8 further right.
+    positions = np.arange(len(ordered)) + ordered["kind"].map(kind_rank).rank(method="dense").sub(1).to_numpy() * 0.8
+    mean, low, high = noise_floor
     if np.isfinite(mean):
         axes.axhspan(low if np.isfinite(low) else mean, high if np.isfinite(high) else mean, color="0.85", label="noise floor (seed alone), 95% CI")
         axes.axhline(mean, color="0.4", linestyle="--", linewidth=1)
     for kind, rows in ordered.groupby("kind", sort=False):
         x = positions[rows.index]
-        errors = np.vstack([rows["ssim_mean"] - rows["ssim_ci_low"], rows["ssim_ci_high"] - rows["ssim_mean"]])
-        axes.errorbar(x, rows["ssim_mean"], yerr=np.nan_to_num(errors), fmt="o", capsize=4, color=KIND_COLORS[kind], label=f"{kind} prompts")
+        errors = np.vstack([rows[f"{name}_mean"] - rows[f"{name}_ci_low"], rows[f"{name}_ci_high"] - rows[f"{name}_mean"]])
+        axes.errorbar(x, rows[f"{name}_mean"], yerr=np.nan_to_num(errors), fmt="o", capsize=4, color=KIND_BY_NAME[kind].color, label=f"{kind} prompts")
     axes.set_xticks(positions, [f"{p}\n(rank {e})" for p, e in zip(ordered["prompt_id"], ordered["emphasis"])], fontsize=8)
-    axes.set_ylabel("SSIM to same-seed baseline (1 = unchanged)")
+    axes.set_ylabel(f"{metric.label} to same-seed baseline ({metric.direction})")
     axes.set_xlabel("additional prompt, ordered by emphasis")
     axes.legend(fontsize=8, loc="best")
     _title(axes, "How much each additional prompt changes the image (mean, 95% bootstrap CI over images)", model_name, tiny)
     save_figure(figure, path)
 
 
-def effect_vs_emphasis(summary: pd.DataFrame, model_name: str, tiny: bool, path: str | Path) -> None:
-    """Effect (1 - SSIM) against emphasis rank, one line per kind, with 95% CIs."""
+def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
+    """Effect (1 - ``metric``) against emphasis rank, one line per kind, with 95% CIs."""
+    name = metric.name
     figure, axes = plt.subplots(figsize=(6, 4.5))
     for kind, rows in _ordered(summary).groupby("kind", sort=False):
-        effect = 1 - rows["ssim_mean"]
-        errors = np.vstack([rows["ssim_ci_high"] - rows["ssim_mean"], rows["ssim_mean"] - rows["ssim_ci_low"]])
-        axes.errorbar(rows["emphasis"], effect, yerr=np.nan_to_num(errors), marker="o", capsize=4, color=KIND_COLORS[kind], label=f"{kind} prompts")
+        effect = 1 - rows[f"{name}_mean"]
+        errors = np.vstack([rows[f"{name}_ci_high"] - rows[f"{name}_mean"], rows[f"{name}_mean"] - rows[f"{name}_ci_low"]])
+        axes.errorbar(rows["emphasis"], effect, yerr=np.nan_to_num(errors), marker="o", capsize=4, color=KIND_BY_NAME[kind].color, label=f"{kind} prompts")
     axes.set_xlabel("emphasis rank (1 = weakest)")
-    axes.set_ylabel("effect: 1 − SSIM to baseline")
+    axes.set_ylabel(f"effect: 1 − {metric.display_name} to baseline")
     axes.legend(fontsize=8)
     _title(axes, "Effect against emphasis", model_name, tiny)
     save_figure(figure, path)
 
 
-def image_prompt_heatmap(pairs: pd.DataFrame, prompt_order: Sequence[str], model_name: str, tiny: bool, path: str | Path) -> None:
-    """Mean SSIM over seeds for every image x prompt."""
-    grid = pairs.pivot_table(index="image_id", columns="prompt_id", values="ssim", aggfunc="mean")
+def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequence[str], model_name: str, tiny: bool, path: str | Path) -> None:
+    """Mean ``metric`` over seeds for every image x prompt."""
+    grid = pairs.pivot_table(index="image_id", columns="prompt_id", values=metric.name, aggfunc="mean")
     grid = grid.reindex(columns=[p for p in prompt_order if p in grid.columns])
     figure, axes = plt.subplots(figsize=(0.6 * grid.shape[1] + 3, 0.4 * grid.shape[0] + 2))
     image = axes.imshow(grid.to_numpy(), cmap="viridis", vmin=np.nanmin(grid.to_numpy()) if grid.size else 0, vmax=1, aspect="auto")
@@ -88,8 +93,8 @@ def image_prompt_heatmap(pairs: pd.DataFrame, prompt_order: Sequence[str], model
     axes.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
     axes.set_xlabel("additional prompt")
     axes.set_ylabel("image")
-    figure.colorbar(image, ax=axes, label="mean SSIM to baseline over seeds")
-    _title(axes, "SSIM per image and prompt", model_name, tiny)
+    figure.colorbar(image, ax=axes, label=f"mean {metric.label} to baseline over seeds")
+    _title(axes, f"{metric.display_name} per image and prompt", model_name, tiny)
     save_figure(figure, path)
 
 

@@ -1,10 +1,8 @@
-"""The study design: images, additional prompts and the conditions they make.
+"""The study design: the image and prompt sheets, and the generation settings.
 
 A *condition* is what one generation job varies: ``baseline`` (the image's own
-one-word prompt alone) or the id of an additional prompt. A positive prompt is
-appended to the image prompt, as ControlNet's demo does
-(``prompt + ', ' + a_prompt``); a negative prompt becomes the negative branch of
-classifier-free guidance.
+one-word prompt alone) or the id of an additional prompt; how each kind of
+prompt reaches the pipeline is declared in :mod:`promptsweep.conditions`.
 """
 
 from __future__ import annotations
@@ -13,13 +11,13 @@ import codecs
 import csv
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-BASELINE = "baseline"
+from promptsweep.conditions import BASELINE, KIND_BY_NAME, SHEET_KINDS, GenerationInput, generation_input
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-PROMPT_KINDS = ("positive", "negative")
 
 IMAGE_COLUMNS = ("image_id", "path", "prompt")
 PROMPT_COLUMNS = ("prompt_id", "kind", "emphasis", "text")
@@ -39,17 +37,28 @@ class ImageSpec:
 @dataclass(frozen=True)
 class PromptSpec:
     prompt_id: str
-    kind: Literal["positive", "negative"]
+    kind: str
+    """One of :data:`promptsweep.conditions.SHEET_KINDS`."""
     emphasis: int
     text: str
 
 
 @dataclass(frozen=True)
-class ConditionPrompts:
-    """The two texts a generation receives."""
+class GenerationSettings:
+    """The ``generation:`` settings an image depends on, besides its texts and
+    seed (resolution and Canny thresholds act through the edge map)."""
 
-    prompt: str
-    negative_prompt: str
+    steps: int
+    guidance_scale: float
+    controlnet_scale: float
+    scheduler: str
+    eta: float = 0.0
+    guess_mode: bool = False
+
+
+def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`GenerationSettings` keys of the config's ``generation:`` section."""
+    return {field.name: generation[field.name] for field in fields(GenerationSettings)}
 
 
 def _clean(value: str) -> str:
@@ -190,10 +199,10 @@ def read_prompts(path: Path) -> list[PromptSpec]:
             )
         _check_id(path, number, "prompt_id", prompt_id, seen)
         kind = row["kind"].lower()
-        if kind not in PROMPT_KINDS:
+        if kind not in SHEET_KINDS:
+            choices = " or ".join(f"{name!r} ({KIND_BY_NAME[name].description})" for name in SHEET_KINDS)
             raise SheetError(
-                f"{path}:{number}: kind {row['kind']!r} of {prompt_id!r} is unknown; "
-                "write 'positive' (appended to the prompt) or 'negative' (the negative prompt)"
+                f"{path}:{number}: kind {row['kind']!r} of {prompt_id!r} is unknown; write {choices}"
             )
         try:
             emphasis = int(row["emphasis"])
@@ -209,18 +218,13 @@ def read_prompts(path: Path) -> list[PromptSpec]:
                 f"{path}:{number}: empty text for prompt {prompt_id!r}; write the "
                 "additional prompt or remove the row"
             )
-        prompts.append(PromptSpec(prompt_id, kind, emphasis, row["text"]))  # type: ignore[arg-type]
+        prompts.append(PromptSpec(prompt_id, kind, emphasis, row["text"]))
     return prompts
 
 
-def condition_prompts(image: ImageSpec, condition: PromptSpec | None) -> ConditionPrompts:
-    """The prompt and negative prompt of one (image, condition) generation.
-
-    ``condition=None`` is the baseline: the image prompt and an empty negative
-    prompt (diffusers treats ``None`` and ``""`` alike).
-    """
-    if condition is None:
-        return ConditionPrompts(image.prompt, "")
-    if condition.kind == "positive":
-        return ConditionPrompts(f"{image.prompt}, {condition.text}", "")
-    return ConditionPrompts(image.prompt, condition.text)
+def condition_input(image: ImageSpec, prompt: PromptSpec | None) -> GenerationInput:
+    """What the pipeline receives for one (image, condition); ``prompt=None``
+    is the baseline."""
+    if prompt is None:
+        return generation_input(BASELINE, image.prompt)
+    return generation_input(prompt.kind, image.prompt, prompt.text)

@@ -7,16 +7,27 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from promptsweep import registry
+from promptsweep.conditions import BASELINE
 from promptsweep.study import PromptSpec
 
-# Metrics of single images (from the fidelity tables), shown for both images of a pair.
-PER_IMAGE_METRICS = ("edge_f1", "clip_score")
-PER_IMAGE_PAIR_COLUMNS = [f"{metric}_{side}" for metric in PER_IMAGE_METRICS for side in ("baseline", "variant")]
-PAIR_COLUMNS = [
-    "image_id", "prompt_id", "kind", "emphasis", "seed",
-    "ssim", "ms_ssim", "psnr", "lpips", *PER_IMAGE_PAIR_COLUMNS,
-    "excluded", "lpips_note", "baseline_path", "variant_path",
-]
+SIDES = ("baseline", "variant")
+
+
+def per_image_pair_columns() -> list[str]:
+    """Each per-image metric, for both images of a pair."""
+    return [f"{metric.name}_{side}" for metric in registry.metrics_of("image") for side in SIDES]
+
+
+def pair_columns() -> list[str]:
+    """The columns of ``pairs.csv``, from the metric registry."""
+    pair_metrics = registry.metrics_of("pair")
+    return [
+        "image_id", "prompt_id", "kind", "emphasis", "seed",
+        *(metric.name for metric in pair_metrics), *per_image_pair_columns(),
+        "excluded", *(metric.note_column for metric in pair_metrics if metric.load is not None),
+        "baseline_path", "variant_path",
+    ]
 
 
 def notes(column: pd.Series) -> pd.Series:
@@ -32,34 +43,34 @@ def prompt_sheet(prompts: Sequence[PromptSpec]) -> pd.DataFrame:
 
 
 def pairs_table(
-    comparisons: pd.DataFrame, fidelity: pd.DataFrame, prompts: Sequence[PromptSpec]
+    comparisons: pd.DataFrame, image_metrics: pd.DataFrame, prompts: Sequence[PromptSpec]
 ) -> pd.DataFrame:
     """One row per image x prompt x seed: the pair's metrics, the prompt's kind
-    and emphasis, and the edge fidelity of both images of the pair.
+    and emphasis, and the per-image metrics of both images of the pair.
 
-    ``comparisons`` has the per-pair metrics; ``fidelity`` has ``image_id,
-    condition, seed`` and the per-image metrics (edge F1, CLIP score) for every
+    ``comparisons`` has the per-pair metrics; ``image_metrics`` has
+    ``image_id, condition, seed`` and the per-image metrics for every
     generated image, baselines included.
     """
     sheet = prompt_sheet(prompts).drop(columns="text")
     table = comparisons.merge(sheet, on="prompt_id", how="left")
-    by_image = fidelity.set_index(["image_id", "condition", "seed"])
-    for metric in PER_IMAGE_METRICS:
-        values = by_image[metric]
-        table[f"{metric}_baseline"] = [
-            values.get((image, "baseline", seed), math.nan) for image, seed in zip(table.image_id, table.seed)
+    by_image = image_metrics.set_index(["image_id", "condition", "seed"])
+    for metric in registry.metrics_of("image"):
+        values = by_image[metric.name]
+        table[f"{metric.name}_baseline"] = [
+            values.get((image, BASELINE, seed), math.nan) for image, seed in zip(table.image_id, table.seed)
         ]
-        table[f"{metric}_variant"] = [
+        table[f"{metric.name}_variant"] = [
             values.get((image, prompt, seed), math.nan)
             for image, prompt, seed in zip(table.image_id, table.prompt_id, table.seed)
         ]
     table["excluded"] = notes(table["excluded"])
-    table.loc[table["excluded"] != "", PER_IMAGE_PAIR_COLUMNS] = math.nan
+    table.loc[table["excluded"] != "", per_image_pair_columns()] = math.nan
     order = {p.prompt_id: index for index, p in enumerate(prompts)}
     table = table.sort_values(
         ["prompt_id", "image_id", "seed"], key=lambda column: column.map(order) if column.name == "prompt_id" else column
     )
-    return table[PAIR_COLUMNS].reset_index(drop=True)
+    return table[pair_columns()].reset_index(drop=True)
 
 
 def _format(value: object, digits: int) -> str:

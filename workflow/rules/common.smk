@@ -1,15 +1,22 @@
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from promptsweep import steps
-from promptsweep.learned import lpips_weight_paths
+from promptsweep import registry
+from promptsweep.conditions import BASELINE
+from promptsweep.jobs import edges as edge_jobs
+from promptsweep.jobs import generate as generate_jobs
+from promptsweep.jobs import metrics as metric_jobs
+from promptsweep.jobs import model as model_jobs
+from promptsweep.jobs import plots as plot_jobs
+from promptsweep.jobs import tables as table_jobs
 from promptsweep.study import (
-    BASELINE,
-    condition_prompts,
+    condition_input,
+    generation_settings,
     read_images,
     read_prompts,
 )
@@ -28,15 +35,15 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
-LPIPS_WEIGHTS = lpips_weight_paths(config["metrics"]["lpips"])
-for key, path in LPIPS_WEIGHTS.items():
-    if not path.is_file():
-        # Not an error (LPIPS is then reported as not computed), but comparisons
-        # that had LPIPS are redone without it: say so before anything runs.
-        logger.warning(
-            f"metrics.lpips.{key}: {path} is not a file on this machine; LPIPS is "
-            "reported as not computed, and comparisons made with it are redone without it"
-        )
+for metric in registry.learned_metrics():
+    for path in metric.weight_files(config["metrics"][metric.config_key]):
+        if not path.is_file():
+            # Not an error (the metric is then reported as not computed), but
+            # results that had it are redone without it: say so before anything runs.
+            logger.warning(
+                f"metrics: {path} is not a file on this machine; {metric.display_name} is "
+                "reported as not computed, and results made with it are redone without it"
+            )
 
 
 def image_shards():
@@ -62,13 +69,13 @@ wildcard_constraints:
 localrules:
     tiny_model,
     model_weights,
-    edges,
-    ssim,
-    fidelity,
+    edge_map,
+    pair_metrics,
+    image_metrics,
     noise_floor,
     pairs_table,
     summary_tables,
-    plot_summary,
+    summary_plots,
     contact_sheet,
 
 
@@ -80,11 +87,13 @@ def image_file(wildcards):
     return [path] if Path(path).exists() else []
 
 
-def lpips_weights(wildcards):
-    """The LPIPS weight files, declared as input only while they exist: a
-    missing one is reported as "not computed" rather than stopping the run,
-    and one that appears later reruns the comparisons made without it."""
-    return [str(path) for path in LPIPS_WEIGHTS.values() if path.is_file()]
+def weight_files(scope):
+    """An input function: the weight files the config names for the learned
+    metrics of ``scope``, declared only while they exist. A missing one is
+    reported as "not computed" rather than stopping the run, and one that
+    appears later reruns the jobs made without it."""
+    paths = registry.weight_files(config["metrics"], scope)
+    return lambda wildcards: [str(path) for path in paths if path.is_file()]
 
 
 def generated(image, condition, suffix):
@@ -110,33 +119,17 @@ def model_params():
     }
 
 
-def pair_prompts(image, condition):
-    """The prompt and negative prompt of one (image, condition)."""
-    return condition_prompts(
-        IMAGES[image], None if condition == BASELINE else PROMPTS[condition]
-    )
-
-
 def generation_request(image, condition):
     """Everything one (image, condition) generation depends on, as plain values."""
-    prompts = pair_prompts(image, condition)
+    inputs = condition_input(
+        IMAGES[image], None if condition == BASELINE else PROMPTS[condition]
+    )
     return {
         "image_id": image,
         "condition": condition,
-        "prompt": prompts.prompt,
-        "negative_prompt": prompts.negative_prompt,
+        **asdict(inputs),
         "seeds": SEEDS,
-        "generation": {
-            key: config["generation"][key]
-            for key in (
-                "steps",
-                "guidance_scale",
-                "controlnet_scale",
-                "scheduler",
-                "eta",
-                "guess_mode",
-            )
-        },
+        "generation": generation_settings(config["generation"]),
         "runtime": dict(config["runtime"]),
     }
 
@@ -161,7 +154,9 @@ def final_outputs():
             for suffix in ("png", "json")
             for path in generated(image, condition, suffix)
         ],
-        *expand("results/ssim/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS),
-        *expand("results/fidelity/{image}.tsv", image=IMAGES),
+        *expand(
+            "results/pair_metrics/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS
+        ),
+        *expand("results/image_metrics/{image}.tsv", image=IMAGES),
         *expand("results/noise_floor/{image}.tsv", image=IMAGES),
     ]

@@ -1,4 +1,4 @@
-rule edges:
+rule edge_map:
     input:
         image_file,
     output:
@@ -11,11 +11,11 @@ rule edges:
         low=config["generation"]["canny_low"],
         high=config["generation"]["canny_high"],
     run:
-        steps.make_edge_map(
-            params.path,
-            output[0],
-            params.resolution,
-            params.low,
-            params.high,
-            log[0],
+        edge_jobs.edge_map(
+            image=params.path,
+            output=output[0],
+            resolution=params.resolution,
+            low=params.low,
+            high=params.high,
+            log=log[0],
         )

@@ -16,13 +16,13 @@ if IMAGES_PER_GENERATION_JOB == 1:
                 wildcards.image, wildcards.condition
             ),
         run:
-            steps.generate_condition(
-                input.edge_map,
-                input.weights,
-                output.images,
-                output.records,
-                params.request,
-                log[0],
+            generate_jobs.generate(
+                edge_maps=[input.edge_map],
+                weights=input.weights,
+                images=[output.images],
+                records=[output.records],
+                requests=[params.request],
+                log=log[0],
             )
 
 else:
@@ -58,17 +58,17 @@ else:
                 ],
                 shard=shard,
             run:
-                steps.generate_pairs(
-                    input.edge_maps,
-                    input.weights,
-                    [
+                generate_jobs.generate(
+                    edge_maps=input.edge_maps,
+                    weights=input.weights,
+                    images=[
                         generated(image, wildcards.condition, "png")
                         for image in params.shard
                     ],
-                    [
+                    records=[
                         generated(image, wildcards.condition, "json")
                         for image in params.shard
                     ],
-                    params.requests,
-                    log[0],
+                    requests=params.requests,
+                    log=log[0],
                 )

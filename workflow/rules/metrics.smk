@@ -1,32 +1,32 @@
-rule ssim:
+rule pair_metrics:
     input:
-        baseline=generated("{image}", BASELINE, "png"),
-        variant=generated("{image}", "{prompt}", "png"),
+        baselines=generated("{image}", BASELINE, "png"),
+        variants=generated("{image}", "{prompt}", "png"),
         baseline_records=generated("{image}", BASELINE, "json"),
         variant_records=generated("{image}", "{prompt}", "json"),
-        lpips_weights=lpips_weights,
+        weights=weight_files("pair"),
     output:
-        "results/ssim/{image}/{prompt}.tsv",
+        "results/pair_metrics/{image}/{prompt}.tsv",
     log:
-        "logs/ssim/{image}/{prompt}.log",
+        "logs/pair_metrics/{image}/{prompt}.log",
     params:
-        lpips=config["metrics"]["lpips"],
+        settings=registry.metric_settings(config["metrics"], "pair"),
     run:
-        steps.compare_pairs(
-            wildcards.image,
-            wildcards.prompt,
-            SEEDS,
-            input.baseline,
-            input.variant,
-            input.baseline_records,
-            input.variant_records,
-            params.lpips,
-            output[0],
-            log[0],
+        metric_jobs.pair_metrics(
+            image_id=wildcards.image,
+            prompt_id=wildcards.prompt,
+            seeds=SEEDS,
+            baselines=input.baselines,
+            variants=input.variants,
+            baseline_records=input.baseline_records,
+            variant_records=input.variant_records,
+            settings=params.settings,
+            output=output[0],
+            log=log[0],
         )
 
 
-rule fidelity:
+rule image_metrics:
     input:
         edge_map="results/edges/{image}.png",
         images=lambda wildcards: [
@@ -39,48 +39,49 @@ rule fidelity:
             for condition in CONDITIONS
             for path in generated(wildcards.image, condition, "json")
         ],
+        weights=weight_files("image"),
     output:
-        "results/fidelity/{image}.tsv",
+        "results/image_metrics/{image}.tsv",
     log:
-        "logs/fidelity/{image}.log",
+        "logs/image_metrics/{image}.log",
     params:
-        low=config["generation"]["canny_low"],
-        high=config["generation"]["canny_high"],
-        clip_model=config["metrics"]["clip_model"],
+        canny_low=config["generation"]["canny_low"],
+        canny_high=config["generation"]["canny_high"],
+        settings=registry.metric_settings(config["metrics"], "image"),
     run:
-        steps.image_fidelity(
-            wildcards.image,
-            input.edge_map,
-            CONDITIONS,
-            SEEDS,
-            input.images,
-            input.records,
-            params.low,
-            params.high,
-            params.clip_model,
-            output[0],
-            log[0],
+        metric_jobs.image_metrics(
+            image_id=wildcards.image,
+            edge_map=input.edge_map,
+            conditions=CONDITIONS,
+            seeds=SEEDS,
+            images=input.images,
+            records=input.records,
+            canny_low=params.canny_low,
+            canny_high=params.canny_high,
+            settings=params.settings,
+            output=output[0],
+            log=log[0],
         )
 
 
 rule noise_floor:
     input:
-        baseline=generated("{image}", BASELINE, "png"),
+        baselines=generated("{image}", BASELINE, "png"),
         records=generated("{image}", BASELINE, "json"),
-        lpips_weights=lpips_weights,
+        weights=weight_files("pair"),
     output:
         "results/noise_floor/{image}.tsv",
     log:
         "logs/noise_floor/{image}.log",
     params:
-        lpips=config["metrics"]["lpips"],
+        settings=registry.metric_settings(config["metrics"], "pair"),
     run:
-        steps.seed_noise_floor(
-            wildcards.image,
-            SEEDS,
-            input.baseline,
-            input.records,
-            params.lpips,
-            output[0],
-            log[0],
+        metric_jobs.noise_floor(
+            image_id=wildcards.image,
+            seeds=SEEDS,
+            baselines=input.baselines,
+            records=input.records,
+            settings=params.settings,
+            output=output[0],
+            log=log[0],
         )

@@ -4,7 +4,7 @@ rule tiny_model:
     log:
         "logs/model/tiny.log",
     run:
-        steps.write_tiny_model(output[0], log[0])
+        model_jobs.tiny_model(output=output[0], log=log[0])
 
 
 rule model_weights:
@@ -17,6 +17,9 @@ rule model_weights:
     params:
         model=model_params(),
     run:
-        steps.resolve_model(
-            params.model, input[0] if input else None, output[0], log[0]
+        model_jobs.model_weights(
+            model=params.model,
+            tiny_directory=input[0] if input else None,
+            output=output[0],
+            log=log[0],
         )

@@ -1,10 +1,10 @@
-rule plot_summary:
+rule summary_plots:
     input:
         pairs="results/tables/pairs.csv",
         summary="results/tables/summary.csv",
         noise_floor="results/tables/noise_floor.csv",
     output:
-        ssim_by_prompt=report(
+        by_prompt=report(
             "results/plots/ssim_by_prompt.png",
             caption="../report/ssim_by_prompt.rst",
             category="Plots",
@@ -34,18 +34,15 @@ rule plot_summary:
         model_name=model_params()["name"],
         tiny=config["model"]["source"] == "tiny",
     run:
-        steps.draw_plots(
-            input.pairs,
-            input.summary,
-            input.noise_floor,
-            params.prompt_order,
-            params.model_name,
-            params.tiny,
-            {
-                key: output[key]
-                for key in ("ssim_by_prompt", "effect_vs_emphasis", "heatmap")
-            },
-            log[0],
+        plot_jobs.summary_plots(
+            pairs=input.pairs,
+            summary=input.summary,
+            noise_floor=input.noise_floor,
+            prompt_order=params.prompt_order,
+            model_name=params.model_name,
+            tiny=params.tiny,
+            outputs=dict(output.items()),
+            log=log[0],
         )
 
 
@@ -70,13 +67,13 @@ rule contact_sheet:
         title=lambda wildcards: f"{wildcards.image} ({IMAGES[wildcards.image].prompt}), seed {SEEDS[0]}, {model_params()['name']}",
         tiny=config["model"]["source"] == "tiny",
     run:
-        steps.draw_contact_sheet(
-            wildcards.image,
-            input.edge_map,
-            params.labels,
-            input.images,
-            params.title,
-            params.tiny,
-            output[0],
-            log[0],
+        plot_jobs.contact_sheet(
+            image_id=wildcards.image,
+            edge_map=input.edge_map,
+            labels=params.labels,
+            images=input.images,
+            title=params.title,
+            tiny=params.tiny,
+            output=output[0],
+            log=log[0],
         )

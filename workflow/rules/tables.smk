@@ -1,9 +1,9 @@
 rule pairs_table:
     input:
-        comparisons=expand(
-            "results/ssim/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS
+        pair_metrics=expand(
+            "results/pair_metrics/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS
         ),
-        fidelity=expand("results/fidelity/{image}.tsv", image=IMAGES),
+        image_metrics=expand("results/image_metrics/{image}.tsv", image=IMAGES),
         noise_floor=expand("results/noise_floor/{image}.tsv", image=IMAGES),
     output:
         pairs=report(
@@ -12,22 +12,20 @@ rule pairs_table:
             category="Tables",
             labels={"table": "pairs"},
         ),
-        fidelity="results/tables/fidelity.csv",
+        image_metrics="results/tables/image_metrics.csv",
         noise_floor="results/tables/noise_floor.csv",
     log:
         "logs/tables/pairs.log",
     params:
         prompts=list(PROMPTS.values()),
     run:
-        steps.collect_tables(
-            input.comparisons,
-            input.fidelity,
-            input.noise_floor,
-            params.prompts,
-            output.pairs,
-            output.fidelity,
-            output.noise_floor,
-            log[0],
+        table_jobs.pairs_table(
+            pair_metrics=input.pair_metrics,
+            image_metrics=input.image_metrics,
+            noise_floor=input.noise_floor,
+            prompts=params.prompts,
+            outputs=dict(output.items()),
+            log=log[0],
         )
 
 
@@ -35,7 +33,7 @@ rule summary_tables:
     input:
         pairs="results/tables/pairs.csv",
         noise_floor="results/tables/noise_floor.csv",
-        fidelity="results/tables/fidelity.csv",
+        image_metrics="results/tables/image_metrics.csv",
     output:
         summary_csv=report(
             "results/tables/summary.csv",
@@ -64,13 +62,8 @@ rule summary_tables:
         prompts=list(PROMPTS.values()),
         model_name=model_params()["name"],
         tiny=config["model"]["source"] == "tiny",
-        lpips_network=config["metrics"]["lpips"]["network"],
+        settings=config["metrics"],
     run:
-        steps.summarise(
-            input.pairs,
-            input.noise_floor,
-            input.fidelity,
-            **params,
-            outputs=dict(output.items()),
-            log=log[0],
+        table_jobs.summary_tables(
+            **input, **params, outputs=dict(output.items()), log=log[0]
         )

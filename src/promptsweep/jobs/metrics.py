@@ -1,0 +1,174 @@
+"""Metric stage: every registered metric of each pair, each generated image,
+and each two baselines of different seeds (the noise floor)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from promptsweep import files, registry
+from promptsweep.jobs import job_log
+
+
+def _loaded(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
+    """The metrics of ``scope``, warning in the job's log about learned metrics
+    the config asks for but that cannot be computed (left unset, they are the
+    quiet default)."""
+    loaded = registry.load_metrics(scope, settings)
+    for warning in loaded.warnings:
+        logger.warning("%s", warning)
+    return loaded
+
+
+def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) -> str:
+    reasons = [
+        f"{name}: {record['problem']}"
+        for name, record in (("baseline", baseline_record), ("variant", variant_record))
+        if not record["valid"]
+    ]
+    return "; ".join(reasons)
+
+
+def pair_metrics(
+    *,
+    image_id: str,
+    prompt_id: str,
+    seeds: Sequence[int],
+    baselines: Sequence[str],
+    variants: Sequence[str],
+    baseline_records: Sequence[str],
+    variant_records: Sequence[str],
+    settings: Mapping[str, Any],
+    output: str,
+    log: str,
+) -> None:
+    """Per seed, every pair metric of the variant against the same seed's
+    baseline; a pair with an invalid image is excluded (NaN, and why)."""
+    with job_log(log, f"pair metrics {image_id}/{prompt_id}") as logger:
+        loaded = _loaded("pair", settings, logger)
+        rows = []
+        scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
+        for seed, baseline, variant, baseline_record_path, variant_record_path in zip(
+            seeds, baselines, variants, baseline_records, variant_records, strict=True
+        ):
+            baseline_record = files.read_json(Path(baseline_record_path))
+            variant_record = files.read_json(Path(variant_record_path))
+            row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
+            row["excluded"] = _exclusion(baseline_record, variant_record)
+            if not row["excluded"]:
+                pair = registry.ImagePair(
+                    files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
+                )
+                scored.append((row, pair))
+            row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant)
+            rows.append(row)
+        _fill(rows, scored, loaded)
+        for row in rows:
+            logger.info("seed %s: %s %s", row["seed"], _values_text(row, loaded), row["excluded"])
+        files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
+
+
+def image_metrics(
+    *,
+    image_id: str,
+    edge_map: str,
+    conditions: Sequence[str],
+    seeds: Sequence[int],
+    images: Sequence[str],
+    records: Sequence[str],
+    canny_low: int,
+    canny_high: int,
+    settings: Mapping[str, Any],
+    output: str,
+    log: str,
+) -> None:
+    """Every per-image metric of every generated image of one input image.
+
+    ``images`` and ``records`` run over conditions, then seeds. Each image is
+    scored against the prompt its record says it was made with; an invalid
+    image is NaN.
+    """
+    with job_log(log, f"image metrics {image_id}") as logger:
+        loaded = _loaded("image", settings, logger)
+        reference = files.read_png(Path(edge_map))
+        keys = [(condition, seed) for condition in conditions for seed in seeds]
+        rows = []
+        scored: list[tuple[dict[str, Any], registry.ScoredImage]] = []
+        for (condition, seed), image_path, record_path in zip(keys, images, records, strict=True):
+            record = files.read_json(Path(record_path))
+            pixels = files.read_generated(image_path, record)
+            row: dict[str, Any] = {"image_id": image_id, "condition": condition, "seed": seed}
+            if record["valid"]:
+                scored.append((row, registry.ScoredImage(pixels, record["prompt"], reference, canny_low, canny_high)))
+            row.update(loaded.note_columns())
+            rows.append(row)
+        _fill(rows, scored, loaded)
+        table = _table(rows, ["image_id", "condition", "seed"], loaded)
+        logger.info("%d images: mean %s", len(table), _values_text(table.mean(numeric_only=True), loaded))
+        files.write_table(Path(output), table)
+
+
+def noise_floor(
+    *,
+    image_id: str,
+    seeds: Sequence[int],
+    baselines: Sequence[str],
+    records: Sequence[str],
+    settings: Mapping[str, Any],
+    output: str,
+    log: str,
+) -> None:
+    """Every pair metric between baselines of one image under every two seeds:
+    the change the seed alone causes, against which prompt effects are read."""
+    with job_log(log, f"noise floor {image_id}") as logger:
+        loaded = _loaded("pair", settings, logger)
+        valid = {}
+        for seed, path, record_path in zip(seeds, baselines, records, strict=True):
+            record = files.read_json(Path(record_path))
+            if record["valid"]:
+                valid[seed] = files.read_generated(path, record)
+        rows = []
+        scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
+        for index, seed_a in enumerate(seeds):
+            for seed_b in seeds[index + 1 :]:
+                row: dict[str, Any] = {"image_id": image_id, "seed_a": seed_a, "seed_b": seed_b}
+                if seed_a in valid and seed_b in valid:
+                    scored.append((row, registry.ImagePair(valid[seed_a], valid[seed_b])))
+                rows.append(row)
+        _fill(rows, scored, loaded)
+        logger.info("%d seed pairs", len(rows))
+        table = _table(rows, ["image_id", "seed_a", "seed_b"], loaded, notes=False)
+        files.write_table(Path(output), table)
+
+
+def _fill(rows: list[dict[str, Any]], scored: list[tuple[dict[str, Any], Any]], loaded: registry.LoadedMetrics) -> None:
+    """Every metric's value into the rows of the scored samples (one batch per
+    metric), NaN into the others."""
+    for row in rows:
+        row.update(dict.fromkeys((metric.name for metric in loaded.metrics), float("nan")))
+    values = loaded.score([sample for _row, sample in scored])
+    for index, (row, _sample) in enumerate(scored):
+        row.update({name: column[index] for name, column in values.items()})
+
+
+def _table(
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    loaded: registry.LoadedMetrics,
+    trailing: Sequence[str] = (),
+    notes: bool = True,
+) -> pd.DataFrame:
+    """Key columns, the metrics in registry order, then ``trailing`` columns,
+    the learned metrics' notes and anything else the rows hold."""
+    columns = [*keys, *(metric.name for metric in loaded.metrics), *trailing]
+    columns += list(loaded.note_columns()) if notes else []
+    extra = [column for column in (rows[0] if rows else {}) if column not in columns]
+    return pd.DataFrame(rows, columns=[*columns, *extra] if notes else columns)
+
+
+def _values_text(values: Mapping[str, Any], loaded: registry.LoadedMetrics) -> str:
+    return " ".join(f"{metric.name} {float(values[metric.name]):.4f}" for metric in loaded.metrics)

@@ -1,0 +1,55 @@
+"""Plot stage: the summary's figures and one contact sheet per image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from promptsweep import files, registry
+from promptsweep.jobs import job_log
+
+
+def summary_plots(
+    *,
+    pairs: str,
+    summary: str,
+    noise_floor: str,
+    prompt_order: Sequence[str],
+    model_name: str,
+    tiny: bool,
+    outputs: Mapping[str, str],
+    log: str,
+) -> None:
+    """The effect metric by prompt, the effect against emphasis, and the image
+    x prompt heatmap."""
+    from promptsweep import plots, stats
+
+    with job_log(log, "plots") as logger:
+        metric = registry.METRICS[registry.EFFECT_METRIC]
+        pair_table = files.read_table(pairs)
+        summary_table = files.read_table(summary)
+        per_image = stats.per_image_mean(files.read_table(noise_floor), metric.name)
+        floor = (float(per_image.mean()), *stats.bootstrap_mean_ci(per_image.to_numpy()))
+        plots.metric_by_prompt(summary_table, metric, floor, model_name, tiny, outputs["by_prompt"])
+        plots.effect_vs_emphasis(summary_table, metric, model_name, tiny, outputs["effect_vs_emphasis"])
+        plots.image_prompt_heatmap(pair_table, metric, prompt_order, model_name, tiny, outputs["heatmap"])
+        logger.info("plots written")
+
+
+def contact_sheet(
+    *,
+    image_id: str,
+    edge_map: str,
+    labels: Sequence[str],
+    images: Sequence[str],
+    title: str,
+    tiny: bool,
+    output: str,
+    log: str,
+) -> None:
+    """The edge map, the baseline and every variant of one image, side by side."""
+    from promptsweep import plots
+
+    with job_log(log, f"sheet {image_id}"):
+        panels = [(label, files.read_png(Path(path))) for label, path in zip(labels, images, strict=True)]
+        plots.contact_sheet(files.read_png(Path(edge_map)), panels, title, tiny, output)

@@ -1,0 +1,142 @@
+"""Table stage: the study's long tables, and the per-prompt summary and trend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from promptsweep import files, registry, tables
+from promptsweep.jobs import job_log
+from promptsweep.study import PromptSpec
+
+
+def _concat_tables(paths: Sequence[str]) -> pd.DataFrame:
+    return pd.concat([files.read_table(path) for path in paths], ignore_index=True)
+
+
+def pairs_table(
+    *,
+    pair_metrics: Sequence[str],
+    image_metrics: Sequence[str],
+    noise_floor: Sequence[str],
+    prompts: Sequence[PromptSpec],
+    outputs: Mapping[str, str],
+    log: str,
+) -> None:
+    """Gather the per-job files into the study's long tables: ``pairs``,
+    ``image_metrics`` and ``noise_floor``."""
+    with job_log(log, "tables") as logger:
+        images = _concat_tables(image_metrics)
+        pairs = tables.pairs_table(_concat_tables(pair_metrics), images, prompts)
+        files.write_table(Path(outputs["pairs"]), pairs)
+        files.write_table(Path(outputs["image_metrics"]), images)
+        files.write_table(Path(outputs["noise_floor"]), _concat_tables(noise_floor))
+        logger.info("%d pairs, %d excluded", len(pairs), int((pairs["excluded"] != "").sum()))
+
+
+def summary_tables(
+    *,
+    pairs: str,
+    noise_floor: str,
+    image_metrics: str,
+    prompts: Sequence[PromptSpec],
+    model_name: str,
+    tiny: bool,
+    settings: Mapping[str, Any],
+    outputs: Mapping[str, str],
+    log: str,
+) -> None:
+    """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
+    from promptsweep import plots, stats
+
+    with job_log(log, "summary") as logger:
+        pair_table = files.read_table(pairs)
+        summary = study_summary(pair_table, files.read_table(noise_floor), prompts)
+        trend = stats.emphasis_trend(pair_table, metric=registry.EFFECT_METRIC)
+        note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        learned_notes = "\n".join(
+            f"- {line}." for line in learned_metric_notes(pair_table, files.read_table(image_metrics), settings)
+        )
+        effect = registry.METRICS[registry.EFFECT_METRIC].display_name
+        files.write_table(Path(outputs["summary_csv"]), summary)
+        files.write_text(
+            Path(outputs["summary_md"]), f"{note}\n\n{learned_notes}\n\n" + tables.to_markdown(summary)
+        )
+        files.write_text(
+            Path(outputs["summary_tex"]),
+            tables.to_latex(summary.drop(columns=["text"]), f"Effect of each additional prompt on {effect}. {note}", "tab:prompt-summary"),
+        )
+        files.write_table(Path(outputs["trend_csv"]), trend)
+        files.write_text(Path(outputs["trend_md"]), f"{note}\n\n" + tables.to_markdown(trend))
+        files.write_text(
+            Path(outputs["trend_tex"]),
+            tables.to_latex(trend, f"Spearman correlation of effect (1 - {effect}) with emphasis rank. {note}", "tab:emphasis-trend"),
+        )
+        logger.info("%d prompts summarised", len(summary))
+
+
+def learned_metric_notes(pairs: pd.DataFrame, image_metrics: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
+    """What the learned metrics were computed with, or why they were not."""
+    lines = []
+    for metric in registry.learned_metrics():
+        table = pairs if metric.scope == "pair" else image_metrics
+        lines += sorted(set(tables.notes(table[metric.note_column])) - {""})
+    for metric in registry.learned_metrics():
+        column = metric.name if metric.scope == "pair" else f"{metric.name}_variant"
+        if metric.computed_with is not None and pairs[column].notna().any():
+            lines.append(metric.computed_with(settings[metric.config_key]))
+    return lines
+
+
+def summary_columns() -> list[str]:
+    """The columns of ``summary.csv``: the effect metric's statistics, then the
+    mean of every other pair metric with its noise floor, then the mean of
+    every per-image metric over baselines and over variants."""
+    effect = registry.EFFECT_METRIC
+    others = [metric.name for metric in registry.metrics_of("pair") if metric.name != effect]
+    return [
+        "prompt_id", "kind", "emphasis", "text", "n", "n_images", "n_excluded",
+        f"{effect}_mean", f"{effect}_std", f"{effect}_ci_low", f"{effect}_ci_high",
+        "noise_floor_mean", "effect", "noise_effect", "relative_effect",
+        "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor",
+        *(column for name in others for column in (f"{name}_mean", f"{name}_noise_floor_mean")),
+        *(f"{column}_mean" for column in tables.per_image_pair_columns()),
+    ]
+
+
+def _noise_floor_means(pairs: pd.DataFrame, noise_floor: pd.DataFrame, metric: str) -> pd.Series:
+    """Per prompt, the mean per-image noise floor of ``metric`` over the images
+    the prompt's mean of that metric comes from."""
+    from promptsweep import stats
+
+    by_image = stats.per_image_mean(noise_floor, metric)
+    images = pairs.dropna(subset=[metric])[["prompt_id", "image_id"]].drop_duplicates()
+    images["floor"] = images["image_id"].map(by_image).astype(float)
+    return images.groupby("prompt_id")["floor"].mean()
+
+
+def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Sequence[PromptSpec]) -> pd.DataFrame:
+    """One row per prompt: the effect metric's statistics against the noise
+    floor, the other metrics' means, and how many pairs were excluded as invalid.
+
+    An infinite PSNR (identical images) is left out of its mean."""
+    from promptsweep import stats
+
+    effect = registry.EFFECT_METRIC
+    statistics = stats.prompt_statistics(pairs, noise_floor, metric=effect)
+    others = [metric.name for metric in registry.metrics_of("pair") if metric.name != effect]
+    finite = pairs.replace([np.inf], np.nan)
+    means = finite.groupby("prompt_id")[[*others, *tables.per_image_pair_columns()]].mean().add_suffix("_mean")
+    for name in others:
+        means[f"{name}_noise_floor_mean"] = _noise_floor_means(finite, noise_floor.replace([np.inf], np.nan), name)
+    excluded = (tables.notes(pairs["excluded"]) != "").groupby(pairs["prompt_id"]).sum()
+    sheet = tables.prompt_sheet(prompts)
+    summary = sheet.merge(statistics.drop(columns=["kind", "emphasis"]), on="prompt_id", how="left")
+    summary = summary.merge(means, left_on="prompt_id", right_index=True, how="left")
+    summary["n_excluded"] = summary["prompt_id"].map(excluded).fillna(0).astype(int)
+    summary["n"] = summary["n"].fillna(0).astype(int)
+    return summary[summary_columns()]

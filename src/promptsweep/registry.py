@@ -1,0 +1,296 @@
+"""Every metric of the study, declared once.
+
+A metric either compares a pair (a variant against its same-seed baseline, and
+two baselines of different seeds for the noise floor) or scores one generated
+image (every condition and seed, baselines included). Its declaration holds
+its column name, display name, unit and direction, the function that computes
+it, and, for a metric that needs weights, how they are loaded from the
+``metrics:`` config and why it may be "not computed".
+
+The per-job tables, ``pairs.csv``, the summary's means and the plots' labels
+are all derived from :data:`METRICS`. Adding a metric means its function in
+:mod:`promptsweep.metrics` (or a learned one), one :class:`Metric` below, and
+its line in the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from promptsweep import metrics
+
+Scope = Literal["pair", "image"]
+Direction = Literal["higher is better", "lower is better", "higher is closer", "lower is closer"]
+
+
+class NotComputed(Exception):
+    """Why a learned metric cannot be computed on this machine.
+
+    ``configured`` is true when the user asked for the metric (its weights are
+    named in the config) but they cannot be used: job logs warn only then."""
+
+    def __init__(self, reason: str, configured: bool) -> None:
+        super().__init__(reason)
+        self.configured = configured
+
+
+@dataclass
+class ImagePair:
+    """A variant and its same-seed baseline (or two baselines of two seeds)."""
+
+    baseline: np.ndarray
+    variant: np.ndarray
+
+    @cached_property
+    def ssim_and_ms_ssim(self) -> tuple[float, float]:
+        # MS-SSIM's first scale is the SSIM: computed once for both metrics.
+        return metrics.ssim_and_ms_ssim(self.baseline, self.variant)
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One generated image with what per-image metrics compare it to."""
+
+    pixels: np.ndarray
+    prompt: str
+    """The prompt it was generated with (its record's)."""
+    edge_map: np.ndarray
+    canny_low: int
+    canny_high: int
+
+
+Scorer = Callable[[Any, Sequence[Any]], list[float]]
+"""(loaded model or None, samples) -> one value per sample."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    """Column name in every table."""
+    scope: Scope
+    display_name: str
+    unit: str
+    direction: Direction
+    score: Scorer
+    """Values of a batch of :class:`ImagePair` (pair) or :class:`ScoredImage` (image)."""
+    config_key: str | None = None
+    """Its key under ``metrics:`` in the config; the functions below get that key's value."""
+    load: Callable[[Any], Any] | None = None
+    """Model from its config value, raising :class:`NotComputed`; None: no weights."""
+    weight_files: Callable[[Any], list[Path]] = field(default=lambda setting: [])
+    """Files its config value names: the jobs rerun when one appears."""
+    computed_with: Callable[[Any], str] | None = None
+    """A line for the summary saying what it was computed with."""
+
+    @property
+    def note_column(self) -> str:
+        """Column saying why a learned metric is NaN (only learned metrics have one)."""
+        return f"{self.name}_note"
+
+    @property
+    def label(self) -> str:
+        return f"{self.display_name} ({self.unit})" if self.unit else self.display_name
+
+
+def each(function: Callable[..., float]) -> Scorer:
+    """A scorer applying a per-sample function of no model to every sample."""
+    return lambda _model, samples: [function(sample) for sample in samples]
+
+
+# Learned metrics' loaders -------------------------------------------------
+
+
+def _load_lpips(lpips: Mapping[str, Any]) -> Any:
+    from promptsweep import learned
+
+    paths = learned.lpips_weight_paths(lpips)
+    unset = [f"metrics.lpips.{key}" for key in learned.LPIPS_FILES if key not in paths]
+    if unset:
+        raise NotComputed(
+            f"LPIPS not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set "
+            "(config/config.yaml says which files they name)",
+            configured=bool(paths),
+        )
+    from promptsweep.models import on_model_thread  # imports torch: only when LPIPS is wanted
+
+    try:
+        return on_model_thread(learned.load_lpips, lpips["network"], str(paths["backbone"]), str(paths["linear"]))
+    except (OSError, learned.WeightsError) as error:
+        raise NotComputed(
+            f"LPIPS not computed: {error}; correct metrics.lpips in your config", configured=True
+        ) from None
+
+
+def _lpips_files(lpips: Mapping[str, Any]) -> list[Path]:
+    from promptsweep import learned
+
+    return list(learned.lpips_weight_paths(lpips).values())
+
+
+def _lpips(model: Any, pairs: Sequence[ImagePair]) -> list[float]:
+    from promptsweep import learned
+    from promptsweep.models import on_model_thread
+
+    return on_model_thread(
+        learned.lpips_distances, model, [pair.baseline for pair in pairs], [pair.variant for pair in pairs]
+    )
+
+
+def _load_clip(source: str | None) -> Any:
+    if not source:
+        raise NotComputed("CLIP score not computed: metrics.clip_model is not set", configured=False)
+    from promptsweep import learned
+    from promptsweep.models import on_model_thread
+
+    try:
+        return on_model_thread(learned.load_clip, source)
+    except OSError as error:
+        reason = str(error).splitlines()[0]
+        raise NotComputed(
+            f"CLIP score not computed: {source!r} is not on this machine ({reason})", configured=True
+        ) from None
+
+
+def _clip_score(model: Any, images: Sequence[ScoredImage]) -> list[float]:
+    from promptsweep import learned
+    from promptsweep.models import on_model_thread
+
+    return on_model_thread(
+        learned.clip_scores, model, [image.pixels for image in images], [image.prompt for image in images]
+    )
+
+
+def _edge_f1(image: ScoredImage) -> float:
+    return metrics.canny_f1(image.pixels, image.edge_map, image.canny_low, image.canny_high)
+
+
+# The registry ---------------------------------------------------------------
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric(
+            "ssim", "pair", "SSIM", "", "higher is closer",
+            each(lambda pair: pair.ssim_and_ms_ssim[0]),
+        ),
+        Metric(
+            "ms_ssim", "pair", "MS-SSIM", "", "higher is closer",
+            each(lambda pair: pair.ssim_and_ms_ssim[1]),
+        ),
+        Metric(
+            "psnr", "pair", "PSNR", "dB", "higher is closer",
+            each(lambda pair: metrics.psnr(pair.baseline, pair.variant)),
+        ),
+        Metric(
+            "lpips", "pair", "LPIPS", "", "lower is closer", _lpips,
+            config_key="lpips",
+            load=_load_lpips,
+            weight_files=_lpips_files,
+            computed_with=lambda lpips: (
+                f"LPIPS: {lpips['network']} network with the v0.1 linear layers (Zhang et al. 2018)"
+            ),
+        ),
+        Metric("edge_f1", "image", "edge F1 (Canny)", "", "higher is better", each(_edge_f1)),
+        Metric(
+            "clip_score", "image", "CLIP score", "", "higher is better", _clip_score,
+            config_key="clip_model",
+            load=_load_clip,
+        ),
+    )
+}
+"""Every metric, pair metrics then per-image metrics, in table order."""
+
+EFFECT_METRIC = "ssim"
+"""The pair metric the effect (1 - SSIM), its statistics and plots are read on."""
+
+
+def metrics_of(scope: Scope) -> list[Metric]:
+    return [metric for metric in METRICS.values() if metric.scope == scope]
+
+
+def learned_metrics(scope: Scope | None = None) -> list[Metric]:
+    return [m for m in METRICS.values() if m.load is not None and scope in (None, m.scope)]
+
+
+@contextmanager
+def registered(metric: Metric) -> Iterator[Metric]:
+    """``metric`` in the registry for the duration of the block (for tests and
+    plug-ins that add a metric at run time)."""
+    if metric.name in METRICS:
+        raise ValueError(f"a metric named {metric.name!r} is already registered")
+    METRICS[metric.name] = metric
+    try:
+        yield metric
+    finally:
+        del METRICS[metric.name]
+
+
+@dataclass(frozen=True)
+class LoadedMetrics:
+    """The metrics of one scope as a job computes them: models loaded once."""
+
+    metrics: list[Metric]
+    models: dict[str, Any]
+    notes: dict[str, str]
+    """Why each learned metric that could not be loaded is NaN."""
+    warnings: list[str]
+    """Notes of metrics the config asked for: the job logs warn about them."""
+
+    def score(self, samples: Sequence[Any]) -> dict[str, list[float]]:
+        """Every metric's values for ``samples``; NaN where not computed."""
+        nan = [float("nan")] * len(samples)
+        return {
+            metric.name: nan
+            if metric.name in self.notes or not samples
+            else [float(value) for value in metric.score(self.models.get(metric.name), samples)]
+            for metric in self.metrics
+        }
+
+    def note_columns(self) -> dict[str, str]:
+        """The note column of every learned metric, "" where it was computed."""
+        return {
+            metric.note_column: self.notes.get(metric.name, "")
+            for metric in self.metrics
+            if metric.load is not None
+        }
+
+
+def load_metrics(scope: Scope, settings: Mapping[str, Any]) -> LoadedMetrics:
+    """The metrics of ``scope`` with their models loaded from the ``metrics:``
+    config; a learned metric whose weights cannot be used is noted, not fatal."""
+    models: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    warnings = []
+    for metric in metrics_of(scope):
+        if metric.load is None:
+            continue
+        try:
+            models[metric.name] = metric.load(settings[metric.config_key])
+        except NotComputed as reason:
+            notes[metric.name] = str(reason)
+            if reason.configured:
+                warnings.append(str(reason))
+    return LoadedMetrics(metrics_of(scope), models, notes, warnings)
+
+
+def metric_settings(settings: Mapping[str, Any], scope: Scope) -> dict[str, Any]:
+    """The part of the ``metrics:`` config that the metrics of ``scope`` read:
+    a change elsewhere does not rerun their jobs."""
+    return {m.config_key: settings[m.config_key] for m in metrics_of(scope) if m.config_key is not None}
+
+
+def weight_files(settings: Mapping[str, Any], scope: Scope) -> list[Path]:
+    """Every weight file the ``metrics:`` config names for the metrics of ``scope``."""
+    return [
+        path
+        for metric in metrics_of(scope)
+        if metric.config_key is not None
+        for path in metric.weight_files(settings[metric.config_key])
+    ]
