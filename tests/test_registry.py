@@ -28,11 +28,11 @@ def red_share(image: registry.ScoredImage) -> float:
 
 
 THROWAWAY_PAIR = registry.Metric(
-    "brightness_shift", "pair", "brightness shift", "", "lower is closer",
+    "brightness_shift", "pair", "brightness shift", "", "lower is closer", "change",
     registry.each(mean_brightness_difference),
 )
 THROWAWAY_IMAGE = registry.Metric(
-    "red_share", "image", "red share", "", "higher is better", registry.each(red_share),
+    "red_share", "image", "red share", "", "higher is better", "quality", registry.each(red_share),
 )
 
 

@@ -27,6 +27,9 @@ import numpy as np
 from promptsweep import metrics
 
 Scope = Literal["pair", "image"]
+Role = Literal["change", "fidelity", "quality"]
+"""What a metric tells: how much an image changed (pair metrics), whether it
+keeps to its edges and prompt, or how good it is on its own."""
 Direction = Literal["higher is better", "lower is better", "higher is closer", "lower is closer"]
 
 
@@ -78,6 +81,7 @@ class Metric:
     display_name: str
     unit: str
     direction: Direction
+    role: Role
     score: Scorer
     """Values of a batch of :class:`ImagePair` (pair) or :class:`ScoredImage` (image)."""
     config_key: str | None = None
@@ -177,19 +181,19 @@ METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
         Metric(
-            "ssim", "pair", "SSIM", "", "higher is closer",
+            "ssim", "pair", "SSIM", "", "higher is closer", "change",
             each(lambda pair: pair.ssim_and_ms_ssim[0]),
         ),
         Metric(
-            "ms_ssim", "pair", "MS-SSIM", "", "higher is closer",
+            "ms_ssim", "pair", "MS-SSIM", "", "higher is closer", "change",
             each(lambda pair: pair.ssim_and_ms_ssim[1]),
         ),
         Metric(
-            "psnr", "pair", "PSNR", "dB", "higher is closer",
+            "psnr", "pair", "PSNR", "dB", "higher is closer", "change",
             each(lambda pair: metrics.psnr(pair.baseline, pair.variant)),
         ),
         Metric(
-            "lpips", "pair", "LPIPS", "", "lower is closer", _lpips,
+            "lpips", "pair", "LPIPS", "", "lower is closer", "change", _lpips,
             config_key="lpips",
             load=_load_lpips,
             weight_files=_lpips_files,
@@ -197,9 +201,9 @@ METRICS: dict[str, Metric] = {
                 f"LPIPS: {lpips['network']} network with the v0.1 linear layers (Zhang et al. 2018)"
             ),
         ),
-        Metric("edge_f1", "image", "edge F1 (Canny)", "", "higher is better", each(_edge_f1)),
+        Metric("edge_f1", "image", "edge F1 (Canny)", "", "higher is better", "fidelity", each(_edge_f1)),
         Metric(
-            "clip_score", "image", "CLIP score", "", "higher is better", _clip_score,
+            "clip_score", "image", "CLIP score", "", "higher is better", "fidelity", _clip_score,
             config_key="clip_model",
             load=_load_clip,
         ),
@@ -213,6 +217,11 @@ EFFECT_METRIC = "ssim"
 
 def metrics_of(scope: Scope) -> list[Metric]:
     return [metric for metric in METRICS.values() if metric.scope == scope]
+
+
+def quality_metrics() -> list[Metric]:
+    """The per-image metrics of image quality, whose paired deltas say whether a prompt improves the image."""
+    return [metric for metric in METRICS.values() if metric.role == "quality"]
 
 
 def learned_metrics(scope: Scope | None = None) -> list[Metric]:
