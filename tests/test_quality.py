@@ -4,7 +4,6 @@ ranking of a real photograph against degraded copies of it."""
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import cv2
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from file_reads import opened_files
+from isolation import opened_files, refuse_network
 from promptsweep import quality
 
 
@@ -100,15 +99,7 @@ def test_rms_contrast_of_two_levels() -> None:
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    refuse_network(monkeypatch)
 
 
 def test_brisque_ranks_blurred_and_noised_photos_worse(photo: np.ndarray, no_network: None) -> None:

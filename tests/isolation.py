@@ -1,15 +1,20 @@
-"""Which files a piece of code opens, from Python's audit events.
+"""Checks that code stays on this machine: which files it opens, and no
+network connection.
 
-Python-level opens only: a C library that opens a file itself (libsvm's model
-reader, safetensors' memory map) is not seen.
+Opens are seen through Python's audit events, so only Python-level opens: a
+C or Rust library that opens a file itself (libsvm's model reader,
+safetensors' memory map) is not seen.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 # An audit hook cannot be removed, so one hook serves every recording.
 _recordings: list[list[Path]] = []
@@ -32,3 +37,14 @@ def opened_files() -> Iterator[list[Path]]:
         yield opened
     finally:
         _recordings.pop()
+
+
+def refuse_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to open a connection fail the test, until the
+    monkeypatch is undone."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
