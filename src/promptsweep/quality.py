@@ -129,9 +129,11 @@ def brisque(image: np.ndarray) -> float:
     neighbour products follow fitted generalised Gaussians; distortions such
     as blur, noise and compression change those fits. The 36 fitted
     parameters (18 at full and 18 at half resolution) go into a support
-    vector regressor trained on the LIVE database's human opinion scores.
+    vector regressor trained on human opinion scores of distorted
+    photographs (the LIVE database in the paper).
 
-    Computed by the ``brisque`` package with the model it ships. ``nan`` when
+    Computed by the ``brisque`` package with the regressor and feature
+    scaling it ships (brisque/models/svm.txt, normalize.pickle). ``nan`` when
     the image has flat regions the fit is undefined on, such as a uniform or
     a piecewise-flat image (a safety checker's black frame, for one).
 
