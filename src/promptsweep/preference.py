@@ -4,7 +4,7 @@ Two predictors trained on human judgements, both on CLIP embeddings:
 
 - The LAION improved aesthetic predictor (Schuhmann et al., "LAION-5B: An
   open large-scale dataset for training next generation image-text models",
-  NeurIPS 2022, sec. 4; github.com/christophschuhmann/improved-aesthetic-predictor):
+  NeurIPS 2022; github.com/christophschuhmann/improved-aesthetic-predictor):
   a rating of the image alone on the 1-10 scale of its training ratings
   (SAC, LAION-Logos, AVA); higher is better.
 - PickScore (Kirstain et al., "Pick-a-Pic: An Open Dataset of User
@@ -173,8 +173,8 @@ def pickscore_scores(
     """PickScore of each image (HxWx3 uint8) for its prompt; higher is preferred.
 
     ``logit_scale.exp() * cos(E_I, E_T)`` between the CLIP embeddings of the
-    image and of its prompt, as in the PickScore reference code (the learned
-    logit scale is about 100). The prompt is truncated to CLIP's 77 tokens.
+    image and of its prompt, as in the PickScore reference code (CLIP's
+    learned logit scale, which CLIP training caps at 100). The prompt is truncated to CLIP's 77 tokens.
     Pairs are scored in batches of :data:`BATCH_SIZE`.
     """
     import torch
