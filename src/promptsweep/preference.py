@@ -174,8 +174,8 @@ def pickscore_scores(
 
     ``logit_scale.exp() * cos(E_I, E_T)`` between the CLIP embeddings of the
     image and of its prompt, as in the PickScore reference code (CLIP's
-    learned logit scale, which CLIP training caps at 100). The prompt is truncated to CLIP's 77 tokens.
-    Pairs are scored in batches of :data:`BATCH_SIZE`.
+    learned logit scale, which CLIP training caps at 100). The prompt is
+    truncated to CLIP's 77 tokens. Pairs are scored in batches of :data:`BATCH_SIZE`.
     """
     import torch
 
