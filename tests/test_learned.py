@@ -11,36 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
+from clip_weights import write_tiny_clip
 from conftest import REPO, Study
 from lpips_weights import reference_image_pairs, write_lpips_weights
 from promptsweep import learned, registry
-from promptsweep.tiny import build_tokenizer
-
-
-def write_tiny_clip(directory: Path) -> None:
-    """A random CLIP model and processor in transformers' on-disk layout."""
-    from transformers import (
-        CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPVisionConfig,
-    )
-
-    tokenizer = build_tokenizer()
-    size = len(tokenizer)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=CLIPTextConfig(
-            vocab_size=size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77,
-            bos_token_id=size - 2, eos_token_id=size - 1, pad_token_id=size - 1,
-        ),
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            image_size=32, patch_size=8,
-        ),
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(directory)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
 
 
 @pytest.fixture(scope="module")

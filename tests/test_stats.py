@@ -444,3 +444,110 @@ def test_within_image_trend_averages_images_that_disagree():
     assert row["rho_within_image"] == pytest.approx(0.0)
     assert row["rho_within_image_ci_low"] == pytest.approx(-1.0)
     assert row["rho_within_image_ci_high"] == pytest.approx(1.0)
+
+
+# Paired quality deltas ------------------------------------------------------
+
+
+def test_benjamini_hochberg_by_hand():
+    # Sorted: 0.01, 0.03, 0.04, 0.20 with m = 4 (the NaN is no test):
+    # m p / rank = 0.04, 0.06, 0.0533, 0.20; the running minimum from the
+    # largest p down lowers 0.06 to 0.0533.
+    q = stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.20, np.nan])
+    np.testing.assert_allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.20, np.nan], rtol=1e-12)
+
+
+def test_benjamini_hochberg_edge_cases():
+    assert stats.benjamini_hochberg([]).shape == (0,)
+    assert np.isnan(stats.benjamini_hochberg([np.nan, np.nan])).all()
+    np.testing.assert_allclose(stats.benjamini_hochberg([0.5, 0.9]), [0.9, 0.9])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got \[1.5\]"):
+        stats.benjamini_hochberg([0.1, 1.5])
+
+
+def quality_table(rows: list[tuple[str, str, int, float]], metric: str = "sharpness") -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image_id", "condition", "seed", metric])
+
+
+# Three images, two seeds. Deltas of "sharp": a (1, 3), b (4, 2), c (-1, 3):
+# image means 2, 3, 1. Baseline seed differences: a 2, b 6, c 0.
+KNOWN_VALUES = [
+    ("a", "base", 0, 10.0), ("a", "base", 1, 12.0), ("a", "sharp", 0, 11.0), ("a", "sharp", 1, 15.0),
+    ("b", "base", 0, 20.0), ("b", "base", 1, 26.0), ("b", "sharp", 0, 24.0), ("b", "sharp", 1, 28.0),
+    ("c", "base", 0, 5.0), ("c", "base", 1, 5.0), ("c", "sharp", 0, 4.0), ("c", "sharp", 1, 8.0),
+]
+
+
+def test_quality_deltas_known_values():
+    row = stats.quality_deltas(quality_table(KNOWN_VALUES), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    assert (row["condition"], row["metric"], row["n"], row["n_images"]) == ("sharp", "sharpness", 6, 3)
+    assert row["delta_mean"] == pytest.approx(2.0)
+    assert row["noise_floor"] == pytest.approx(8.0 / 3.0)
+    # Three positive image deltas: the exact two-sided signed-rank p is 2 / 2**3.
+    assert row["p_value"] == pytest.approx(0.25)
+    ci = stats.bootstrap_mean_ci([2.0, 3.0, 1.0], N_RESAMPLES, 0.95, 0)
+    assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx(ci)
+    assert 1.0 <= row["delta_ci_low"] < 2.0 < row["delta_ci_high"] <= 3.0
+
+
+def test_quality_deltas_rows_columns_and_metrics():
+    table = quality_table(KNOWN_VALUES)
+    table["brisque"] = -table["sharpness"]
+    extra = table[table["condition"] == "sharp"].assign(condition="another")
+    result = stats.quality_deltas(pd.concat([table, extra]), "base", ["sharpness", "brisque"], N_RESAMPLES)
+    assert list(result.columns) == [
+        "condition", "metric", "n", "n_images", "delta_mean", "delta_ci_low", "delta_ci_high",
+        "noise_floor", "p_value",
+    ]
+    assert list(zip(result["condition"], result["metric"])) == [
+        ("another", "sharpness"), ("another", "brisque"), ("sharp", "sharpness"), ("sharp", "brisque"),
+    ]
+    assert result["delta_mean"].tolist() == pytest.approx([2.0, -2.0, 2.0, -2.0])
+    assert result["noise_floor"].tolist() == pytest.approx([8.0 / 3.0] * 4)
+
+
+def test_noise_floor_averages_seed_pairs_within_an_image_first():
+    # Image x: three seeds 0, 1, 3 -> pair differences 1, 3, 2, mean 2.
+    # Image y: two seeds, difference 5. Per image first: (2 + 5) / 2 = 3.5,
+    # where pooling the four pairs would give 2.75.
+    rows = [("x", "base", 0, 0.0), ("x", "base", 1, 1.0), ("x", "base", 2, 3.0),
+            ("y", "base", 0, 0.0), ("y", "base", 1, 5.0)]
+    rows += [(image, "v", seed, value + 1.0) for image, _, seed, value in rows]
+    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    assert row["noise_floor"] == pytest.approx(3.5)
+    assert (row["n"], row["delta_mean"]) == (5, pytest.approx(1.0))
+
+
+def test_quality_deltas_pair_by_seed_and_drop_nan():
+    rows = KNOWN_VALUES + [
+        ("a", "sharp", 2, 99.0),  # no baseline of seed 2: not paired
+        ("d", "base", 0, np.nan), ("d", "sharp", 0, 3.0),  # baseline not computed
+        ("e", "base", 0, 1.0), ("e", "sharp", 0, np.nan),  # variant not computed
+    ]
+    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    assert (row["n"], row["n_images"]) == (6, 3)
+    assert row["delta_mean"] == pytest.approx(2.0)
+    assert row["noise_floor"] == pytest.approx(8.0 / 3.0)
+
+
+def test_quality_deltas_without_change_or_data_do_not_crash():
+    same = [(image, condition, seed, value) for image, _, seed, value in KNOWN_VALUES[::4] + KNOWN_VALUES[1::4]
+            for condition in ("base", "same")]
+    row = stats.quality_deltas(quality_table(same), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    assert (row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"]) == (0.0, 0.0, 0.0)
+    assert np.isnan(row["p_value"])
+
+    nothing = quality_table(KNOWN_VALUES).assign(sharpness=np.nan)
+    row = stats.quality_deltas(nothing, "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    assert (row["n"], row["n_images"]) == (0, 0)
+    assert row[["delta_mean", "delta_ci_low", "delta_ci_high", "noise_floor", "p_value"]].isna().all()
+
+
+def test_quality_deltas_refuse_tables_they_cannot_pair():
+    table = quality_table(KNOWN_VALUES)
+    with pytest.raises(ValueError, match=r"baseline condition 'none' is not in the table; it has \['base', 'sharp'\]"):
+        stats.quality_deltas(table, "none", ["sharpness"])
+    with pytest.raises(ValueError, match="quality table has no column 'brisque'"):
+        stats.quality_deltas(table, "base", ["sharpness", "brisque"])
+    with pytest.raises(ValueError, match=r"2 rows repeat a \(condition, image_id, seed\), e.g. \('base', 'a', 0\)"):
+        stats.quality_deltas(pd.concat([table, table.iloc[:1]]), "base", ["sharpness"])

@@ -16,6 +16,7 @@ what remains. Randomness comes only from ``numpy.random.default_rng(seed)``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -345,3 +346,137 @@ def emphasis_trend(
             "rho_within_image_ci_high",
         ],
     )
+
+
+# Paired quality deltas ------------------------------------------------------
+
+CONDITION = "condition"
+SEED = "seed"
+
+
+def benjamini_hochberg(p_values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Benjamini-Hochberg adjusted p-values (q-values), same shape as given.
+
+    With the m defined p-values sorted ascending, p_(i) becomes
+    ``min over j >= i of m * p_(j) / j``, capped at 1; rejecting every
+    hypothesis with q <= alpha keeps the expected false discovery rate at
+    most alpha for independent or positively dependent tests (Benjamini &
+    Hochberg, J. R. Stat. Soc. B 57(1), 1995). Computed by statsmodels'
+    ``multipletests(method="fdr_bh")``. NaN p-values (tests not made) stay
+    NaN and are not counted in m.
+    """
+    # statsmodels takes seconds to import: only callers of this pay for it.
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=np.float64)
+    defined = ~np.isnan(p)
+    if np.any((p[defined] < 0) | (p[defined] > 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p[defined & ((p < 0) | (p > 1))]}")
+    q = np.full(p.shape, np.nan)
+    if defined.any():
+        q[defined] = multipletests(p[defined], method="fdr_bh")[1]
+    return q
+
+
+def _seed_noise_by_image(baseline: pd.DataFrame, metric: str) -> pd.Series:
+    """Per image, the mean |difference| of ``metric`` between the baselines
+    of each two of its seeds; images with fewer than two seeds are absent."""
+    valid = baseline.dropna(subset=[metric])[[IMAGE, SEED, metric]]
+    pairs = valid.merge(valid, on=IMAGE, suffixes=("_a", "_b"))
+    pairs = pairs[pairs[f"{SEED}_a"] < pairs[f"{SEED}_b"]]
+    differences = pd.DataFrame(
+        {IMAGE: pairs[IMAGE], "difference": (pairs[f"{metric}_a"] - pairs[f"{metric}_b"]).abs()}
+    )
+    return per_image_mean(differences, "difference")
+
+
+def _check_quality_table(values: pd.DataFrame, baseline: str, metrics: Sequence[str]) -> None:
+    missing = [column for column in (IMAGE, CONDITION, SEED, *metrics) if column not in values.columns]
+    if missing:
+        raise ValueError(f"quality table has no column {', '.join(map(repr, missing))}")
+    conditions = set(values[CONDITION])
+    if baseline not in conditions:
+        raise ValueError(
+            f"baseline condition {baseline!r} is not in the table; it has {sorted(conditions, key=str)}"
+        )
+    repeated = values[values.duplicated([CONDITION, IMAGE, SEED], keep=False)]
+    if not repeated.empty:
+        # to_dict gives Python scalars, which print without numpy's type names.
+        first = tuple(repeated[[CONDITION, IMAGE, SEED]].head(1).to_dict("records")[0].values())
+        raise ValueError(
+            f"{len(repeated)} rows repeat a (condition, image_id, seed), e.g. {first!r}: "
+            "each generation must appear once to be paired"
+        )
+
+
+def quality_deltas(
+    values: pd.DataFrame,
+    baseline: str,
+    metrics: Sequence[str],
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How each condition changes each quality metric against the baseline.
+
+    ``values`` is a long table with one row per generated image: columns
+    image_id, condition, seed and one column per name in ``metrics`` (NaN
+    where a value was not computed). Each (condition, image_id, seed) may
+    appear once. A variant's delta is its value minus the ``baseline``
+    condition's value for the same image and seed; pairs where either is NaN,
+    or the baseline generation is missing, are left out.
+
+    Returns one row per (condition, metric), conditions other than the
+    baseline in sorted order and metrics in the given order, with:
+
+    - ``n``, ``n_images``: paired deltas and images they come from.
+    - ``delta_mean``: mean over images of each image's mean delta over its
+      seeds, so every image weighs the same (as everywhere in this module).
+    - ``delta_ci_low/high``: 95% cluster-bootstrap interval of ``delta_mean``
+      over images (:func:`bootstrap_mean_ci`); each row reseeds with ``seed``.
+    - ``noise_floor``: how much the metric moves with the seed alone: per
+      image, the mean |difference| between the baselines of each two seeds;
+      then the mean over the condition's images that have two or more
+      baseline seeds. A ``|delta_mean|`` well below it is a change smaller
+      than a reseed causes in one image.
+    - ``p_value``: two-sided Wilcoxon signed-rank test (Wilcoxon, Biometrics
+      Bulletin 1(6), 1945) that the per-image mean deltas are symmetric about
+      0. Images, not seeds, are the independent units, so the test takes one
+      value per image. It is a rank test because quality metrics are skewed
+      and heavy-tailed across images (a Laplacian variance grows with the
+      square of edge contrast), which a paired t-test's normality assumption
+      does not fit and a few outlying images would dominate. Zero deltas are
+      dropped (Wilcoxon's method); NaN with fewer than two images or when
+      every delta is 0. With n images the smallest two-sided p is 2 / 2**n:
+      below 0.05 needs at least six images. Adjust for the number of tests
+      with :func:`benjamini_hochberg`.
+    """
+    _check_quality_table(values, baseline, metrics)
+    baseline_rows = values[values[CONDITION] == baseline]
+    noise_by_metric = {metric: _seed_noise_by_image(baseline_rows, metric) for metric in metrics}
+    rows = []
+    for condition, variant_rows in values[values[CONDITION] != baseline].groupby(CONDITION, sort=True):
+        for metric in metrics:
+            paired = variant_rows[[IMAGE, SEED, metric]].merge(
+                baseline_rows[[IMAGE, SEED, metric]], on=[IMAGE, SEED], suffixes=("", "_baseline")
+            )
+            paired["delta"] = paired[metric] - paired[f"{metric}_baseline"]
+            image_deltas = per_image_mean(paired, "delta")
+            noise_by_image = noise_by_metric[metric]
+            image_noise = noise_by_image.loc[image_deltas.index.intersection(noise_by_image.index)]
+            ci_low, ci_high = bootstrap_mean_ci(image_deltas.to_numpy(), n_resamples, 0.95, seed)
+            rows.append(
+                {
+                    CONDITION: condition,
+                    "metric": metric,
+                    "n": int(paired["delta"].notna().sum()),
+                    "n_images": image_deltas.size,
+                    "delta_mean": float(image_deltas.mean()),
+                    "delta_ci_low": ci_low,
+                    "delta_ci_high": ci_high,
+                    "noise_floor": float(image_noise.mean()),
+                    "p_value": _wilcoxon_p_value(image_deltas.to_numpy()),
+                }
+            )
+    columns = [CONDITION, "metric", "n", "n_images", "delta_mean", "delta_ci_low",
+               "delta_ci_high", "noise_floor", "p_value"]
+    return pd.DataFrame(rows, columns=columns)
