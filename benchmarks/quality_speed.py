@@ -15,21 +15,24 @@ import time
 import cv2
 import skimage.data
 
-from promptsweep.quality import QUALITY_MEASURES
+from promptsweep.registry import ScoredImage, quality_metrics
 
 
 def main() -> None:
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
     for size in (256, 512):
         image = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
-        for measure in QUALITY_MEASURES:
-            measure.compute(image)  # warm-up
+        sample = [ScoredImage(image, "astronaut", image[..., 0], 100, 200)]
+        for metric in quality_metrics():
+            if metric.load is not None:
+                continue  # learned: benchmarks/preference_speed.py
+            metric.score(None, sample)  # warm-up
             seconds = []
             for _ in range(7):
                 started = time.perf_counter()
-                measure.compute(image)
+                metric.score(None, sample)
                 seconds.append(time.perf_counter() - started)
-            print(f"{measure.name:13s} {size} px: {1000 * statistics.median(seconds):8.2f} ms per image")
+            print(f"{metric.name:13s} {size} px: {1000 * statistics.median(seconds):8.2f} ms per image")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 
 from isolation import opened_files, refuse_network
-from promptsweep import quality
+from promptsweep import quality, registry
 
 
 def gray_image(levels: np.ndarray) -> np.ndarray:
@@ -42,21 +42,21 @@ def noised(image: np.ndarray) -> np.ndarray:
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
+MEASURES = [quality.sharpness, quality.colorfulness, quality.rms_contrast, quality.entropy, quality.brisque]
+
+
 def test_every_measure_returns_a_python_float(photo: np.ndarray) -> None:
-    values = quality.quality_values(photo)
-    assert list(values) == ["sharpness", "colorfulness", "rms_contrast", "entropy", "brisque"]
-    assert all(type(value) is float and math.isfinite(value) for value in values.values())
+    values = [measure(photo) for measure in MEASURES]
+    assert all(type(value) is float and math.isfinite(value) for value in values)
 
 
-def test_measures_are_described_for_the_workflow() -> None:
-    names = [measure.name for measure in quality.QUALITY_MEASURES]
-    assert len(set(names)) == len(names)
-    better = {measure.name: measure.better for measure in quality.QUALITY_MEASURES}
-    assert better == {
-        "sharpness": "higher", "colorfulness": "higher", "rms_contrast": "higher",
-        "entropy": "higher", "brisque": "lower",
+def test_measures_are_registered_with_their_direction() -> None:
+    directions = {metric.name: metric.direction for metric in registry.quality_metrics() if metric.load is None}
+    assert directions == {
+        "sharpness": "higher is better", "colorfulness": "higher is better", "rms_contrast": "higher is better",
+        "entropy": "higher is better", "brisque": "lower is better",
     }
-    assert all(measure.display_name for measure in quality.QUALITY_MEASURES)
+    assert all(metric.display_name for metric in registry.quality_metrics())
 
 
 def test_sharpness_of_a_single_bright_pixel() -> None:
@@ -135,6 +135,6 @@ def test_brisque_of_a_flat_image_is_nan() -> None:
     ],
 )
 def test_images_that_are_not_8_bit_rgb_are_refused(image: np.ndarray, message: str) -> None:
-    for measure in quality.QUALITY_MEASURES:
+    for measure in MEASURES:
         with pytest.raises(ValueError, match=message):
-            measure.compute(image)
+            measure(image)

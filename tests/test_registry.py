@@ -16,7 +16,10 @@ from promptsweep.study import ImageSpec, PromptSpec, condition_input
 
 SEEDS = [0, 1]
 PROMPTS = [PromptSpec("good", "positive", 1, "good"), PromptSpec("bad", "negative", 1, "bad")]
-SETTINGS = {"lpips": {"network": "alex", "backbone": None, "linear": None}, "clip_model": None}
+SETTINGS = {
+    "lpips": {"network": "alex", "backbone": None, "linear": None}, "clip_model": None,
+    "aesthetic": {"clip_model": None, "mlp": None}, "pickscore": {"processor": None, "model": None},
+}
 
 
 def mean_brightness_difference(pair: registry.ImagePair) -> float:
@@ -129,7 +132,9 @@ def test_learned_metrics_without_weights_are_not_computed_with_the_reason(tmp_pa
 
 def test_each_metric_job_reads_only_its_own_config_keys() -> None:
     assert registry.metric_settings(SETTINGS, "pair") == {"lpips": SETTINGS["lpips"]}
-    assert registry.metric_settings(SETTINGS, "image") == {"clip_model": None}
+    assert registry.metric_settings(SETTINGS, "image") == {
+        key: SETTINGS[key] for key in ("clip_model", "aesthetic", "pickscore")
+    }
 
 
 def test_condition_kinds_declare_their_input_order_and_colour() -> None:

@@ -60,19 +60,28 @@ def test_summary_without_lpips_has_float_nan_columns() -> None:
 
 
 def settings(network: str) -> dict:
-    return {"lpips": {"network": network, "backbone": None, "linear": None}, "clip_model": None}
+    return {
+        "lpips": {"network": network, "backbone": None, "linear": None}, "clip_model": None,
+        "aesthetic": {"clip_model": None, "mlp": None}, "pickscore": {"processor": None, "model": None},
+    }
 
 
 def test_learned_metric_notes_say_why_or_with_what() -> None:
-    image_metrics = pd.DataFrame({"clip_score_note": ["CLIP score not computed: no", "CLIP score not computed: no"]})
+    image_metrics = pd.DataFrame({
+        "clip_score_note": ["CLIP score not computed: no"] * 2,
+        "aesthetic_note": ["aesthetic score not computed: no"] * 2,
+        "pickscore_note": ["PickScore not computed: no"] * 2,
+    })
+    per_image = {f"{name}_variant": [np.nan, np.nan] for name in ("clip_score", "aesthetic", "pickscore")}
     not_computed = pd.DataFrame({
-        "lpips": [np.nan, np.nan], "lpips_note": ["LPIPS not computed: x", "LPIPS not computed: x"],
-        "clip_score_variant": [np.nan, np.nan],
+        "lpips": [np.nan, np.nan], "lpips_note": ["LPIPS not computed: x", "LPIPS not computed: x"], **per_image,
     })
     assert learned_metric_notes(not_computed, image_metrics, settings("alex")) == [
-        "LPIPS not computed: x", "CLIP score not computed: no",
+        "LPIPS not computed: x", "CLIP score not computed: no", "aesthetic score not computed: no",
+        "PickScore not computed: no",
     ]
-    computed = pd.DataFrame({"lpips": [0.1, np.nan], "lpips_note": [np.nan, np.nan], "clip_score_variant": [np.nan, np.nan]})
+    computed = pd.DataFrame({"lpips": [0.1, np.nan], "lpips_note": [np.nan, np.nan], **per_image})
     assert learned_metric_notes(computed, image_metrics.assign(clip_score_note=np.nan), settings("vgg")) == [
+        "aesthetic score not computed: no", "PickScore not computed: no",
         "LPIPS: vgg network with the v0.1 linear layers (Zhang et al. 2018)",
     ]

@@ -133,7 +133,7 @@ def lpips_weight_paths(settings: dict[str, Any]) -> dict[str, Path]:
     return {key: Path(settings[key]).expanduser() for key in LPIPS_FILES if settings[key]}
 
 
-def _read_checkpoint(path: Path, what: str) -> dict[str, Any]:
+def read_checkpoint(path: Path, what: str) -> dict[str, Any]:
     import torch
 
     if not path.exists():
@@ -164,7 +164,7 @@ def _why_unreadable(path: Path, error: Exception) -> str:
     return f"is not a PyTorch checkpoint ({type(error).__name__})"
 
 
-def _take(checkpoint: dict[str, Any], key: str, shape: tuple[int, ...], path: Path, hint: str) -> Any:
+def take_tensor(checkpoint: dict[str, Any], key: str, shape: tuple[int, ...], path: Path, hint: str) -> Any:
     if key not in checkpoint:
         raise WeightsError(f"{path} has no {key!r}: {hint}")
     tensor = checkpoint[key]
@@ -189,18 +189,18 @@ def load_lpips(network: str, backbone_path: str, linear_path: str) -> Lpips:
     """
     backbone = lpips_backbone(network)
     backbone_file, linear_file = Path(backbone_path), Path(linear_path)
-    backbone_checkpoint = _read_checkpoint(backbone_file, f"LPIPS {network} backbone")
-    linear_checkpoint = _read_checkpoint(linear_file, f"LPIPS {network} linear layers")
+    backbone_checkpoint = read_checkpoint(backbone_file, f"LPIPS {network} backbone")
+    linear_checkpoint = read_checkpoint(linear_file, f"LPIPS {network} linear layers")
     hint = f"is it torchvision's ImageNet checkpoint of {network}?"
     state = {
-        key: _take(backbone_checkpoint, f"features.{key}", tuple(value.shape), backbone_file, hint)
+        key: take_tensor(backbone_checkpoint, f"features.{key}", tuple(value.shape), backbone_file, hint)
         for key, value in backbone.features.state_dict().items()
     }
     backbone.features.load_state_dict(state)
     backbone.features.eval()
     hint = f"is it lpips/weights/v0.1/{network}.pth?"
     channel_weights = tuple(
-        _take(linear_checkpoint, f"lin{k}.model.1.weight", (1, channels, 1, 1), linear_file, hint).flatten()
+        take_tensor(linear_checkpoint, f"lin{k}.model.1.weight", (1, channels, 1, 1), linear_file, hint).flatten()
         for k, channels in enumerate(backbone.tapped_channels)
     )
     return Lpips(backbone, channel_weights)

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from promptsweep import files  # noqa: E402
 from promptsweep.conditions import KIND_BY_NAME, kind_rank  # noqa: E402
+from promptsweep.registry import METRICS as METRICS_BY_NAME  # noqa: E402
 from promptsweep.registry import Metric  # noqa: E402
 
 TINY_NOTE = "tiny random model: these numbers test the workflow and mean nothing"
@@ -112,4 +113,59 @@ def contact_sheet(edge_map: np.ndarray, panels: Sequence[tuple[str, np.ndarray]]
         axes.imshow(picture)
         axes.set_title(label, fontsize=7)
     figure.suptitle(title + (f"\n{TINY_NOTE}" if tiny else ""), fontsize=9)
+    save_figure(figure, path)
+
+
+def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str | Path) -> None:
+    """Per metric, one panel: each prompt's mean paired change against the
+    same-seed baseline with its 95% CI, beside the band of the seed noise
+    floor (± the mean change between baselines of two seeds)."""
+    metrics = list(dict.fromkeys(quality["metric"]))
+    ordered = _ordered(quality.drop_duplicates("prompt_id"))["prompt_id"].tolist()
+    columns = min(3, max(1, len(metrics)))
+    rows = int(np.ceil(len(metrics) / columns)) if metrics else 1
+    figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.32 * len(ordered) * rows + 1.8 * rows), squeeze=False)
+    for axes in grid.flat[len(metrics):]:
+        axes.axis("off")
+    positions = {prompt: index for index, prompt in enumerate(reversed(ordered))}
+    for axes, name in zip(grid.flat, metrics):
+        rows_of_metric = quality[quality["metric"] == name]
+        floor = float(rows_of_metric["noise_floor"].mean())
+        if np.isfinite(floor):
+            axes.axvspan(-floor, floor, color="0.88", label="seed noise floor")
+        axes.axvline(0, color="0.4", linewidth=1)
+        for kind, rows_of_kind in rows_of_metric.groupby("kind", sort=False):
+            y = rows_of_kind["prompt_id"].map(positions)
+            errors = np.vstack([rows_of_kind["delta_mean"] - rows_of_kind["delta_ci_low"], rows_of_kind["delta_ci_high"] - rows_of_kind["delta_mean"]])
+            axes.errorbar(rows_of_kind["delta_mean"], y, xerr=np.nan_to_num(errors), fmt="o", capsize=3, color=KIND_BY_NAME[kind].color, label=f"{kind} prompts")
+        axes.set_yticks(list(positions.values()), list(positions), fontsize=7)
+        metric = METRICS_BY_NAME.get(name)
+        axes.set_xlabel(f"Δ {metric.label if metric else name} ({metric.direction if metric else ''})", fontsize=8)
+    grid.flat[0].legend(fontsize=7, loc="best")
+    figure.suptitle(f"Paired change against the same-seed baseline (mean, 95% bootstrap CI over images)\n{model_name}", fontsize=10)
+    if tiny:
+        figure.text(0.5, -0.02, TINY_NOTE, ha="center", va="top", fontsize=9, color="darkred", bbox={"facecolor": "white", "edgecolor": "darkred"})
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric, gain: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
+    """One point per prompt: how much it changes the image (1 - ``effect``)
+    against how much it changes ``gain``, both with 95% CIs."""
+    deltas = quality[quality["metric"] == gain.name].set_index("prompt_id")
+    table = summary.set_index("prompt_id").join(deltas[["delta_mean", "delta_ci_low", "delta_ci_high"]], how="inner")
+    figure, axes = plt.subplots(figsize=(6.5, 5))
+    name = effect.name
+    for kind, rows in table.groupby("kind", sort=False):
+        x = 1 - rows[f"{name}_mean"]
+        x_errors = np.vstack([rows[f"{name}_ci_high"] - rows[f"{name}_mean"], rows[f"{name}_mean"] - rows[f"{name}_ci_low"]])
+        y_errors = np.vstack([rows["delta_mean"] - rows["delta_ci_low"], rows["delta_ci_high"] - rows["delta_mean"]])
+        axes.errorbar(x, rows["delta_mean"], xerr=np.nan_to_num(x_errors), yerr=np.nan_to_num(y_errors), fmt="o", capsize=3, color=KIND_BY_NAME[kind].color, label=f"{kind} prompts")
+        for prompt_id, x_value, y_value in zip(rows.index, x, rows["delta_mean"]):
+            axes.annotate(prompt_id, (x_value, y_value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.axhline(0, color="0.4", linewidth=1)
+    axes.set_xlabel(f"change: 1 − {effect.display_name} to the same-seed baseline")
+    axes.set_ylabel(f"gain: Δ {gain.label} ({gain.direction})")
+    axes.legend(fontsize=8, loc="best")
+    _title(axes, "Change against gain, per additional prompt (95% CIs)", model_name, tiny)
     save_figure(figure, path)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from promptsweep.learned import WeightsError, _read_checkpoint, _take
+from promptsweep.learned import WeightsError, read_checkpoint, take_tensor
 
 # OpenAI CLIP ViT-L/14 embeds images in 768 dimensions: the predictor's input.
 AESTHETIC_EMBEDDING_SIZE = 768
@@ -94,12 +94,12 @@ def load_aesthetic(clip_directory: str | PathLike[str], mlp_path: str | PathLike
 
     directory = _local_directory(clip_directory, "CLIP model directory")
     mlp_file = Path(mlp_path).expanduser()
-    checkpoint = _read_checkpoint(mlp_file, "aesthetic predictor")
+    checkpoint = read_checkpoint(mlp_file, "aesthetic predictor")
     mlp = aesthetic_mlp()
     hint = "is it sac+logos+ava1-l14-linearMSE.pth?"
     mlp.load_state_dict(
         {
-            key: _take(checkpoint, key, tuple(value.shape), mlp_file, hint)
+            key: take_tensor(checkpoint, key, tuple(value.shape), mlp_file, hint)
             for key, value in mlp.state_dict().items()
         }
     )

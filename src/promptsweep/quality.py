@@ -4,8 +4,7 @@ Where :mod:`promptsweep.metrics` compares two pictures, these describe one:
 how sharp, colourful, contrasted and detailed it is, and how natural it looks
 to a no-reference quality model. Images are ``(H, W, 3)`` ``uint8`` RGB
 arrays; every measure is a plain function of one image that returns a Python
-``float``. :data:`QUALITY_MEASURES` lists them with what a table or plot
-needs to show them.
+``float``. :mod:`promptsweep.registry` declares them for the workflow.
 
 The four hand-made measures describe an image rather than judge it: noise
 raises sharpness, contrast and entropy as much as detail does. BRISQUE is the
@@ -14,10 +13,8 @@ measure trained to judge (on human opinion scores of distorted photographs).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -145,34 +142,3 @@ def brisque(image: np.ndarray) -> float:
     # and NumPy's warnings about it are not news.
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(_brisque_model().score(rgb))
-
-
-@dataclass(frozen=True)
-class QualityMeasure:
-    """What the workflow needs to compute and show one quality measure.
-
-    ``name`` is the column name in tables; ``unit`` is empty for a
-    dimensionless number; ``better`` says which direction is higher quality.
-    """
-
-    name: str
-    display_name: str
-    unit: str
-    better: Literal["higher", "lower"]
-    compute: Callable[[np.ndarray], float]
-
-
-QUALITY_MEASURES: tuple[QualityMeasure, ...] = (
-    QualityMeasure("sharpness", "Sharpness (Laplacian variance)", "gray levels²", "higher", sharpness),
-    QualityMeasure("colorfulness", "Colourfulness (Hasler-Süsstrunk)", "RGB levels", "higher", colorfulness),
-    QualityMeasure("rms_contrast", "RMS contrast", "", "higher", rms_contrast),
-    QualityMeasure("entropy", "Gray-level entropy", "bits", "higher", entropy),
-    QualityMeasure("brisque", "BRISQUE", "", "lower", brisque),
-)
-
-
-def quality_values(
-    image: np.ndarray, measures: tuple[QualityMeasure, ...] = QUALITY_MEASURES
-) -> dict[str, float]:
-    """Each measure of one image, by measure name."""
-    return {measure.name: measure.compute(image) for measure in measures}

@@ -171,6 +171,79 @@ def _clip_score(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     )
 
 
+def _load_aesthetic(aesthetic: Mapping[str, Any]) -> Any:
+    unset = [f"metrics.aesthetic.{key}" for key in ("clip_model", "mlp") if not aesthetic[key]]
+    if unset:
+        raise NotComputed(
+            f"aesthetic score not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set",
+            configured=len(unset) < 2,
+        )
+    from promptsweep import learned, preference
+    from promptsweep.models import on_model_thread
+
+    try:
+        return on_model_thread(preference.load_aesthetic, aesthetic["clip_model"], aesthetic["mlp"])
+    except (OSError, learned.WeightsError) as error:
+        raise NotComputed(
+            f"aesthetic score not computed: {str(error).splitlines()[0]}; correct metrics.aesthetic in your config",
+            configured=True,
+        ) from None
+
+
+def _aesthetic(model: Any, images: Sequence[ScoredImage]) -> list[float]:
+    from promptsweep import preference
+    from promptsweep.models import on_model_thread
+
+    return on_model_thread(preference.aesthetic_scores, model, [image.pixels for image in images])
+
+
+def _load_pickscore(pickscore: Mapping[str, Any]) -> Any:
+    unset = [f"metrics.pickscore.{key}" for key in ("processor", "model") if not pickscore[key]]
+    if unset:
+        raise NotComputed(
+            f"PickScore not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set",
+            configured=len(unset) < 2,
+        )
+    from promptsweep import learned, preference
+    from promptsweep.models import on_model_thread
+
+    try:
+        return on_model_thread(preference.load_pickscore, pickscore["processor"], pickscore["model"])
+    except (OSError, learned.WeightsError) as error:
+        raise NotComputed(
+            f"PickScore not computed: {str(error).splitlines()[0]}; correct metrics.pickscore in your config",
+            configured=True,
+        ) from None
+
+
+def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
+    from promptsweep import preference
+    from promptsweep.models import on_model_thread
+
+    return on_model_thread(
+        preference.pickscore_scores, model, [image.pixels for image in images], [image.prompt for image in images]
+    )
+
+
+def _quality_measure(name: str) -> Scorer:
+    """A scorer of one function of :mod:`promptsweep.quality`, imported on
+    first use: it pulls in scipy.stats, which every parse of the workflow
+    would otherwise pay for."""
+
+    def score(_model: Any, images: Sequence[ScoredImage]) -> list[float]:
+        from promptsweep import quality
+
+        measure = getattr(quality, name)
+        return [measure(image.pixels) for image in images]
+
+    return score
+
+
+def _local_files(setting: Mapping[str, Any]) -> list[Path]:
+    """The paths a learned metric's config names: its jobs rerun when they change."""
+    return [Path(value).expanduser() for value in setting.values() if value]
+
+
 def _edge_f1(image: ScoredImage) -> float:
     return metrics.canny_f1(image.pixels, image.edge_map, image.canny_low, image.canny_high)
 
@@ -206,6 +279,45 @@ METRICS: dict[str, Metric] = {
             "clip_score", "image", "CLIP score", "", "higher is better", "fidelity", _clip_score,
             config_key="clip_model",
             load=_load_clip,
+        ),
+        # Image quality, with no weights (a maintained library where it has the measure).
+        Metric(
+            "sharpness", "image", "sharpness (Laplacian variance)", "gray levels²", "higher is better", "quality",
+            _quality_measure("sharpness"),
+        ),
+        Metric(
+            "colorfulness", "image", "colourfulness (Hasler-Süsstrunk)", "RGB levels", "higher is better", "quality",
+            _quality_measure("colorfulness"),
+        ),
+        Metric(
+            "rms_contrast", "image", "RMS contrast", "", "higher is better", "quality",
+            _quality_measure("rms_contrast"),
+        ),
+        Metric(
+            "entropy", "image", "gray-level entropy", "bits", "higher is better", "quality",
+            _quality_measure("entropy"),
+        ),
+        Metric(
+            "brisque", "image", "BRISQUE", "", "lower is better", "quality",
+            _quality_measure("brisque"),
+        ),
+        # Image quality from local weights.
+        Metric(
+            "aesthetic", "image", "LAION aesthetic score", "", "higher is better", "quality", _aesthetic,
+            config_key="aesthetic",
+            load=_load_aesthetic,
+            weight_files=_local_files,
+            computed_with=lambda setting: (
+                f"aesthetic score: LAION improved aesthetic predictor {Path(setting['mlp']).name} over CLIP "
+                f"{setting['clip_model']}"
+            ),
+        ),
+        Metric(
+            "pickscore", "image", "PickScore", "", "higher is better", "quality", _pickscore,
+            config_key="pickscore",
+            load=_load_pickscore,
+            weight_files=_local_files,
+            computed_with=lambda setting: f"PickScore: {setting['model']} (Kirstain et al. 2023)",
         ),
     )
 }

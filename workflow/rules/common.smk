@@ -29,6 +29,13 @@ except WorkflowError as error:
         f"workflow/schemas/config.schema.yaml; fix the key named below.\n{error}"
     ) from None
 
+if config["plots"]["quality_metric"] not in {
+    m.name for m in registry.quality_metrics()
+}:
+    raise WorkflowError(
+        f"plots.quality_metric: {config['plots']['quality_metric']!r} is not a quality metric; "
+        f"choose one of {', '.join(m.name for m in registry.quality_metrics())}"
+    )
 IMAGES = {image.image_id: image for image in read_images(Path(config["images"]))}
 PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
@@ -143,9 +150,13 @@ def final_outputs():
         "results/tables/summary.md",
         "results/tables/summary.tex",
         "results/tables/trend.csv",
+        "results/tables/quality_summary.csv",
+        "results/tables/verdict.md",
         "results/plots/ssim_by_prompt.png",
         "results/plots/effect_vs_emphasis.png",
         "results/plots/heatmap.png",
+        "results/plots/quality_forest.png",
+        "results/plots/change_vs_gain.png",
         *[f"results/plots/sheets/{image}.png" for image in IMAGES],
         *[
             path

@@ -3,6 +3,7 @@ rule summary_plots:
         pairs="results/tables/pairs.csv",
         summary="results/tables/summary.csv",
         noise_floor="results/tables/noise_floor.csv",
+        quality_summary="results/tables/quality_summary.csv",
     output:
         by_prompt=report(
             "results/plots/ssim_by_prompt.png",
@@ -22,27 +23,35 @@ rule summary_plots:
             category="Plots",
             labels={"plot": "image x prompt heatmap"},
         ),
+        quality_forest=report(
+            "results/plots/quality_forest.png",
+            caption="../report/quality_forest.rst",
+            category="Plots",
+            labels={"plot": "quality deltas"},
+        ),
+        change_vs_gain=report(
+            "results/plots/change_vs_gain.png",
+            caption="../report/change_vs_gain.rst",
+            category="Plots",
+            labels={"plot": "change against gain"},
+        ),
         svgs=[
             "results/plots/ssim_by_prompt.svg",
             "results/plots/effect_vs_emphasis.svg",
             "results/plots/heatmap.svg",
+            "results/plots/quality_forest.svg",
+            "results/plots/change_vs_gain.svg",
         ],
     log:
         "logs/plots/summary.log",
     params:
+        quality_metric=config["plots"]["quality_metric"],
         prompt_order=list(PROMPTS),
         model_name=model_params()["name"],
         tiny=config["model"]["source"] == "tiny",
     run:
         plot_jobs.summary_plots(
-            pairs=input.pairs,
-            summary=input.summary,
-            noise_floor=input.noise_floor,
-            prompt_order=params.prompt_order,
-            model_name=params.model_name,
-            tiny=params.tiny,
-            outputs=dict(output.items()),
-            log=log[0],
+            **input, **params, outputs=dict(output.items()), log=log[0]
         )
 
 

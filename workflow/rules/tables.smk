@@ -56,6 +56,27 @@ rule summary_tables:
         ),
         trend_md="results/tables/trend.md",
         trend_tex="results/tables/trend.tex",
+        quality_csv=report(
+            "results/tables/quality.csv",
+            caption="../report/quality.rst",
+            category="Tables",
+            labels={"table": "image quality"},
+        ),
+        quality_summary_csv=report(
+            "results/tables/quality_summary.csv",
+            caption="../report/quality_summary.rst",
+            category="Tables",
+            labels={"table": "quality deltas"},
+        ),
+        quality_summary_md="results/tables/quality_summary.md",
+        quality_summary_tex="results/tables/quality_summary.tex",
+        verdict_csv="results/tables/verdict.csv",
+        verdict_md=report(
+            "results/tables/verdict.md",
+            caption="../report/verdict.rst",
+            category="Tables",
+            labels={"table": "verdict"},
+        ),
     log:
         "logs/tables/summary.log",
     params:

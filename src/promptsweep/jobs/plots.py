@@ -14,14 +14,17 @@ def summary_plots(
     pairs: str,
     summary: str,
     noise_floor: str,
+    quality_summary: str,
+    quality_metric: str,
     prompt_order: Sequence[str],
     model_name: str,
     tiny: bool,
     outputs: Mapping[str, str],
     log: str,
 ) -> None:
-    """The effect metric by prompt, the effect against emphasis, and the image
-    x prompt heatmap."""
+    """The effect metric by prompt, the effect against emphasis, the image x
+    prompt heatmap, the quality deltas' forest plot and change against gain
+    (the gain measured by ``quality_metric``)."""
     from promptsweep import plots, stats
 
     with job_log(log, "plots") as logger:
@@ -33,6 +36,11 @@ def summary_plots(
         plots.metric_by_prompt(summary_table, metric, floor, model_name, tiny, outputs["by_prompt"])
         plots.effect_vs_emphasis(summary_table, metric, model_name, tiny, outputs["effect_vs_emphasis"])
         plots.image_prompt_heatmap(pair_table, metric, prompt_order, model_name, tiny, outputs["heatmap"])
+        quality = files.read_table(quality_summary)
+        plots.quality_forest(quality, model_name, tiny, outputs["quality_forest"])
+        plots.change_vs_gain(
+            summary_table, quality, metric, registry.METRICS[quality_metric], model_name, tiny, outputs["change_vs_gain"]
+        )
         logger.info("plots written")
 
 

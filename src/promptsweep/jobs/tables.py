@@ -50,18 +50,33 @@ def summary_tables(
     outputs: Mapping[str, str],
     log: str,
 ) -> None:
-    """Per-prompt statistics and the emphasis trend, as CSV, Markdown and LaTeX."""
-    from promptsweep import plots, stats
+    """Per-prompt statistics, the emphasis trend, the image-quality tables
+and the verdict, as CSV, Markdown and LaTeX."""
+    from promptsweep import plots, quality_tables, stats
 
     with job_log(log, "summary") as logger:
         pair_table = files.read_table(pairs)
-        summary = study_summary(pair_table, files.read_table(noise_floor), prompts)
+        image_table = files.read_table(image_metrics)
+        summary, quality = quality_tables.with_q_values(
+            study_summary(pair_table, files.read_table(noise_floor), prompts),
+            quality_tables.quality_summary(image_table, prompts),
+        )
         trend = stats.emphasis_trend(pair_table, metric=registry.EFFECT_METRIC)
         note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
-        learned_notes = "\n".join(
-            f"- {line}." for line in learned_metric_notes(pair_table, files.read_table(image_metrics), settings)
-        )
+        learned_notes = "\n".join(f"- {line}." for line in learned_metric_notes(pair_table, image_table, settings))
         effect = registry.METRICS[registry.EFFECT_METRIC].display_name
+        files.write_table(Path(outputs["quality_csv"]), quality_tables.quality_table(image_table))
+        files.write_table(Path(outputs["quality_summary_csv"]), quality)
+        files.write_text(
+            Path(outputs["quality_summary_md"]), f"{note}\n\n{learned_notes}\n\n" + tables.to_markdown(quality)
+        )
+        files.write_text(
+            Path(outputs["quality_summary_tex"]),
+            tables.to_latex(quality, f"Paired change of each per-image metric against the same-seed baseline. {note}", "tab:quality-summary"),
+        )
+        verdict = quality_tables.verdict_table(summary, quality)
+        files.write_table(Path(outputs["verdict_csv"]), verdict)
+        files.write_text(Path(outputs["verdict_md"]), quality_tables.verdict_markdown(verdict))
         files.write_table(Path(outputs["summary_csv"]), summary)
         files.write_text(
             Path(outputs["summary_md"]), f"{note}\n\n{learned_notes}\n\n" + tables.to_markdown(summary)

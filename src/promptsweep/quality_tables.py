@@ -1,0 +1,161 @@
+"""Does a prompt make the image better? Paired quality deltas and the verdict.
+
+Every per-image metric of quality and fidelity in the registry is compared,
+image by image and seed by seed, with the same-seed baseline
+(:func:`promptsweep.stats.quality_deltas`). One Benjamini-Hochberg family
+(Benjamini & Hochberg 1995) covers every test of the study: each prompt x
+metric delta test and each prompt's test of its change against the seed noise
+floor, so a q-value below 0.05 keeps the expected share of false discoveries
+among all the study's significant findings at 5%.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from promptsweep import registry, stats
+from promptsweep.conditions import BASELINE
+from promptsweep.study import PromptSpec
+
+SIGNIFICANCE = 0.05
+VERDICT_WIDTH = 120
+QUALITY_SUMMARY_COLUMNS = [
+    "prompt_id", "kind", "emphasis", "metric", "n", "delta_mean", "delta_ci_low", "delta_ci_high",
+    "noise_floor", "p_value", "q_value",
+]
+
+
+def computed(table: pd.DataFrame, metrics: Sequence[registry.Metric]) -> list[str]:
+    """Names of the metrics with at least one value (learned ones may be not computed)."""
+    return [metric.name for metric in metrics if metric.name in table and table[metric.name].notna().any()]
+
+
+def quality_table(image_metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per generated image: image_id, condition, seed and every
+    computed quality metric."""
+    return image_metrics[["image_id", "condition", "seed", *computed(image_metrics, registry.quality_metrics())]]
+
+
+def delta_metrics(image_metrics: pd.DataFrame) -> list[str]:
+    """The metrics whose paired deltas are tested: quality, then fidelity."""
+    fidelity = [metric for metric in registry.metrics_of("image") if metric.role == "fidelity"]
+    return computed(image_metrics, [*registry.quality_metrics(), *fidelity])
+
+
+def quality_summary(
+    image_metrics: pd.DataFrame, prompts: Sequence[PromptSpec], n_resamples: int = 2000
+) -> pd.DataFrame:
+    """One row per (prompt, metric): the paired delta against the baseline, its
+    95% cluster-bootstrap CI, the seed noise floor and a Wilcoxon p-value
+    (``q_value`` is filled by :func:`with_q_values`)."""
+    deltas = stats.quality_deltas(image_metrics, BASELINE, delta_metrics(image_metrics), n_resamples=n_resamples)
+    sheet = pd.DataFrame([{"prompt_id": p.prompt_id, "kind": p.kind, "emphasis": p.emphasis} for p in prompts])
+    table = sheet.merge(deltas.rename(columns={"condition": "prompt_id"}), on="prompt_id", how="inner")
+    table["q_value"] = np.nan
+    return table[QUALITY_SUMMARY_COLUMNS]
+
+
+def with_q_values(summary: pd.DataFrame, quality: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables with q-values from one Benjamini-Hochberg family: the
+    summary's tests of change against the noise floor (``q_vs_noise_floor``)
+    and every prompt x metric delta test (``q_value``)."""
+    p_values = np.concatenate([summary["p_vs_noise_floor"].to_numpy(float), quality["p_value"].to_numpy(float)])
+    q_values = stats.benjamini_hochberg(p_values)
+    summary = summary.copy()
+    summary.insert(summary.columns.get_loc("p_vs_noise_floor") + 1, "q_vs_noise_floor", q_values[: len(summary)])
+    quality = quality.assign(q_value=q_values[len(summary) :])
+    return summary, quality
+
+
+def _significant_direction(quality: pd.DataFrame, prompt_id: str, metric: str) -> int | None:
+    """+1 or -1 where the delta is significant (q < 0.05), 0 where not, None where not tested."""
+    rows = quality[(quality["prompt_id"] == prompt_id) & (quality["metric"] == metric)]
+    if rows.empty or not np.isfinite(rows["delta_mean"].iloc[0]):
+        return None
+    row = rows.iloc[0]
+    return int(np.sign(row["delta_mean"])) if row["q_value"] < SIGNIFICANCE else 0
+
+
+ARROWS = {1: "↑", -1: "↓", 0: "–", None: " "}
+
+
+def _holds(direction: int | None) -> str:
+    """A fidelity metric holds unless it dropped significantly."""
+    return "n/a" if direction is None else ("no" if direction < 0 else "yes")
+
+
+def verdict_table(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """One row per prompt: whether it changes the image beyond the seed's
+    noise (a change larger than a reseed's, q < 0.05), an arrow per quality
+    metric (the direction of a significant delta, – where none), and whether
+    edge fidelity and CLIP alignment hold (no significant drop)."""
+    tested = set(quality["metric"])
+    quality_names = [metric.name for metric in registry.quality_metrics() if metric.name in tested]
+    rows = []
+    for prompt in summary.itertuples(index=False):
+        beyond_noise = prompt.relative_effect > 1 and prompt.q_vs_noise_floor < SIGNIFICANCE
+        row = {
+            "prompt_id": prompt.prompt_id, "kind": prompt.kind, "text": prompt.text,
+            "changes_image": "yes" if beyond_noise else "no",
+        }
+        for name in quality_names:
+            row[name] = ARROWS[_significant_direction(quality, prompt.prompt_id, name)]
+        row["edges_hold"] = _holds(_significant_direction(quality, prompt.prompt_id, "edge_f1"))
+        row["clip_holds"] = _holds(_significant_direction(quality, prompt.prompt_id, "clip_score"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict_markdown(verdict: pd.DataFrame, width: int = VERDICT_WIDTH) -> str:
+    """The verdict as a Markdown table of at most ``width`` characters a line:
+    metric columns under five-letter abbreviations explained in a legend, the
+    prompt's text shortened to what room is left."""
+    metric_columns = [column for column in verdict.columns if column in registry.METRICS]
+    short = {column: column[:5] for column in metric_columns}
+    legend = ", ".join(
+        f"{short[name]} = {registry.METRICS[name].display_name} ({registry.METRICS[name].direction})"
+        for name in metric_columns
+    )
+    headers = ["prompt", "text", "changes", *short.values(), "edges", "CLIP"]
+    fixed = ["prompt_id", "changes_image", *metric_columns, "edges_hold", "clip_holds"]
+    cells = [[str(row[column]) for column in fixed] for _, row in verdict.iterrows()]
+    other_widths = [max([len(headers[0])] + [len(row[0]) for row in cells])] + [
+        max([len(header)] + [len(row[index]) for row in cells]) for index, header in enumerate(headers[2:], start=1)
+    ]
+    # "| " + cells joined by " | " + " |"
+    room = width - (sum(other_widths) + 3 * len(headers) + 1)
+    text_width = max(4, min(room, max([4] + [len(text) for text in verdict["text"]])))
+
+    def line(values: Sequence[str], widths: Sequence[int]) -> str:
+        return "| " + " | ".join(value.ljust(size) for value, size in zip(values, widths)) + " |"
+
+    widths = [other_widths[0], text_width, *other_widths[1:]]
+    rows = [
+        [row[0], _shorten(text, text_width), *row[1:]]
+        for row, text in zip(cells, verdict["text"])
+    ]
+    lines = [
+        line(headers, widths),
+        "| " + " | ".join("-" * size for size in widths) + " |",
+        *(line(row, widths) for row in rows),
+    ]
+    notes = [
+        "changes: the prompt changes the image more than a new seed does (q < 0.05).",
+        "Arrows: the metric rose (↑) or fell (↓) against the same-seed baseline, q < 0.05; – no significant change.",
+        *_wrapped(legend + ".", width),
+        "edges, CLIP: edge F1 and CLIP score show no significant drop (n/a: not computed).",
+    ]
+    return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
