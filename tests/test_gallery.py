@@ -1,14 +1,22 @@
-"""The SSIM maps' pictures and the contact sheet's map row."""
+"""The SSIM maps' pictures, the contact sheet's map row, and the static gallery:
+its pure parts and the files it writes."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from PIL import Image
 
-from promptsweep import metrics, plots
+from promptsweep import files, gallery, metrics, plots
 
+IMAGES = ("cat", "dog", "owl")
+PROMPTS = (("good", "positive", math.nan), ("pos5@0.5", "positive", 0.5), ("bad", "negative", math.nan))
+SEEDS = (0, 1)
 # Width and height of the synthetic pictures: larger than a thumbnail, not square.
 SIZE = (160, 192)
 
@@ -30,6 +38,49 @@ def changed(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y0, x0 = rng.integers(0, SIZE[1] - 60), rng.integers(0, SIZE[0] - 60)
     variant[y0 : y0 + 60, x0 : x0 + 60] = rng.integers(0, 256, (60, 60, 3))
     return variant
+
+
+def write_study(directory: Path) -> pd.DataFrame:
+    """Edge maps, baselines and variants of a small study as PNGs, and its pairs table."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for image in IMAGES:
+        edge_path = directory / "edges" / f"{image}.png"
+        files.write_png(edge_path, (rng.random((SIZE[1], SIZE[0])) > 0.95).astype(np.uint8) * 255)
+        for seed in SEEDS:
+            baseline = synthetic_picture(rng)
+            baseline_path = directory / image / "baseline" / f"seed{seed}.png"
+            files.write_png(baseline_path, baseline)
+            for prompt, kind, dose in PROMPTS:
+                variant = changed(baseline, rng)
+                variant_path = directory / image / prompt / f"seed{seed}.png"
+                files.write_png(variant_path, variant)
+                rows.append({
+                    "image_id": image, "prompt_id": prompt, "kind": kind, "dose": dose, "seed": seed,
+                    "ssim": metrics.ssim(baseline, variant), "psnr": metrics.psnr(baseline, variant),
+                    "edge_f1_variant": rng.random(), "sharpness_delta": rng.normal(),
+                    "excluded": "", "edge_path": str(edge_path),
+                    "baseline_path": str(baseline_path), "variant_path": str(variant_path),
+                })
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def study_pairs(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return write_study(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="module")
+def gallery_index(study_pairs: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return gallery.write_gallery(study_pairs, tmp_path_factory.mktemp("gallery"), "Synthetic study")
+
+
+def read_gallery_data(index: Path) -> dict:
+    script = (index.parent / gallery.DATA_FILE).read_text(encoding="utf-8")
+    prefix = "window.GALLERY_DATA = "
+    assert script.startswith(prefix)
+    # JSON with JavaScript's Infinity, which Python's json reads too.
+    return json.loads(script[len(prefix) :].rstrip().rstrip(";"))
 
 
 # --- SSIM map pictures and the contact sheet ---------------------------------
@@ -54,3 +105,108 @@ def test_contact_sheet_draws_a_map_under_each_variant(tmp_path: Path) -> None:
     with Image.open(path) as sheet:
         assert sheet.height > sheet.width / 3  # two rows: pictures, then maps
     assert path.with_suffix(".svg").is_file()
+
+
+# --- the gallery's pure parts -----------------------------------------------
+
+
+def test_metric_columns_are_the_numeric_columns_but_seed_and_dose(study_pairs: pd.DataFrame) -> None:
+    assert gallery.metric_columns(study_pairs) == ["ssim", "psnr", "edge_f1_variant", "sharpness_delta"]
+
+
+def test_missing_columns_are_named(study_pairs: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="seed, edge_path"):
+        gallery.check_pairs(study_pairs.drop(columns=["seed", "edge_path"]))
+
+
+def test_shared_pictures_are_planned_once(study_pairs: pd.DataFrame) -> None:
+    planned = gallery.plan_pictures(study_pairs)
+    roles = pd.Series([picture.role for picture in gallery.unique_pictures(planned)]).value_counts()
+    n_pairs = len(IMAGES) * len(PROMPTS) * len(SEEDS)
+    assert roles.to_dict() == {
+        "edge": len(IMAGES), "baseline": len(IMAGES) * len(SEEDS), "variant": n_pairs, "ssim": n_pairs,
+    }
+    assert planned[0]["baseline"] is planned[1]["baseline"]  # two prompts, one image and seed
+
+
+def test_picture_names_are_safe_and_distinct() -> None:
+    pairs = pd.DataFrame({
+        "image_id": ["a/b", "a b"], "prompt_id": ["p#1", "p#1"], "kind": "positive", "seed": 0,
+        "edge_path": ["e1.png", "e2.png"], "baseline_path": ["b1.png", "b2.png"], "variant_path": ["v1.png", "v2.png"],
+    })
+    first, second = gallery.plan_pictures(pairs)
+    assert first["variant"].thumbnail == "thumbs/variant/a_b_p_1_seed0.webp"
+    assert second["variant"].thumbnail == "thumbs/variant/a_b_p_1_seed0-2.webp"
+
+
+def test_records_carry_ids_dose_values_and_pictures(study_pairs: pd.DataFrame) -> None:
+    pairs = study_pairs.assign(psnr=[math.inf, math.nan, *study_pairs["psnr"][2:]])
+    records = gallery.pair_records(pairs, gallery.plan_pictures(pairs), ["ssim", "psnr"])
+    assert len(records) == len(pairs)
+    first, second = records[0], records[1]
+    assert (first["image_id"], first["prompt_id"], first["kind"], first["seed"]) == ("cat", "good", "positive", 0)
+    assert first["dose"] is None and second["dose"] == 0.5
+    assert first["values"] == {"ssim": pytest.approx(study_pairs["ssim"][0]), "psnr": math.inf}
+    assert second["values"]["psnr"] is None
+    assert first["pictures"]["edge"] == ["thumbs/edge/cat.webp", "full/edge/cat.webp"]
+    json.dumps(records)  # plain Python values only
+
+
+def test_records_without_a_dose_column_have_none(study_pairs: pd.DataFrame) -> None:
+    pairs = study_pairs.drop(columns="dose")
+    records = gallery.pair_records(pairs, gallery.plan_pictures(pairs), [])
+    assert {record["dose"] for record in records} == {None}
+
+
+@pytest.mark.parametrize(("size", "expected"), [((256, 256), (128, 128)), ((160, 192), (107, 128)), ((64, 40), (64, 40))])
+def test_thumbnail_size_fits_the_longer_side(size: tuple[int, int], expected: tuple[int, int]) -> None:
+    assert gallery.thumbnail_size(*size, 128) == expected
+
+
+# --- the files the gallery writes --------------------------------------------
+
+
+def test_gallery_holds_every_file_it_refers_to(gallery_index: Path, study_pairs: pd.DataFrame) -> None:
+    data = read_gallery_data(gallery_index)
+    assert len(data["pairs"]) == len(study_pairs)
+    referenced = {path for record in data["pairs"] for paths in record["pictures"].values() for path in paths}
+    written = {str(path.relative_to(gallery_index.parent)) for path in gallery_index.parent.rglob("*.webp")}
+    assert referenced == written
+    for name in ("index.html", "gallery.css", "gallery.js", "data.js"):
+        assert (gallery_index.parent / name).is_file()
+    assert "<title>Synthetic study</title>" in gallery_index.read_text(encoding="utf-8")
+
+
+def test_gallery_writes_shared_thumbnails_once(gallery_index: Path) -> None:
+    def count(role: str) -> int:
+        return len(list((gallery_index.parent / "thumbs" / role).iterdir()))
+
+    assert count("edge") == len(IMAGES)
+    assert count("baseline") == len(IMAGES) * len(SEEDS)
+    assert count("variant") == count("ssim") == len(IMAGES) * len(PROMPTS) * len(SEEDS)
+
+
+def test_gallery_pictures_have_thumbnail_and_full_sizes(gallery_index: Path) -> None:
+    for path in (gallery_index.parent / "thumbs").rglob("*.webp"):
+        with Image.open(path) as thumbnail:
+            assert thumbnail.size == (107, 128), path
+    for path in (gallery_index.parent / "full").rglob("*.webp"):
+        with Image.open(path) as full:
+            assert full.size == SIZE, path
+
+
+def test_gallery_edge_maps_are_lossless(gallery_index: Path, study_pairs: pd.DataFrame) -> None:
+    with Image.open(gallery_index.parent / "full" / "edge" / "cat.webp") as edge_map:
+        copied = np.asarray(edge_map.convert("L"))
+    np.testing.assert_array_equal(copied, files.read_png(Path(study_pairs["edge_path"][0])))
+
+
+def test_gallery_ssim_map_is_the_pairs_map(gallery_index: Path, study_pairs: pd.DataFrame) -> None:
+    row = study_pairs.iloc[0]
+    expected = plots.ssim_map_picture(
+        metrics.ssim_map(files.read_png(Path(row["baseline_path"])), files.read_png(Path(row["variant_path"])))
+    )
+    with Image.open(gallery_index.parent / "full" / "ssim" / "cat_good_seed0.webp") as written:
+        # Lossy: close to the map's colours, not equal.
+        difference = np.abs(np.asarray(written.convert("RGB"), dtype=float) - expected)
+    assert difference.mean() < 4
