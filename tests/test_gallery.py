@@ -1,17 +1,26 @@
 """The SSIM maps' pictures, the contact sheet's map row, and the static gallery:
-its pure parts and the files it writes."""
+its pure parts, the files it writes, and the page in headless Chromium."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
+import headless_chromium
 from promptsweep import files, gallery, metrics, plots
 
 IMAGES = ("cat", "dog", "owl")
@@ -210,3 +219,123 @@ def test_gallery_ssim_map_is_the_pairs_map(gallery_index: Path, study_pairs: pd.
         # Lossy: close to the map's colours, not equal.
         difference = np.abs(np.asarray(written.convert("RGB"), dtype=float) - expected)
     assert difference.mean() < 4
+
+
+# --- the page in headless Chromium -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    reason = headless_chromium.missing_reason()
+    if reason:
+        # CI installs Chromium (.ci/run): there a missing browser is a failure.
+        if os.environ.get("CI"):
+            pytest.fail(f"the gallery's browser tests need headless Chromium: {reason}")
+        pytest.skip(reason)
+    driver = headless_chromium.start()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture()
+def page(browser: webdriver.Chrome, gallery_index: Path) -> Iterator[webdriver.Chrome]:
+    """The gallery freshly loaded from disk; the test fails on any console error."""
+    browser.get(gallery_index.as_uri())
+    try:
+        WebDriverWait(browser, 10).until(
+            lambda driver: driver.execute_script("return document.documentElement.dataset.ready") == "true"
+        )
+    except TimeoutException:
+        pytest.fail(f"the page never became ready; console errors: {headless_chromium.severe_console_messages(browser)}")
+    yield browser
+    assert headless_chromium.severe_console_messages(browser) == []
+
+
+def shown_pair_indices(driver: webdriver.Chrome) -> list[int]:
+    return driver.execute_script("return [...document.querySelectorAll('#pairs .pair')].map(a => Number(a.dataset.index))")
+
+
+def current_pair_index(driver: webdriver.Chrome) -> int:
+    return int(driver.find_element(By.CSS_SELECTOR, ".pair.current").get_attribute("data-index"))
+
+
+def choose(driver: webdriver.Chrome, menu: str, value: str) -> None:
+    Select(driver.find_element(By.ID, menu)).select_by_value(value)
+
+
+def press(driver: webdriver.Chrome, *keys: str) -> None:
+    driver.find_element(By.TAG_NAME, "h1").click()  # away from the menus, whose keys are theirs
+    ActionChains(driver).send_keys(*keys).perform()
+
+
+def count_shown(driver: webdriver.Chrome) -> int:
+    return int(driver.find_element(By.ID, "count").text)
+
+
+@pytest.mark.browser
+def test_page_shows_every_pair(page: webdriver.Chrome, study_pairs: pd.DataFrame) -> None:
+    assert count_shown(page) == len(study_pairs)
+    assert shown_pair_indices(page) == list(range(len(study_pairs)))
+    assert page.find_element(By.ID, "total").text == str(len(study_pairs))
+
+
+@pytest.mark.browser
+def test_filters_narrow_the_pairs(page: webdriver.Chrome, study_pairs: pd.DataFrame) -> None:
+    choose(page, "image", "dog")
+    assert count_shown(page) == len(PROMPTS) * len(SEEDS)
+    choose(page, "prompt", "pos5@0.5")
+    choose(page, "seed", "1")
+    expected = study_pairs.index[
+        (study_pairs.image_id == "dog") & (study_pairs.prompt_id == "pos5@0.5") & (study_pairs.seed == 1)
+    ]
+    assert shown_pair_indices(page) == list(expected)
+    assert count_shown(page) == 1
+
+
+@pytest.mark.browser
+def test_sorting_by_effect_puts_the_least_similar_first(page: webdriver.Chrome, study_pairs: pd.DataFrame) -> None:
+    choose(page, "sort", "effect")
+    assert shown_pair_indices(page) == list(study_pairs["ssim"].sort_values(kind="stable").index)
+    choose(page, "direction", "ascending")
+    choose(page, "sort", "metric:sharpness_delta")
+    assert shown_pair_indices(page) == list(study_pairs["sharpness_delta"].sort_values(kind="stable").index)
+
+
+@pytest.mark.browser
+def test_keys_step_through_the_pairs(page: webdriver.Chrome, study_pairs: pd.DataFrame) -> None:
+    assert current_pair_index(page) == 0
+    press(page, "j", "j")
+    assert current_pair_index(page) == 2
+    press(page, "k")
+    assert current_pair_index(page) == 1
+    press(page, *[Keys.ARROW_DOWN] * len(study_pairs))  # past the last pair
+    assert current_pair_index(page) == len(study_pairs) - 1
+    in_view = page.execute_script(
+        "const box = document.querySelector('.pair.current').getBoundingClientRect();"
+        "return box.top >= 0 && box.bottom <= window.innerHeight"
+    )
+    assert in_view and page.execute_script("return window.scrollY") > 0
+
+
+@pytest.mark.browser
+def test_a_thumbnail_opens_its_full_picture(page: webdriver.Chrome, gallery_index: Path) -> None:
+    gallery_window = page.current_window_handle
+    page.find_element(By.CSS_SELECTOR, ".pair figure a").click()
+    opened = next(handle for handle in page.window_handles if handle != gallery_window)
+    page.switch_to.window(opened)
+    try:
+        assert page.current_url == (gallery_index.parent / "full" / "edge" / "cat.webp").as_uri()
+        assert page.execute_script("return document.images[0].naturalWidth") == SIZE[0]
+    finally:
+        page.close()
+        page.switch_to.window(gallery_window)
+
+
+@pytest.mark.browser
+def test_screenshot_shows_pictures(page: webdriver.Chrome) -> None:
+    assert headless_chromium.screenshot_pixels(page).std() > 20
+    # The thumbnails on screen have loaded (lazily) and been decoded.
+    assert page.execute_script(
+        "return [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
