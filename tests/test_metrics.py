@@ -116,6 +116,48 @@ def test_ssim_rejects_non_uint8_and_tiny_images():
         metrics.ssim(np.zeros((10, 32, 3), np.uint8), np.zeros((10, 32, 3), np.uint8))
 
 
+# --- SSIM map -------------------------------------------------------------
+
+
+def interior(ssim_map: np.ndarray) -> np.ndarray:
+    """The pixels at least 5 px from the border, which metrics.ssim averages."""
+    border = (metrics.WINDOW_SIZE - 1) // 2
+    return ssim_map[border:-border, border:-border]
+
+
+def test_ssim_map_interior_mean_is_ssim(astronaut, chelsea):
+    noisy = np.clip(
+        chelsea + np.random.default_rng(6).normal(0, 25, chelsea.shape), 0, 255
+    ).astype(np.uint8)
+    pairs = [
+        (astronaut, np.roll(astronaut, 3, axis=(0, 1))),
+        (chelsea, noisy),
+        (random_image((40, 53, 3), seed=0), random_image((40, 53, 3), seed=1)),
+    ]
+    for image_a, image_b in pairs:
+        ssim_map = metrics.ssim_map(image_a, image_b)
+        assert ssim_map.shape == image_a.shape[:2]
+        assert interior(ssim_map).mean() == pytest.approx(
+            metrics.ssim(image_a, image_b), abs=1e-9
+        )
+
+
+def test_ssim_map_is_low_only_where_the_images_differ(astronaut):
+    changed = astronaut.copy()
+    changed[60:80, 60:80] = 255 - changed[60:80, 60:80]
+    ssim_map = metrics.ssim_map(astronaut, changed)
+    # Farther than a window from the change, the images agree exactly.
+    assert np.all(ssim_map[:45, :] == pytest.approx(1.0))
+    assert ssim_map[65:75, 65:75].max() < 0.5
+
+
+def test_ssim_map_rejects_what_ssim_rejects():
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.ssim_map(np.zeros((32, 32, 3)), np.zeros((32, 32, 3)))
+    with pytest.raises(ValueError, match="11 px"):
+        metrics.ssim_map(np.zeros((10, 32, 3), np.uint8), np.zeros((10, 32, 3), np.uint8))
+
+
 # --- MS-SSIM --------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Images are ``(H, W, 3)`` ``uint8`` RGB arrays; edge maps are ``(H, W)`` arrays in
 which any nonzero pixel is an edge (Canny writes 0/255). Every function is pure:
-it reads its arguments and returns a Python ``float``.
+it reads its arguments and returns a Python ``float`` (:func:`ssim_map`, an array).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from skimage.metrics import structural_similarity
 
 from promptsweep import edges
 
@@ -289,3 +290,39 @@ def canny_f1(
         )
     generated_edges = edges.canny(generated_image, low, high)
     return edge_f1(generated_edges, reference_edges)
+
+
+def ssim_map(
+    image_a: npt.NDArray[np.uint8], image_b: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.float64]:
+    """Local SSIM of two RGB images, one value per pixel: an ``(H, W)`` map.
+
+    The local SSIM of :func:`ssim` (same window, constants and population
+    moments), averaged over the three RGB channels. Values lie in [-1, 1]; 1
+    where the two images agree locally. The mean of the map over pixels at
+    least 5 px from the border is :func:`ssim`; the border pixels, whose
+    statistics lean on reflected padding, are kept so that the map covers the
+    whole image.
+
+    Computed with ``skimage.metrics.structural_similarity(..., full=True)`` and
+    the settings that :func:`ssim` matches.
+
+    Raises ValueError if the images differ in shape, are not (H, W, C) uint8,
+    or have a side shorter than 11 px.
+    """
+    _check_rgb_pair(image_a, image_b)
+    if min(image_a.shape[:2]) < WINDOW_SIZE:
+        raise ValueError(
+            f"image side must be at least {WINDOW_SIZE} px, got shape {image_a.shape}"
+        )
+    _, channel_maps = structural_similarity(
+        image_a,
+        image_b,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=_GAUSSIAN_SIGMA,
+        use_sample_covariance=False,
+        data_range=_DATA_RANGE,
+        full=True,
+    )
+    return channel_maps.mean(axis=2)

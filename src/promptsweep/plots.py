@@ -19,6 +19,18 @@ from promptsweep.registry import Metric  # noqa: E402
 
 TINY_NOTE = "tiny random model: these numbers test the workflow and mean nothing"
 
+# SSIM maps use the colormap of the SSIM heatmap, so that dark means changed and
+# yellow unchanged in every figure and in the gallery; viridis is perceptually
+# uniform and reads in grey and with the common colour-vision deficiencies. The
+# range is fixed, so that maps of different pairs compare, and is [0, 1] rather
+# than SSIM's full [-1, 1]: nearly all local SSIM of generated images lies in
+# [0, 1], and a negative value (inverted local structure) is as much "changed"
+# as 0, so clipping it to the 0 colour keeps twice the colour resolution for the
+# values that occur. Colorbars mark the clipping with an arrow at 0.
+SSIM_MAP_COLORMAP = "viridis"
+SSIM_MAP_RANGE = (0.0, 1.0)
+SSIM_MAP_LABEL = "local SSIM to baseline (1 = unchanged)"
+
 
 def _title(axes: plt.Axes, title: str, model_name: str, tiny: bool) -> None:
     axes.set_title(f"{title}\n{model_name}", fontsize=11)
@@ -99,19 +111,60 @@ def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequ
     save_figure(figure, path)
 
 
-def contact_sheet(edge_map: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], title: str, tiny: bool, path: str | Path) -> None:
-    """The edge map, the baseline and every variant of one image, one seed."""
+def ssim_map_picture(ssim_map: np.ndarray) -> np.ndarray:
+    """An SSIM map as an ``(H, W, 3)`` uint8 RGB picture in :data:`SSIM_MAP_COLORMAP`
+    over the fixed :data:`SSIM_MAP_RANGE` (values below it get its lowest colour)."""
+    low, high = SSIM_MAP_RANGE
+    scaled = np.clip((ssim_map - low) / (high - low), 0.0, 1.0)
+    return matplotlib.colormaps[SSIM_MAP_COLORMAP](scaled, bytes=True)[..., :3]
+
+
+def draw_ssim_map(axes: plt.Axes, ssim_map: np.ndarray, title: str) -> matplotlib.image.AxesImage:
+    """Draw an SSIM map on ``axes`` in the fixed colours of :func:`ssim_map_picture`;
+    pass the result to :func:`ssim_colorbar`."""
+    low, high = SSIM_MAP_RANGE
+    image = axes.imshow(ssim_map, cmap=SSIM_MAP_COLORMAP, vmin=low, vmax=high)
+    axes.set_title(title, fontsize=7)
+    axes.axis("off")
+    return image
+
+
+def ssim_colorbar(image: matplotlib.image.AxesImage, axes: plt.Axes | Sequence[plt.Axes]) -> None:
+    """A colorbar for SSIM maps drawn by :func:`draw_ssim_map`, beside ``axes``."""
+    image.figure.colorbar(image, ax=axes, extend="min", label=SSIM_MAP_LABEL, shrink=0.8)
+
+
+def contact_sheet(
+    edge_map: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray]],
+    title: str,
+    tiny: bool,
+    path: str | Path,
+    maps: Sequence[tuple[str, np.ndarray]] | None = None,
+) -> None:
+    """The edge map, the baseline and every variant of one image, one seed.
+
+    ``maps`` holds (label, SSIM map) pairs, each drawn under the panel with the
+    same label, with one colorbar for all of them (they share one range).
+    """
     columns = 6
     count = 1 + len(panels)
     rows = int(np.ceil(count / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    # With maps, every row of pictures has a row of their SSIM maps under it.
+    stride = 2 if maps else 1
+    figure, grid = plt.subplots(rows * stride, columns, figsize=(2.2 * columns, 2.4 * rows * stride), squeeze=False)
     for axes in grid.flat:
         axes.axis("off")
-    grid.flat[0].imshow(edge_map, cmap="gray")
-    grid.flat[0].set_title("edge map", fontsize=8)
-    for axes, (label, picture) in zip(list(grid.flat)[1:], panels):
+    picture_cells = list(grid[::stride].flat)
+    picture_cells[0].imshow(edge_map, cmap="gray")
+    picture_cells[0].set_title("edge map", fontsize=8)
+    for axes, (label, picture) in zip(picture_cells[1:], panels):
         axes.imshow(picture)
         axes.set_title(label, fontsize=7)
+    if maps:
+        map_cells = dict(zip([label for label, _ in panels], list(grid[1::stride].flat)[1:]))
+        drawn = [draw_ssim_map(map_cells[label], ssim_map, f"SSIM {label}") for label, ssim_map in maps]
+        ssim_colorbar(drawn[-1], list(grid.flat))
     figure.suptitle(title + (f"\n{TINY_NOTE}" if tiny else ""), fontsize=9)
     save_figure(figure, path)
 
