@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from skimage import data, transform
 
 import headless_chromium
-from promptsweep import edges, files, gallery
+from promptsweep import edges, files, gallery, metrics, plots
 
 PHOTOGRAPHS = (data.astronaut, data.chelsea, data.coffee, data.rocket)
 RUNS = 3
@@ -69,7 +69,10 @@ def write_study(directory: Path, n_images: int, n_prompts: int, n_seeds: int, si
             for prompt in range(n_prompts):
                 kind = "positive" if prompt < n_prompts // 2 else "negative"
                 variant_path = directory / f"image{image}" / f"p{prompt}" / f"seed{seed}.png"
-                files.write_png(variant_path, variant_of(baseline, rng))
+                variant = variant_of(baseline, rng)
+                files.write_png(variant_path, variant)
+                map_path = directory / "ssim_maps" / f"image{image}" / f"p{prompt}" / f"seed{seed}.png"
+                files.write_png(map_path, plots.ssim_map_picture(metrics.ssim_map(baseline, variant)))
                 rows.append({
                     "image_id": f"image{image}", "prompt_id": f"{kind[:3]}{prompt}@0.5", "kind": kind,
                     "dose": 0.5, "seed": seed, "emphasis": prompt % 5 + 1,
@@ -77,6 +80,7 @@ def write_study(directory: Path, n_images: int, n_prompts: int, n_seeds: int, si
                     **dict(zip(("edge_f1_baseline", "edge_f1_variant", "sharpness_delta"), rng.random(3))),
                     "excluded": "", "edge_path": str(edge_path),
                     "baseline_path": str(baseline_path), "variant_path": str(variant_path),
+                    "ssim_map_path": str(map_path),
                 })
     return pd.DataFrame(rows)
 

@@ -149,7 +149,8 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
         baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)], variants=paths["images"][0],
         baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)], variant_records=paths["records"][0],
         settings={"lpips": {"network": "alex", "backbone": None, "linear": None}},
-        output=str(tmp_path / "pairs.tsv"), log=str(tmp_path / "compare.log"),
+        output=str(tmp_path / "pairs.tsv"), ssim_maps=[str(tmp_path / f"map{seed}.png") for seed in (0, 1)],
+        log=str(tmp_path / "compare.log"),
     )
     table = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
     assert table[["ssim", "ms_ssim", "psnr", "lpips"]].isna().all().all()

@@ -64,12 +64,15 @@ def write_study(directory: Path) -> pd.DataFrame:
                 variant = changed(baseline, rng)
                 variant_path = directory / image / prompt / f"seed{seed}.png"
                 files.write_png(variant_path, variant)
+                map_path = directory / "ssim_maps" / image / prompt / f"seed{seed}.png"
+                files.write_png(map_path, plots.ssim_map_picture(metrics.ssim_map(baseline, variant)))
                 rows.append({
                     "image_id": image, "prompt_id": prompt, "kind": kind, "dose": dose, "seed": seed,
                     "ssim": metrics.ssim(baseline, variant), "psnr": metrics.psnr(baseline, variant),
                     "edge_f1_variant": rng.random(), "sharpness_delta": rng.normal(),
                     "excluded": "", "edge_path": str(edge_path),
                     "baseline_path": str(baseline_path), "variant_path": str(variant_path),
+                    "ssim_map_path": str(map_path),
                 })
     return pd.DataFrame(rows)
 
@@ -142,6 +145,7 @@ def test_picture_names_are_safe_and_distinct() -> None:
     pairs = pd.DataFrame({
         "image_id": ["a/b", "a b"], "prompt_id": ["p#1", "p#1"], "kind": "positive", "seed": 0,
         "edge_path": ["e1.png", "e2.png"], "baseline_path": ["b1.png", "b2.png"], "variant_path": ["v1.png", "v2.png"],
+        "ssim_map_path": ["m1.png", "m2.png"],
     })
     first, second = gallery.plan_pictures(pairs)
     assert first["variant"].thumbnail == "thumbs/variant/a_b_p_1_seed0.webp"

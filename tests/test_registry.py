@@ -70,6 +70,7 @@ def run_metric_jobs(root: Path) -> dict[str, str]:
                 baseline_records=[str(paths["baseline", seed].with_suffix(".json")) for seed in SEEDS],
                 variant_records=[str(paths[prompt.prompt_id, seed].with_suffix(".json")) for seed in SEEDS],
                 settings=SETTINGS, output=output, log=str(root / "logs" / f"{image_id}{prompt.prompt_id}.log"),
+                ssim_maps=[str(root / "maps" / image_id / prompt.prompt_id / f"seed{seed}.png") for seed in SEEDS],
             )
             outputs["pair_metrics"].append(output)
         keys = [(condition, seed) for condition in condition_ids for seed in SEEDS]

@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from promptsweep import files, metrics, plots
+from promptsweep import files, plots
 
 IDENTITY_COLUMNS = ("image_id", "prompt_id", "kind", "seed")
-PATH_COLUMNS = ("edge_path", "baseline_path", "variant_path")
+PATH_COLUMNS = ("edge_path", "baseline_path", "variant_path", "ssim_map_path")
 REQUIRED_COLUMNS = (*IDENTITY_COLUMNS, *PATH_COLUMNS)
 DOSE_COLUMN = "dose"
 # The pairs table's reason a pair was left out of the statistics, shown with it.
@@ -130,7 +130,7 @@ def plan_pictures(pairs: pd.DataFrame) -> list[dict[str, Picture]]:
             "edge": picture("edge", (Path(row["edge_path"]),), image),
             "baseline": picture("baseline", (baseline,), f"{image}_seed{seed}"),
             "variant": picture("variant", (variant,), f"{image}_{prompt}_seed{seed}"),
-            "ssim": picture("ssim", (baseline, variant), f"{image}_{prompt}_seed{seed}"),
+            "ssim": picture("ssim", (Path(row["ssim_map_path"]),), f"{image}_{prompt}_seed{seed}"),
         })
     return planned
 
@@ -203,16 +203,9 @@ def _save_webp(picture: Image.Image, path: Path, lossless: bool, quality: int) -
         picture.save(temporary, format="WEBP", lossless=lossless, quality=quality)
 
 
-def _pixels_of(picture: Picture) -> np.ndarray:
-    if picture.role == "ssim":
-        baseline, variant = (files.read_png(path) for path in picture.sources)
-        return plots.ssim_map_picture(metrics.ssim_map(baseline, variant))
-    return files.read_png(picture.sources[0])
-
-
 def write_picture(picture: Picture, output_dir: Path, thumbnail_side: int) -> None:
     """Write ``picture``'s thumbnail and full-size file under ``output_dir``."""
-    full = Image.fromarray(_pixels_of(picture)).convert("RGB")
+    full = Image.fromarray(files.read_png(picture.sources[0])).convert("RGB")
     # Thin binary edge lines survive only lossless compression.
     lossless = picture.role == "edge"
     _save_webp(full, output_dir / picture.full, lossless, FULL_QUALITY)
@@ -243,8 +236,8 @@ def write_gallery(
     optional ``dose`` and an optional ``excluded`` note; every other numeric
     column is a metric shown with the pair (see :func:`metric_columns`). Rows
     keep their order; the page shows them in it until sorted otherwise.
-    Each pair's SSIM map (:func:`promptsweep.metrics.ssim_map`) is computed
-    here, from the baseline and the variant.
+    ``ssim_map_path`` is the pair's SSIM map as a picture
+    (:func:`promptsweep.plots.ssim_map_picture`), as the pair metric jobs save it.
 
     Files of an earlier gallery in ``output_dir`` are overwritten, not removed.
     Raises ValueError if a required column is missing.

@@ -26,7 +26,7 @@ def pair_columns() -> list[str]:
         "image_id", "prompt_id", "kind", "emphasis", "seed",
         *(metric.name for metric in pair_metrics), *per_image_pair_columns(),
         "excluded", *(metric.note_column for metric in pair_metrics if metric.load is not None),
-        "baseline_path", "variant_path",
+        "baseline_path", "variant_path", "ssim_map_path",
     ]
 
 

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from promptsweep import registry
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs
+from promptsweep.jobs import gallery as gallery_jobs
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
 from promptsweep.jobs import model as model_jobs
@@ -84,6 +85,7 @@ localrules:
     summary_tables,
     summary_plots,
     contact_sheet,
+    gallery,
 
 
 def image_file(wildcards):
@@ -157,6 +159,7 @@ def final_outputs():
         "results/plots/heatmap.png",
         "results/plots/quality_forest.png",
         "results/plots/change_vs_gain.png",
+        "results/gallery",
         *[f"results/plots/sheets/{image}.png" for image in IMAGES],
         *[
             path

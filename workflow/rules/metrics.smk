@@ -6,7 +6,10 @@ rule pair_metrics:
         variant_records=generated("{image}", "{prompt}", "json"),
         weights=weight_files("pair"),
     output:
-        "results/pair_metrics/{image}/{prompt}.tsv",
+        table="results/pair_metrics/{image}/{prompt}.tsv",
+        ssim_maps=expand(
+            "results/ssim_maps/{{image}}/{{prompt}}/seed{seed}.png", seed=SEEDS
+        ),
     log:
         "logs/pair_metrics/{image}/{prompt}.log",
     params:
@@ -21,7 +24,8 @@ rule pair_metrics:
             baseline_records=input.baseline_records,
             variant_records=input.variant_records,
             settings=params.settings,
-            output=output[0],
+            output=output.table,
+            ssim_maps=output.ssim_maps,
             log=log[0],
         )
 

@@ -86,3 +86,24 @@ rule contact_sheet:
             output=output[0],
             log=log[0],
         )
+
+
+rule gallery:
+    input:
+        pairs="results/tables/pairs.csv",
+    output:
+        report(
+            directory("results/gallery"),
+            htmlindex="index.html",
+            caption="../report/gallery.rst",
+            category="Gallery",
+        ),
+    log:
+        "logs/plots/gallery.log",
+    params:
+        edge_maps={image: f"results/edges/{image}.png" for image in IMAGES},
+        title=f"promptsweep: {model_params()['name']}",
+    run:
+        gallery_jobs.gallery(
+            pairs=input.pairs, **params, output=output[0], log=log[0]
+        )

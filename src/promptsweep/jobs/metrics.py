@@ -44,27 +44,32 @@ def pair_metrics(
     variant_records: Sequence[str],
     settings: Mapping[str, Any],
     output: str,
+    ssim_maps: Sequence[str],
     log: str,
 ) -> None:
     """Per seed, every pair metric of the variant against the same seed's
-    baseline; a pair with an invalid image is excluded (NaN, and why)."""
+    baseline, and the pair's SSIM map as a picture; a pair with an invalid
+    image is excluded from the metrics (NaN, and why)."""
+    from promptsweep import metrics, plots
+
     with job_log(log, f"pair metrics {image_id}/{prompt_id}") as logger:
         loaded = _loaded("pair", settings, logger)
         rows = []
         scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
-        for seed, baseline, variant, baseline_record_path, variant_record_path in zip(
-            seeds, baselines, variants, baseline_records, variant_records, strict=True
+        for seed, baseline, variant, baseline_record_path, variant_record_path, ssim_map in zip(
+            seeds, baselines, variants, baseline_records, variant_records, ssim_maps, strict=True
         ):
             baseline_record = files.read_json(Path(baseline_record_path))
             variant_record = files.read_json(Path(variant_record_path))
             row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
             row["excluded"] = _exclusion(baseline_record, variant_record)
+            pair = registry.ImagePair(
+                files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
+            )
+            files.write_png(Path(ssim_map), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
             if not row["excluded"]:
-                pair = registry.ImagePair(
-                    files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
-                )
                 scored.append((row, pair))
-            row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant)
+            row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant, ssim_map_path=ssim_map)
             rows.append(row)
         _fill(rows, scored, loaded)
         for row in rows:

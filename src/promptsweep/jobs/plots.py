@@ -55,9 +55,13 @@ def contact_sheet(
     output: str,
     log: str,
 ) -> None:
-    """The edge map, the baseline and every variant of one image, side by side."""
-    from promptsweep import plots
+    """The edge map, the baseline and every variant of one image, side by
+    side, with each variant's SSIM map to the baseline under it. ``images``
+    and ``labels`` start with the baseline."""
+    from promptsweep import metrics, plots
 
     with job_log(log, f"sheet {image_id}"):
         panels = [(label, files.read_png(Path(path))) for label, path in zip(labels, images, strict=True)]
-        plots.contact_sheet(files.read_png(Path(edge_map)), panels, title, tiny, output)
+        baseline = panels[0][1]
+        maps = [(label, metrics.ssim_map(baseline, picture)) for label, picture in panels[1:]]
+        plots.contact_sheet(files.read_png(Path(edge_map)), panels, title, tiny, output, maps=maps)
