@@ -31,6 +31,7 @@ use rule * from promptsweep
 
 def test_a_deployed_module_runs_a_study_to_the_end(tmp_path: Path) -> None:
     # The reduced study's config/ and images, then only what snakedeploy writes.
+    (tmp_path / "reduced").mkdir()
     reduced = Study(tmp_path / "reduced")
     deployed = tmp_path / "deployed"
     shutil.copytree(reduced.root / "config", deployed / "config")
