@@ -166,15 +166,21 @@ def test_image_edited_by_hand_is_detected_then_rebuilt(finished_study: Study) ->
     assert image.read_bytes() == original  # regenerated bit-identically from the same seed
 
 
-def test_report_has_every_entry(finished_study: Study) -> None:
-    finished_study.snakemake("--report", "results/report.html")
-    html = (finished_study.root / "results/report.html").read_text()
+def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:
+    import zipfile
+
+    finished_study.snakemake("--report", "results/report.zip")
+    with zipfile.ZipFile(finished_study.root / "results/report.zip") as archive:
+        names = archive.namelist()
+        html = archive.read(next(name for name in names if name.endswith("report.html"))).decode()
     for entry in [
-        "ssim_by_prompt.png", "effect_vs_emphasis.png", "heatmap.png", "pairs.csv",
-        "summary.csv", "summary.tex", "trend.csv", "square.png", "blocks.png",
-        "Contact sheets", "Tables", "Plots",
+        "ssim_by_prompt.png", "effect_vs_emphasis.png", "heatmap.png", "quality_forest.png",
+        "change_vs_gain.png", "pairs.csv", "summary.csv", "summary.tex", "trend.csv", "verdict.md",
+        "quality_summary.csv", "square.png", "blocks.png", "Contact sheets", "Tables", "Plots", "Gallery",
     ]:
         assert entry in html, entry
+    assert any(name.endswith("gallery/index.html") for name in names)
+    assert any(name.endswith("gallery/data.js") for name in names)
 
 
 def test_several_images_per_generation_job(study: Study) -> None:
