@@ -60,6 +60,9 @@ CONDITIONS = (
     ("a cat on a sofa", "lowres, bad anatomy"),
     ("a cat on a sofa, best quality", "lowres, bad anatomy"),
 )
+# The most useful first: a run cut short by its time limit still has them.
+GPU_BATCH_SIZES = [16, 32, 8, 1]
+SMOKE_BATCH_SIZES = [1, 2]
 # Compile modes in the order they can run: each changes the models in place.
 COMPILE_MODES = ("off", "prepared", "on")
 # Images compared with eager when compile is not off: enough to see the difference,
@@ -122,56 +125,68 @@ def timed_images(batch_size: int, timed_batches: int, min_images: int) -> int:
 
 
 @dataclass(frozen=True)
+class Workload:
+    """One control image and its conditions, generated with fixed settings."""
+
+    pipeline: StableDiffusionControlNetPipeline
+    control: Image.Image
+    conditions: list[TextEmbeddings]
+    settings: GenerationSettings
+    device: str
+
+
+@dataclass(frozen=True)
 class Run:
     seconds: float
     pixels: list[np.ndarray]
     invalid: int
 
 
-def run_generation(
-    pipeline: StableDiffusionControlNetPipeline,
-    control: Image.Image,
-    conditions: list[TextEmbeddings],
-    settings: GenerationSettings,
-    batch_size: int,
-    images: int,
-    device: str,
-) -> Run:
-    """Generate ``images`` images (rounded up to whole seeds across all
+def run_generation(workload: Workload, conditions: list[TextEmbeddings], batch_size: int, images: int) -> Run:
+    """Generate ``images`` images (rounded up to whole seeds across the
     conditions) and time them from a synchronised start to a synchronised end."""
     seeds = list(range(math.ceil(images / len(conditions))))
-    synchronize(device)
+    synchronize(workload.device)
     started = time.perf_counter()
-    results = generate_batched(pipeline, control, conditions, seeds, settings, batch_size)
-    synchronize(device)
+    results = generate_batched(workload.pipeline, workload.control, conditions, seeds, workload.settings, batch_size)
+    synchronize(workload.device)
     seconds = time.perf_counter() - started
     generated = [image for condition in results for image in condition]
     return Run(seconds, [image.pixels for image in generated], sum(image.problem is not None for image in generated))
 
 
-def measure(
-    pipeline: StableDiffusionControlNetPipeline,
-    control: Image.Image,
-    conditions: list[TextEmbeddings],
-    settings: GenerationSettings,
-    batch_size: int,
-    images: int,
-    device: str,
-) -> tuple[dict[str, Any], list[np.ndarray]]:
+def measure(workload: Workload, batch_size: int, images: int) -> tuple[dict[str, Any], list[np.ndarray]]:
     """One warm-up batch, then the timed run: the figures and the timed images."""
-    warm_up = run_generation(pipeline, control, conditions[:1], settings, batch_size, batch_size, device)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
-    timed = run_generation(pipeline, control, conditions, settings, batch_size, images, device)
+    on_cuda = workload.device.startswith("cuda")
+    warm_up = run_generation(workload, workload.conditions[:1], batch_size, batch_size)
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(workload.device)
+    timed = run_generation(workload, workload.conditions, batch_size, images)
     figures = {
         "images": len(timed.pixels),
         "seconds": round(timed.seconds, 3),
         "images_per_s": round(len(timed.pixels) / timed.seconds, 3),
         "warm_up_seconds": round(warm_up.seconds, 2),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.startswith("cuda") else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 2) if on_cuda else None,
         "invalid_images": timed.invalid,
     }
     return figures, timed.pixels
+
+
+def configuration_figures(
+    workload: Workload, compile_mode: str, batch_size: int, images: int, eager_pixels: dict[int, list[np.ndarray]]
+) -> dict[str, Any]:
+    """Measure one configuration; eager images are kept to compare the others with."""
+    if compile_mode == "on":
+        # A fresh compile per batch size: what a study process with this batch
+        # size pays once, shown by the warm-up.
+        torch._dynamo.reset()
+    figures, pixels = measure(workload, batch_size, images)
+    if compile_mode == "off":
+        eager_pixels[batch_size] = pixels
+    elif batch_size in eager_pixels:
+        figures |= difference_from_eager(pixels, eager_pixels[batch_size])
+    return figures
 
 
 def difference_from_eager(compiled: list[np.ndarray], eager: list[np.ndarray]) -> dict[str, Any]:
@@ -208,11 +223,11 @@ def emit(record: dict[str, Any], output: TextIO, line: str) -> None:
     print(line, flush=True)
 
 
-def guarded(configuration: Callable[[], dict[str, Any]], device: str) -> dict[str, Any]:
+def guarded(device: str, function: Callable[..., dict[str, Any]], *arguments: Any) -> dict[str, Any]:
     """A configuration's figures, or its error: one failure (out of memory, a
     compile error) must not cost the other configurations' figures."""
     try:
-        return configuration()
+        return function(*arguments)
     except Exception as error:  # noqa: BLE001 -- reported in the output, run goes on
         traceback.print_exc()
         if device.startswith("cuda"):
@@ -224,7 +239,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="JSON lines, one per configuration")
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU, 64 px, 2 steps")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 8 16 32 (smoke: 1 2)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help=f"default: {GPU_BATCH_SIZES} (smoke: {SMOKE_BATCH_SIZES})")
     parser.add_argument(
         "--compile", choices=COMPILE_MODES, nargs="+", default=["off", "on"],
         help="off: eager; prepared: channels-last and fused QKV, eager; on: prepared and compiled",
@@ -240,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     base = SMOKE if arguments.smoke else GPU
     setup = Setup(base.model, base.device, arguments.size or base.size, arguments.steps or base.steps, base.compile_backend)
-    batch_sizes = arguments.batch_sizes or ([1, 2] if arguments.smoke else [1, 8, 16, 32])
+    batch_sizes = arguments.batch_sizes or (SMOKE_BATCH_SIZES if arguments.smoke else GPU_BATCH_SIZES)
     if setup.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --smoke for the CPU check", file=sys.stderr)
         return 2
@@ -252,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         pipeline = build_pipeline(setup, Path(scratch))
         conditions = [text_embeddings(pipeline, prompt, negative) for prompt, negative in CONDITIONS]
-        control = edge_control(setup.size)
+        workload = Workload(pipeline, edge_control(setup.size), conditions, settings, setup.device)
         header = {
             "card": card, "torch": torch.__version__, "model": setup.model, "device": setup.device,
             "dtype": str(pipeline.unet.dtype), "size": setup.size, "steps": setup.steps, "scheduler": "unipc",
@@ -270,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{setup.steps} UniPC steps, guidance on | {limit_text}",
         )
         eager_pixels: dict[int, list[np.ndarray]] = {}
+        failed = 0
         for compile_mode in sorted(set(arguments.compile), key=COMPILE_MODES.index):
             if compile_mode == "prepared":
                 models.prepare_denoiser(pipeline.unet)
@@ -278,26 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                 models.compile_denoisers(pipeline, backend=setup.compile_backend)
             for batch_size in batch_sizes:
                 images = timed_images(batch_size, arguments.timed_batches, arguments.min_images)
-
-                def configuration() -> dict[str, Any]:
-                    if compile_mode == "on":
-                        # A fresh compile per batch size: what one study process
-                        # with this batch size pays, and the warm-up shows it.
-                        torch._dynamo.reset()
-                    figures, pixels = measure(pipeline, control, conditions, settings, batch_size, images, setup.device)
-                    if compile_mode == "off":
-                        eager_pixels[batch_size] = pixels
-                    elif batch_size in eager_pixels:
-                        figures |= difference_from_eager(pixels, eager_pixels[batch_size])
-                    return figures
-
                 record = {"kind": "configuration", "compile": compile_mode, "batch_size": batch_size}
-                record |= guarded(configuration, setup.device)
+                record |= guarded(
+                    setup.device, configuration_figures, workload, compile_mode, batch_size, images, eager_pixels
+                )
                 if "images_per_s" in record:
                     record["percent_of_limit"] = round(100 * record["images_per_s"] / limit, 1) if limit else None
                 emit(record, output, summary_line(record))
+                failed += "error" in record
         print(f"total {time.perf_counter() - started:.0f} s", flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
