@@ -5,7 +5,6 @@ the eager backend (graph capture only)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
