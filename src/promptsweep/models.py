@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
 from promptsweep import files
 
@@ -40,6 +41,13 @@ BASE_PATTERNS = [
 ]
 SAFETY_CHECKER_PATTERNS = ["safety_checker/model.safetensors", "feature_extractor/*"]
 CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+
+# Compiled graphs Dynamo may keep for the denoisers. The UNet's and the
+# ControlNet's forwards are wrapped by the same diffusers decorator, so they
+# share one cache: two entries per input shape (batch, height, width). With
+# fullgraph=True a full cache is a hard error, and the default (8) is only four
+# shapes -- fewer than the aspect ratios of a study's images.
+COMPILED_GRAPHS_LIMIT = 64
 
 
 T = TypeVar("T")
@@ -199,6 +207,19 @@ class PipelineOptions:
     safety_checker: bool = False
     attention_slicing: bool = False
     cpu_offload: bool = False
+    compile: bool = False
+    """Prepare and ``torch.compile`` the UNet and ControlNet (:func:`compile_denoisers`).
+
+    Meant for a GPU (inductor takes minutes to compile for a CPU). Not
+    bit-identical to eager: compiled kernels fuse and reorder floating-point
+    operations, so pixels differ at rounding level."""
+
+    def __post_init__(self) -> None:
+        # Both would silently fight the compiled modules: slicing's attention
+        # processor is replaced by the fused one, and offloading moves the
+        # modules between devices around every call of a compiled graph.
+        if self.compile and (self.attention_slicing or self.cpu_offload):
+            raise ValueError("compile cannot be combined with attention_slicing or cpu_offload")
 
 
 def load_pipeline(
@@ -228,8 +249,52 @@ def load_pipeline(
         pipeline.enable_model_cpu_offload(device=options.device)
     else:
         pipeline.to(options.device)
+    if options.compile:
+        compile_denoisers(pipeline)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def fuse_qkv_projections(model: torch.nn.Module) -> None:
+    """One matmul for each attention layer's query, key and value projections
+    (key and value for cross-attention), with diffusers' fused processor.
+
+    Exact up to GEMM rounding: the fused weight is the three weights stacked,
+    so every output is the same dot product. ``UNet2DConditionModel`` has this
+    as ``fuse_qkv_projections()``, but ``ControlNetModel``'s method of that name
+    (from ``AttentionMixin``, diffusers 0.42) skips ``Attention`` layers and
+    silently does nothing, so both models go through the layers' own
+    ``fuse_projections`` here.
+    """
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fuse_projections()
+    model.set_attn_processor(FusedAttnProcessor2_0())
+
+
+def prepare_denoiser(model: torch.nn.Module) -> None:
+    """Channels-last memory layout (what cuDNN's fp16 tensor-core convolutions
+    read natively) and fused QKV projections, before compiling."""
+    model.to(memory_format=torch.channels_last)
+    fuse_qkv_projections(model)
+
+
+def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str = "inductor") -> None:
+    """Prepare and compile, in place, the two models that run at every step.
+
+    Inductor's default mode: ``max-autotune`` benchmarks kernel candidates for
+    minutes per shape and adds CUDA graphs, which save launch overhead that is
+    negligible at throughput batch sizes. ``fullgraph=True`` turns a graph break
+    -- a silent fall back to eager for part of the model -- into an error.
+    ``dynamic=False`` specialises the kernels on the input shape: the batch
+    size, which ``generation.generate_batched`` keeps fixed, and the image
+    size; each new shape compiles again. ``backend="eager"`` only captures the
+    graphs (a quick check on a CPU).
+    """
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_GRAPHS_LIMIT)
+    for model in (pipeline.unet, pipeline.controlnet):
+        prepare_denoiser(model)
+        model.compile(backend=backend, fullgraph=True, dynamic=False)
 
 
 _pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}

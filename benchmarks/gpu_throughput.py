@@ -1,0 +1,310 @@
+"""Images per second of the batched generation path, against the card's
+physical limit, for several batch sizes with compile off and on.
+
+    PYTHONPATH=src python benchmarks/gpu_throughput.py --output throughput.jsonl
+    PYTHONPATH=src python benchmarks/gpu_throughput.py --smoke --output smoke.jsonl
+
+It times ``promptsweep.generation.generate_batched`` -- the project's own code
+-- on a pipeline with Stable Diffusion 1.5's and ControlNet's real shapes and
+random weights (``gpu_check.sd15_shaped_pipeline``), in fp16, 512 px, 20 UniPC
+steps with guidance. Each configuration first runs one warm-up batch (which
+compiles, when compile is on) and is then timed over at least two batches.
+Compile ``on`` is ``promptsweep.models.compile_denoisers``, compiled afresh at
+each batch size; ``prepared`` is its preparation alone (channels-last, fused
+QKV projections) in eager mode. One line per configuration is printed as soon as it is
+measured and written to ``--output`` as a JSON line, so that an interrupted run
+still leaves its figures.
+
+``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
+steps in seconds; there, compile uses the eager backend (graph capture only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionControlNetPipeline
+from gpu_check import edge_control, sd15_shaped_pipeline
+from PIL import Image
+
+from promptsweep import models
+from promptsweep.generation import GenerationSettings, TextEmbeddings, generate_batched, text_embeddings
+from promptsweep.metrics import ssim
+from promptsweep.tiny import write_tiny_model
+
+# Compute of one 512 px image, in TFLOP, counted with torch.utils.flop_counter
+# on the SD 1.5-shaped models: each step runs the UNet and the ControlNet on two
+# samples (guidance), then the VAE decodes once. 20 steps: 46.0 TFLOP.
+UNET_TFLOP = 0.803
+CONTROLNET_TFLOP = 0.283
+VAE_DECODE_TFLOP = 2.51
+# Dense fp16 tensor-core peak (TFLOP/s, no sparsity) from NVIDIA's datasheets,
+# by a part of the card's name; the first match wins. H200 has H100 SXM's
+# compute and faster memory.
+PEAK_FP16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
+CONDITIONS = (
+    ("a cat on a sofa", ""),
+    ("a cat on a sofa, best quality", ""),
+    ("a cat on a sofa", "lowres, bad anatomy"),
+    ("a cat on a sofa, best quality", "lowres, bad anatomy"),
+)
+# The most useful first: a run cut short by its time limit still has them.
+GPU_BATCH_SIZES = [16, 32, 8, 1]
+SMOKE_BATCH_SIZES = [1, 2]
+# Compile modes in the order they can run: each changes the models in place.
+COMPILE_MODES = ("off", "prepared", "on")
+# Images compared with eager when compile is not off: enough to see the difference,
+# few enough to keep SSIM's CPU time small.
+COMPARED_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: str
+    device: str
+    size: int
+    steps: int
+    compile_backend: str
+
+
+GPU = Setup(model="sd15-shaped", device="cuda", size=512, steps=20, compile_backend="inductor")
+SMOKE = Setup(model="tiny", device="cpu", size=64, steps=2, compile_backend="eager")
+
+
+def tflop_per_image(steps: int) -> float:
+    return steps * 2 * (UNET_TFLOP + CONTROLNET_TFLOP) + VAE_DECODE_TFLOP
+
+
+def peak_tflops(card: str) -> float | None:
+    return next((peak for name, peak in PEAK_FP16_TFLOPS if name in card), None)
+
+
+def images_per_second_limit(setup: Setup, card: str) -> float | None:
+    """The card's dense fp16 peak over one image's compute; only known for the
+    SD 1.5-shaped model at 512 px."""
+    peak = peak_tflops(card)
+    if setup.model != "sd15-shaped" or setup.size != 512 or peak is None:
+        return None
+    return peak / tflop_per_image(setup.steps)
+
+
+def card_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def build_pipeline(setup: Setup, scratch: Path) -> StableDiffusionControlNetPipeline:
+    dtype = models.resolve_dtype("auto", setup.device)
+    if setup.model == "sd15-shaped":
+        return sd15_shaped_pipeline(dtype)
+    write_tiny_model(scratch / "base", scratch / "controlnet")
+    base = models.resolve_weights(models.ModelSource(str(scratch / "base")), [], "base")
+    controlnet = models.resolve_weights(models.ModelSource(str(scratch / "controlnet")), [], "controlnet")
+    return models.load_pipeline(base, controlnet, models.PipelineOptions(setup.device, dtype))
+
+
+def timed_images(batch_size: int, timed_batches: int, min_images: int) -> int:
+    """Images to time: whole batches, at least ``min_images`` (batch 1 is noisy)."""
+    return max(min_images, timed_batches * batch_size)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One control image and its conditions, generated with fixed settings."""
+
+    pipeline: StableDiffusionControlNetPipeline
+    control: Image.Image
+    conditions: list[TextEmbeddings]
+    settings: GenerationSettings
+    device: str
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    pixels: list[np.ndarray]
+    invalid: int
+
+
+def run_generation(workload: Workload, conditions: list[TextEmbeddings], batch_size: int, images: int) -> Run:
+    """Generate ``images`` images (rounded up to whole seeds across the
+    conditions) and time them from a synchronised start to a synchronised end."""
+    seeds = list(range(math.ceil(images / len(conditions))))
+    synchronize(workload.device)
+    started = time.perf_counter()
+    results = generate_batched(workload.pipeline, workload.control, conditions, seeds, workload.settings, batch_size)
+    synchronize(workload.device)
+    seconds = time.perf_counter() - started
+    generated = [image for condition in results for image in condition]
+    return Run(seconds, [image.pixels for image in generated], sum(image.problem is not None for image in generated))
+
+
+def measure(workload: Workload, batch_size: int, images: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """One warm-up batch, then the timed run: the figures and the timed images."""
+    on_cuda = workload.device.startswith("cuda")
+    warm_up = run_generation(workload, workload.conditions[:1], batch_size, batch_size)
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(workload.device)
+    timed = run_generation(workload, workload.conditions, batch_size, images)
+    figures = {
+        "images": len(timed.pixels),
+        "seconds": round(timed.seconds, 3),
+        "images_per_s": round(len(timed.pixels) / timed.seconds, 3),
+        "warm_up_seconds": round(warm_up.seconds, 2),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 2) if on_cuda else None,
+        "invalid_images": timed.invalid,
+    }
+    return figures, timed.pixels
+
+
+def configuration_figures(
+    workload: Workload, compile_mode: str, batch_size: int, images: int, eager_pixels: dict[int, list[np.ndarray]]
+) -> dict[str, Any]:
+    """Measure one configuration; eager images are kept to compare the others with."""
+    if compile_mode == "on":
+        # A fresh compile per batch size: what a study process with this batch
+        # size pays once, shown by the warm-up.
+        torch._dynamo.reset()
+    figures, pixels = measure(workload, batch_size, images)
+    if compile_mode == "off":
+        eager_pixels[batch_size] = pixels
+    elif batch_size in eager_pixels:
+        figures |= difference_from_eager(pixels, eager_pixels[batch_size])
+    return figures
+
+
+def difference_from_eager(compiled: list[np.ndarray], eager: list[np.ndarray]) -> dict[str, Any]:
+    """How far compiled images are from the eager ones of the same items."""
+    pairs = list(zip(compiled, eager))
+    return {
+        "max_pixel_difference_vs_eager": int(max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in pairs)),
+        "min_ssim_vs_eager": round(min(ssim(a, b) for a, b in pairs[:COMPARED_IMAGES]), 5),
+    }
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    head = f"compile {record['compile']:<8} batch {record['batch_size']:>2}:"
+    if "error" in record:
+        return f"{head} FAILED {record['error']}"
+    line = f"{head} {record['images']} images in {record['seconds']:.2f} s = {record['images_per_s']:.2f} images/s"
+    if record["percent_of_limit"] is not None:
+        line += f" ({record['percent_of_limit']:.1f} % of the limit)"
+    line += f", warm-up {record['warm_up_seconds']:.1f} s"
+    if record["peak_memory_gib"] is not None:
+        line += f", peak {record['peak_memory_gib']:.2f} GiB"
+    line += f", invalid {record['invalid_images']}"
+    if "min_ssim_vs_eager" in record:
+        line += (
+            f", vs eager: SSIM >= {record['min_ssim_vs_eager']:.4f},"
+            f" max |difference| {record['max_pixel_difference_vs_eager']}/255"
+        )
+    return line
+
+
+def emit(record: dict[str, Any], output: TextIO, line: str) -> None:
+    output.write(json.dumps(record) + "\n")
+    output.flush()
+    print(line, flush=True)
+
+
+def guarded(device: str, function: Callable[..., dict[str, Any]], *arguments: Any) -> dict[str, Any]:
+    """A configuration's figures, or its error: one failure (out of memory, a
+    compile error) must not cost the other configurations' figures."""
+    try:
+        return function(*arguments)
+    except Exception as error:  # noqa: BLE001 -- reported in the output, run goes on
+        traceback.print_exc()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        return {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, required=True, help="JSON lines, one per configuration")
+    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU, 64 px, 2 steps")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help=f"default: {GPU_BATCH_SIZES} (smoke: {SMOKE_BATCH_SIZES})")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, nargs="+", default=["off", "on"],
+        help="off: eager; prepared: channels-last and fused QKV, eager; on: prepared and compiled",
+    )
+    parser.add_argument("--timed-batches", type=int, default=2, help="batches timed per configuration")
+    parser.add_argument("--min-images", type=int, default=8, help="images timed at least per configuration")
+    parser.add_argument("--size", type=int, help="image side in px (default: 512, smoke: 64)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    base = SMOKE if arguments.smoke else GPU
+    setup = Setup(base.model, base.device, arguments.size or base.size, arguments.steps or base.steps, base.compile_backend)
+    batch_sizes = arguments.batch_sizes or (SMOKE_BATCH_SIZES if arguments.smoke else GPU_BATCH_SIZES)
+    if setup.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: run with --smoke for the CPU check", file=sys.stderr)
+        return 2
+    card = card_name(setup.device)
+    limit = images_per_second_limit(setup, card)
+    settings = GenerationSettings(steps=setup.steps, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch, arguments.output.open("w") as output:
+        started = time.perf_counter()
+        pipeline = build_pipeline(setup, Path(scratch))
+        conditions = [text_embeddings(pipeline, prompt, negative) for prompt, negative in CONDITIONS]
+        workload = Workload(pipeline, edge_control(setup.size), conditions, settings, setup.device)
+        header = {
+            "card": card, "torch": torch.__version__, "model": setup.model, "device": setup.device,
+            "dtype": str(pipeline.unet.dtype), "size": setup.size, "steps": setup.steps, "scheduler": "unipc",
+            "tflop_per_image": round(tflop_per_image(setup.steps), 2) if setup.model == "sd15-shaped" else None,
+            "peak_fp16_tflops": peak_tflops(card), "limit_images_per_s": round(limit, 2) if limit else None,
+            "build_seconds": round(time.perf_counter() - started, 1),
+        }
+        limit_text = (
+            f"physical limit {header['peak_fp16_tflops']:.0f} TFLOP/s / {header['tflop_per_image']:.1f} TFLOP "
+            f"per image = {limit:.2f} images/s" if limit else "physical limit unknown for this card or model"
+        )
+        emit(
+            {"kind": "setup", **header}, output,
+            f"{card} | torch {torch.__version__} | {setup.model} {header['dtype']} {setup.size} px, "
+            f"{setup.steps} UniPC steps, guidance on | {limit_text}",
+        )
+        eager_pixels: dict[int, list[np.ndarray]] = {}
+        failed = 0
+        for compile_mode in sorted(set(arguments.compile), key=COMPILE_MODES.index):
+            if compile_mode == "prepared":
+                models.prepare_denoiser(pipeline.unet)
+                models.prepare_denoiser(pipeline.controlnet)
+            if compile_mode == "on":
+                models.compile_denoisers(pipeline, backend=setup.compile_backend)
+            for batch_size in batch_sizes:
+                images = timed_images(batch_size, arguments.timed_batches, arguments.min_images)
+                record = {"kind": "configuration", "compile": compile_mode, "batch_size": batch_size}
+                record |= guarded(
+                    setup.device, configuration_figures, workload, compile_mode, batch_size, images, eager_pixels
+                )
+                if "images_per_s" in record:
+                    record["percent_of_limit"] = round(100 * record["images_per_s"] / limit, 1) if limit else None
+                emit(record, output, summary_line(record))
+                failed += "error" in record
+        print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Generation batched across conditions: one pipeline call per fixed-size
+batch of (condition, seed) items, each image as if generated alone."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from promptsweep import generation, models
+from promptsweep.generation import (
+    GenerationSettings,
+    TextEmbeddings,
+    chunks,
+    generate,
+    generate_batched,
+    padded,
+    resolve_batch_size,
+    text_embeddings,
+)
+from promptsweep.metrics import ssim
+from promptsweep.study import ConditionPrompts
+from promptsweep.tiny import write_tiny_model
+
+SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
+CONDITIONS = [ConditionPrompts("cat", ""), ConditionPrompts("cat, best quality", "lowres")]
+SEEDS = [5, 0]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(directory / "base", directory / "controlnet")
+    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
+    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
+    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+
+
+@pytest.fixture(scope="module")
+def control() -> Image.Image:
+    edges = np.zeros((64, 64, 3), np.uint8)
+    edges[10:50, 40] = 255
+    edges[30, 5:60] = 255
+    return Image.fromarray(edges)
+
+
+@pytest.fixture(scope="module")
+def alone(pipeline, control) -> list[list[generation.GeneratedImage]]:
+    """Every (condition, seed) generated alone: one prompt, one seed, batch 1."""
+    return [
+        [generate(pipeline, control, prompts, [seed], SETTINGS, 1)[0] for seed in SEEDS]
+        for prompts in CONDITIONS
+    ]
+
+
+def counting_scheduler(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spy on the pipeline calls of generation: the batch size of each call."""
+    calls: list[int] = []
+    real_with_scheduler = generation.with_scheduler
+
+    def with_counting_scheduler(pipeline, scheduler):
+        scheduled = real_with_scheduler(pipeline, scheduler)
+
+        def call(**kwargs):
+            calls.append(len(kwargs["prompt_embeds"]))
+            return scheduled(**kwargs)
+
+        return call
+
+    monkeypatch.setattr(generation, "with_scheduler", with_counting_scheduler)
+    return calls
+
+
+def test_chunks_and_padding() -> None:
+    assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    assert chunks([1, 2], 16) == [[1, 2]]
+    assert padded([1, 2], 4) == [1, 2, 2, 2]
+    assert padded([1, 2], 2) == [1, 2]
+
+
+def test_text_embeddings_are_one_condition(pipeline) -> None:
+    embeddings = text_embeddings(pipeline, "cat", "lowres")
+    assert embeddings.prompt.shape == embeddings.negative_prompt.shape == (1, 77, 32)
+    assert not embeddings.prompt.requires_grad
+    without_negative = text_embeddings(pipeline, "cat", "")
+    assert torch.equal(embeddings.prompt, without_negative.prompt)
+    assert not torch.equal(embeddings.negative_prompt, without_negative.negative_prompt)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_batched_images_match_images_generated_alone(
+    pipeline, control, alone, batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counting_scheduler(monkeypatch)
+    conditions = [text_embeddings(pipeline, c.prompt, c.negative_prompt) for c in CONDITIONS]
+    batched = generate_batched(pipeline, control, conditions, SEEDS, SETTINGS, batch_size)
+    items = len(CONDITIONS) * len(SEEDS)
+    assert calls == [batch_size] * math.ceil(items / batch_size)  # padded to a fixed size
+    assert len(batched) == len(CONDITIONS)
+    for condition_images, alone_images in zip(batched, alone):
+        assert [image.seed for image in condition_images] == SEEDS  # padding dropped
+        for image, twin in zip(condition_images, alone_images):
+            assert image.problem is None
+            assert ssim(image.pixels, twin.pixels) >= 0.999
+
+
+def fake_scheduler(monkeypatch: pytest.MonkeyPatch, received: list[dict], nan_at: int | None = None):
+    """Replace the pipeline by a recorder that returns random images, NaN at ``nan_at``."""
+
+    def pipeline_call(**kwargs):
+        received.append(kwargs)
+        count = len(kwargs["prompt_embeds"])
+        images = np.random.default_rng(0).random((count, 64, 64, 3))
+        if nan_at is not None:
+            images[nan_at] = np.nan
+        flagged = [index == 0 for index in range(count)]
+        return SimpleNamespace(images=images, nsfw_content_detected=flagged)
+
+    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
+    return SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
+
+
+def embeddings(value: float) -> TextEmbeddings:
+    return TextEmbeddings(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+
+
+def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, control) -> None:
+    received: list[dict] = []
+    fake = fake_scheduler(monkeypatch, received)
+    generate_batched(fake, control, [embeddings(1.0), embeddings(2.0)], [7, 8, 9], SETTINGS, 4)
+    assert len(received) == 2
+    prompt_values = [float(value) for call in received for value in call["prompt_embeds"][:, 0, 0]]
+    negative_values = [float(value) for call in received for value in call["negative_prompt_embeds"][:, 0, 0]]
+    assert prompt_values == [1, 1, 1, 2, 2, 2, 2, 2]  # condition-major, last item repeated
+    assert negative_values == [-value for value in prompt_values]
+    latents = torch.cat([call["latents"] for call in received])
+    seeds = [7, 8, 9, 7, 8, 9, 9, 9]
+    assert torch.equal(latents, generation.initial_latents(seeds, 64, 64))  # same seed, same noise
+    draws = [generator.initial_seed() for call in received for generator in call["generator"]]
+    assert draws == seeds
+
+
+def test_flagged_and_nan_images_are_marked_and_padding_dropped(monkeypatch, control) -> None:
+    received: list[dict] = []
+    fake = fake_scheduler(monkeypatch, received, nan_at=1)
+    [images] = generate_batched(fake, control, [embeddings(1.0)], [0, 1, 2], SETTINGS, 2)
+    assert [image.seed for image in images] == [0, 1, 2]
+    assert "safety checker" in images[0].problem and "safety checker" in images[2].problem
+    assert "non-finite" in images[1].problem and images[1].pixels.max() == 0
+
+
+def test_resolve_batch_size() -> None:
+    assert resolve_batch_size("auto", "cuda") == resolve_batch_size("auto", "cuda:1") == 16
+    assert resolve_batch_size("auto", "cpu") == generation.CPU_BATCH_SIZE
+    assert resolve_batch_size(8, "cpu") == 8
+    for invalid in (0, -1, "8", 2.0, True):
+        with pytest.raises(ValueError, match="batch size"):
+            resolve_batch_size(invalid, "cpu")
