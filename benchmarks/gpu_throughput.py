@@ -40,7 +40,8 @@ from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
 
 from promptsweep import models
-from promptsweep.generation import GenerationSettings, TextEmbeddings, generate_batched, text_embeddings
+from promptsweep.generation import TextEmbeddings, generate_batched, text_embeddings
+from promptsweep.study import GenerationSettings
 from promptsweep.metrics import ssim
 from promptsweep.tiny import write_tiny_model
 

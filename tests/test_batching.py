@@ -13,7 +13,6 @@ from PIL import Image
 
 from promptsweep import generation, models
 from promptsweep.generation import (
-    GenerationSettings,
     TextEmbeddings,
     chunks,
     generate,
@@ -23,11 +22,12 @@ from promptsweep.generation import (
     text_embeddings,
 )
 from promptsweep.metrics import ssim
-from promptsweep.study import ConditionPrompts
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings
 from promptsweep.tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
-CONDITIONS = [ConditionPrompts("cat", ""), ConditionPrompts("cat, best quality", "lowres")]
+CONDITIONS = [GenerationInput("cat", ""), GenerationInput("cat, best quality", "lowres")]
 SEEDS = [5, 0]
 
 
