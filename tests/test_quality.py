@@ -138,3 +138,14 @@ def test_images_that_are_not_8_bit_rgb_are_refused(image: np.ndarray, message: s
     for measure in MEASURES:
         with pytest.raises(ValueError, match=message):
             measure(image)
+
+
+def test_brisque_can_be_called_from_threads_at_once(photo: np.ndarray) -> None:
+    """Workflow jobs run as threads of one process; libsvm crashed the whole
+    process when two of them scored at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pictures = [np.roll(photo, shift, axis=1) for shift in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(pool.map(quality.brisque, pictures))
+    assert scores == pytest.approx([quality.brisque(picture) for picture in pictures], rel=1e-9)

@@ -13,6 +13,7 @@ measure trained to judge (on human opinion scores of distorted photographs).
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -101,6 +102,9 @@ def entropy(image: np.ndarray) -> float:
     return float(shannon_entropy(_gray(image), base=2))
 
 
+_BRISQUE_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=1)
 def _brisque_model() -> Any:
     """The brisque package's model, loaded once per process from the SVM and
@@ -139,6 +143,8 @@ def brisque(image: np.ndarray) -> float:
     """
     rgb = _checked_rgb(image)
     # Flat regions make the package divide 0 by 0: nan is then the answer,
-    # and NumPy's warnings about it are not news.
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # and NumPy's warnings about it are not news. One call at a time: the
+    # package's libsvm model crashes the process (segfault) when two threads
+    # score at once, as workflow jobs running as threads would.
+    with _BRISQUE_LOCK, np.errstate(divide="ignore", invalid="ignore"):
         return float(_brisque_model().score(rgb))
