@@ -7,20 +7,24 @@ import functools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from promptsweep import emphasis, generation, models
 from promptsweep.emphasis import (
+    Candidate,
     EmbeddingPair,
     EmphasisConfigError,
+    Tolerances,
     condition_id,
     dosed_pair,
     encode_condition,
     encode_literal_text,
     encode_text,
     format_dose,
+    parse_candidate,
     parse_condition_id,
     validated_doses,
 )
@@ -263,3 +267,183 @@ def test_validated_doses() -> None:
         with pytest.raises(EmphasisConfigError, match=message) as error:
             validated_doses(wrong)
         assert "emphasis.doses" in str(error.value)
+
+
+# --- Search grid and cost ---------------------------------------------------------
+
+
+def test_search_candidates() -> None:
+    candidates = emphasis.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
+    names = [candidate.name for candidate in candidates]
+    # (3 + 1) prompts x 2 doses (0 and 1 are baseline and word), then 3 pairs x 4 weightings.
+    assert len(names) == 4 * 2 + 3 * 4 == len(set(names))
+    assert names[:4] == ["p1@0.5", "p1@2", "p2@0.5", "p2@2"]
+    assert "n1@2" in names and not any("n1" in name and "+" in name for name in names)
+    assert names[8:12] == ["p1@0.5+p2@0.5", "p1@0.5+p2@1", "p1@1+p2@0.5", "p1@1+p2@1"]
+    assert candidates == emphasis.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
+    assert all(parse_candidate(name) == candidate for name, candidate in zip(names, candidates))
+
+
+def test_candidate_pairs(pairs) -> None:
+    baseline = pairs["baseline"]
+    single = emphasis.candidate_pair(Candidate((("pos3", 1.0),)), baseline, pairs)
+    assert torch.equal(single.prompt_embeds, pairs["pos3"].prompt_embeds)
+    mixed = emphasis.candidate_pair(parse_candidate("pos1@0.5+pos3@1"), baseline, pairs)
+    expected = (
+        baseline.prompt_embeds
+        + 0.5 * (pairs["pos1"].prompt_embeds - baseline.prompt_embeds)
+        + (pairs["pos3"].prompt_embeds - baseline.prompt_embeds)
+    )
+    torch.testing.assert_close(mixed.prompt_embeds, expected)
+    assert torch.equal(mixed.negative_prompt_embeds, baseline.negative_prompt_embeds)
+
+
+def test_search_cost_and_budget() -> None:
+    cost = emphasis.search_cost(
+        n_images=10, n_candidates=70, n_word_prompts=10, n_selection_seeds=2, n_evaluation_seeds=4
+    )
+    assert cost.selection == 10 * 2 * (70 + 10 + 1)
+    assert cost.evaluation == 10 * 4 * 3
+    assert cost.total == 1740
+    emphasis.check_search_budget(cost, 1740)
+    with pytest.raises(EmphasisConfigError, match=r"emphasis\.search\.budget.*1740"):
+        emphasis.check_search_budget(cost, 1739)
+
+
+def test_search_seeds_must_be_disjoint() -> None:
+    emphasis.check_search_seeds([0, 1], [2, 3])
+    with pytest.raises(EmphasisConfigError, match=r"share seeds \[1\]"):
+        emphasis.check_search_seeds([0, 1], [1, 2])
+    with pytest.raises(EmphasisConfigError, match="evaluation_seeds: empty"):
+        emphasis.check_search_seeds([0], [])
+
+
+# --- Selection and evaluation ------------------------------------------------------
+
+SELECTION_SEEDS = [0, 1]
+EVALUATION_SEEDS = [2, 3]
+IMAGES = ["a", "b", "c"]
+MIX = "pos1@0.5+pos2@1"
+TOLERANCES = Tolerances(edge_f1=0.05, clip_score=0.02)
+WORDS = ["pos1", "pos2"]
+CANDIDATES = ["pos1@2", MIX, "pos2@3"]
+
+# condition -> (objective gain, edge F1 drop, CLIP-score drop) against the baseline
+SELECTION_EFFECTS = {
+    "pos1": (0.1, 0.0, 0.0),
+    "pos2": (0.2, 0.0, 0.0),  # the best word prompt
+    "pos1@2": (0.5, 0.1, 0.0),  # largest gain, but loses edge fidelity
+    MIX: (0.3, 0.01, 0.0),  # the choice
+    "pos2@3": (0.4, 0.0, 0.05),  # loses prompt agreement
+}
+# On the evaluation seeds the excluded candidates would win if they were read.
+EVALUATION_EFFECTS = {
+    "pos1": (0.1, 0.0, 0.0),
+    "pos2": (0.15, 0.0, 0.0),
+    "pos1@2": (5.0, 0.0, 0.0),
+    MIX: (0.25, 0.02, 0.0),
+    "pos2@3": (5.0, 0.0, 0.0),
+}
+
+
+def search_rows(selection_effects, evaluation_effects) -> pd.DataFrame:
+    rows = []
+    for image_index, image in enumerate(IMAGES):
+        for seed in SELECTION_SEEDS + EVALUATION_SEEDS:
+            effects = selection_effects if seed in SELECTION_SEEDS else evaluation_effects
+            for condition, (gain, edge_drop, clip_drop) in {"baseline": (0.0, 0.0, 0.0), **effects}.items():
+                # Images and seeds differ in level; gains are paired, so levels cancel.
+                level = 0.5 * image_index + 0.1 * seed
+                rows.append(
+                    {
+                        "image_id": image,
+                        "condition": condition,
+                        "seed": seed,
+                        "aesthetic": 5.0 + level + gain,
+                        "edge_f1": 0.8 - 0.01 * image_index - edge_drop,
+                        "clip_score": 0.3 + 0.01 * seed - clip_drop,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def latent_table(rows: pd.DataFrame) -> pd.DataFrame:
+    return emphasis.latent_search_table(
+        rows, CANDIDATES, WORDS, SELECTION_SEEDS, EVALUATION_SEEDS, "aesthetic", TOLERANCES
+    )
+
+
+def test_selection_respects_tolerances() -> None:
+    rows = search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS)
+    select = functools.partial(
+        emphasis.select_condition, selection_seeds=SELECTION_SEEDS, objective="aesthetic", tolerances=TOLERANCES
+    )
+    assert select(rows, CANDIDATES) == MIX
+    assert select(rows, WORDS) == "pos2"
+    # Without CLIP scores the CLIP constraint is gone and pos2@3 wins.
+    assert select(rows.assign(clip_score=math.nan), CANDIDATES) == "pos2@3"
+    loose = Tolerances(edge_f1=0.2, clip_score=0.1)
+    assert emphasis.select_condition(rows, CANDIDATES, SELECTION_SEEDS, "aesthetic", loose) == "pos1@2"
+    # With CLIP score as the objective it is not also a constraint.
+    assert emphasis.select_condition(rows, ["pos2@3"], SELECTION_SEEDS, "clip_score", TOLERANCES) == "baseline"
+
+
+def test_selection_never_reads_evaluation_seeds() -> None:
+    rows = search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS)
+    selection_only = rows[rows["seed"].isin(SELECTION_SEEDS)]
+    reversed_evaluation = search_rows(SELECTION_EFFECTS, {name: (-9.0, 1.0, 1.0) for name in EVALUATION_EFFECTS})
+    for variant in (selection_only, reversed_evaluation):
+        for pool in (CANDIDATES, WORDS):
+            assert emphasis.select_condition(
+                variant, pool, SELECTION_SEEDS, "aesthetic", TOLERANCES
+            ) == emphasis.select_condition(rows, pool, SELECTION_SEEDS, "aesthetic", TOLERANCES)
+    # The table reads only the evaluated conditions on the evaluation seeds.
+    evaluated = rows["condition"].isin(["baseline", MIX, "pos2"]) | rows["seed"].isin(SELECTION_SEEDS)
+    pd.testing.assert_frame_equal(latent_table(rows[evaluated]), latent_table(rows))
+
+
+def test_latent_search_table() -> None:
+    table = latent_table(search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS))
+    assert list(table.columns) == list(emphasis.LATENT_SEARCH_COLUMNS)
+    assert list(table["candidate"]) == [MIX, "pos2"]
+    chosen, word = table.iloc[0], table.iloc[1]
+    assert chosen["objective"] == "aesthetic"
+    assert chosen["selection_seeds"] == "0,1" and chosen["evaluation_seeds"] == "2,3"
+    assert chosen["gain_mean"] == pytest.approx(0.25)
+    assert chosen["gain_ci_low"] == pytest.approx(0.25) and chosen["gain_ci_high"] == pytest.approx(0.25)
+    assert chosen["edge_f1_drop"] == pytest.approx(0.02)
+    assert chosen["best_word_prompt"] == word["best_word_prompt"] == "pos2"
+    assert chosen["best_word_gain_mean"] == word["gain_mean"] == pytest.approx(0.15)
+    assert word["edge_f1_drop"] == pytest.approx(0.0)
+
+
+def test_latent_search_can_say_no_better_than_words() -> None:
+    worse = {**EVALUATION_EFFECTS, MIX: (0.05, 0.0, 0.0)}
+    chosen = latent_table(search_rows(SELECTION_EFFECTS, worse)).iloc[0]
+    assert chosen["candidate"] == MIX
+    assert chosen["gain_mean"] < chosen["best_word_gain_mean"]
+
+
+def test_latent_search_with_nothing_better_than_the_baseline() -> None:
+    losing = {name: (-0.1, 0.0, 0.0) for name in SELECTION_EFFECTS}
+    table = latent_table(search_rows(losing, EVALUATION_EFFECTS))
+    assert list(table["candidate"]) == ["baseline"]
+    assert table.iloc[0]["best_word_prompt"] == "baseline"
+    assert table.iloc[0]["gain_mean"] == 0.0 and table.iloc[0]["best_word_gain_mean"] == 0.0
+
+
+def test_latent_search_gain_interval_covers_image_spread() -> None:
+    rows = search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS)
+    spread = rows["condition"].eq(MIX) & rows["seed"].isin(EVALUATION_SEEDS)
+    rows.loc[spread, "aesthetic"] += rows.loc[spread, "image_id"].map({"a": -0.1, "b": 0.0, "c": 0.4})
+    chosen = latent_table(rows).iloc[0]
+    assert chosen["gain_mean"] == pytest.approx(0.25 + 0.1)
+    assert chosen["gain_ci_low"] < chosen["gain_mean"] < chosen["gain_ci_high"]
+    assert 0.15 - 1e-9 <= chosen["gain_ci_low"] and chosen["gain_ci_high"] <= 0.65 + 1e-9
+
+
+def test_missing_evaluation_generations_are_named() -> None:
+    rows = search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS)
+    without = rows[~(rows["condition"].eq(MIX) & rows["seed"].isin(EVALUATION_SEEDS))]
+    with pytest.raises(ValueError, match="pos1@0.5\\+pos2@1.*evaluation seeds"):
+        latent_table(without)

@@ -22,19 +22,27 @@ scaled and added is the approach of S. A. Baumann et al., "Continuous,
 Subject-Specific Attribute Control in T2I Models by Identifying Semantic
 Directions", 2024 (arXiv:2403.17064).
 
-The module also holds the ids of dosed conditions.
+The module also holds the ids of dosed conditions, a fixed-grid search over
+doses and mixtures of directions (:func:`search_candidates`,
+:func:`search_cost`, :func:`latent_search_table`). Every table function is
+pure and reads only the frames it is given.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from promptsweep.study import ConditionPrompts
+import numpy as np
+import pandas as pd
+
+from promptsweep import stats
+from promptsweep.study import BASELINE, ConditionPrompts
 
 # torch and compel are imported where text is encoded: the table functions
 # run in workflow steps that never load a model, and importing compel (it
@@ -44,15 +52,43 @@ if TYPE_CHECKING:
     from compel import Compel
 
 DOSES_KEY = "emphasis.doses"
+BUDGET_KEY = "emphasis.search.budget"
+SELECTION_SEEDS_KEY = "emphasis.search.selection_seeds"
+EVALUATION_SEEDS_KEY = "emphasis.search.evaluation_seeds"
 
 DOSE_RANGE = (-2.0, 4.0)
 DOSE_DECIMALS = 4
+# Mixture weights of each of two positive directions. A weight of 0 is left
+# out of the grid {0, 0.5, 1}^2 on purpose: (0, 0) is the baseline, (0, 1) a
+# word prompt and (0, 0.5) a single-prompt dose, all measured elsewhere.
+MIXTURE_WEIGHTS = (0.5, 1.0)
 
 # Condition ids become file names and Snakemake wildcards: TERM_PATTERN
-# matches a dosed condition ("pos5@0.5"), for wildcard_constraints.
+# matches a dosed condition ("pos5@0.5"), CANDIDATE_PATTERN a search
+# candidate (terms joined by "+"); both are for wildcard_constraints.
 _PROMPT_ID = r"[A-Za-z0-9_-]+"
 _DOSE = r"-?[0-9]+(?:\.[0-9]+)?"
 TERM_PATTERN = rf"{_PROMPT_ID}@{_DOSE}"
+CANDIDATE_PATTERN = rf"{TERM_PATTERN}(?:\+{TERM_PATTERN})*"
+
+IMAGE = "image_id"
+CONDITION = "condition"
+SEED = "seed"
+EDGE_F1 = "edge_f1"
+CLIP_SCORE = "clip_score"
+
+LATENT_SEARCH_COLUMNS = (
+    "candidate",
+    "objective",
+    "selection_seeds",
+    "evaluation_seeds",
+    "gain_mean",
+    "gain_ci_low",
+    "gain_ci_high",
+    "edge_f1_drop",
+    "best_word_prompt",
+    "best_word_gain_mean",
+)
 
 TextEncoder = Callable[[str], "torch.Tensor"]
 
@@ -317,3 +353,327 @@ def validated_doses(doses: Sequence[Any]) -> tuple[float, ...]:
     if repeated:
         raise EmphasisConfigError(f"{DOSES_KEY}: doses {repeated} are listed more than once; list each dose once")
     return tuple(checked)
+
+
+# --- Search candidates and their cost -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A point of the search grid: word prompts with their doses.
+
+    One term is a single prompt at a dose; several terms (positive prompts
+    only) are a mixture of their directions.
+    """
+
+    terms: tuple[tuple[str, float], ...]
+
+    @property
+    def name(self) -> str:
+        """The candidate's id: its terms' condition ids joined by "+",
+        e.g. "pos1@0.5+pos3@1"."""
+        return "+".join(condition_id(prompt_id, dose) for prompt_id, dose in self.terms)
+
+
+def parse_candidate(name: str) -> Candidate:
+    """The candidate whose :attr:`Candidate.name` is ``name``."""
+    if not re.fullmatch(CANDIDATE_PATTERN, name):
+        raise ValueError(f"candidate {name!r} is not of the form <prompt_id>@<dose>[+<prompt_id>@<dose>...]")
+    return Candidate(tuple(parse_condition_id(term) for term in name.split("+")))
+
+
+def search_candidates(
+    positive_prompt_ids: Sequence[str], negative_prompt_ids: Sequence[str], doses: Sequence[float]
+) -> list[Candidate]:
+    """The fixed, ordered candidate grid of the latent search.
+
+    1. Every prompt (positive, then negative, in the given order) at every
+       dose except 0 and 1: dose 0 is the baseline and dose 1 the word prompt,
+       which the search generates from their texts anyway. Choosing among a
+       prompt's doses is choosing its best dose.
+    2. Every pair of positive prompts (in the given order) with both weights
+       in ``MIXTURE_WEIGHTS``: ``E(p) + w_i (E("p, a_i") - E(p)) + w_j (E("p, a_j") - E(p))``.
+
+    Count: ``(P+ + P-) * |doses other than 0 and 1| + |MIXTURE_WEIGHTS|^2 * P+ (P+ - 1) / 2``.
+    The grid depends only on its arguments, so the workflow's DAG is static.
+    """
+    dosed = [d for d in doses if format_dose(d) not in ("0", "1")]
+    singles = [
+        Candidate(((prompt_id, dose),))
+        for prompt_id in [*positive_prompt_ids, *negative_prompt_ids]
+        for dose in dosed
+    ]
+    mixtures = [
+        Candidate(((first, first_weight), (second, second_weight)))
+        for first, second in itertools.combinations(positive_prompt_ids, 2)
+        for first_weight, second_weight in itertools.product(MIXTURE_WEIGHTS, repeat=2)
+    ]
+    return singles + mixtures
+
+
+def candidate_pair(
+    candidate: Candidate, baseline: EmbeddingPair, words: Mapping[str, EmbeddingPair]
+) -> EmbeddingPair:
+    """The embedding pair to generate a candidate with, from the baseline's
+    pair and the pairs of the word variants it names (by prompt id)."""
+    if len(candidate.terms) == 1:
+        # The dose path, exact at dose 1.
+        (prompt_id, dose), = candidate.terms
+        return dosed_pair(baseline, words[prompt_id], dose)
+    return mixture_pair(
+        baseline, [words[prompt_id] for prompt_id, _ in candidate.terms], [w for _, w in candidate.terms]
+    )
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """Generations of the latent search, each one (condition, image, seed).
+
+    * selection: every candidate, every word prompt and the baseline, on
+      every image and selection seed:
+      ``images * selection_seeds * (candidates + word_prompts + 1)``;
+    * evaluation: the chosen candidate, the best word prompt and the
+      baseline on every image and evaluation seed:
+      ``images * evaluation_seeds * 3``.
+
+    The evaluation's conditions are fixed names whose content the selection
+    decides, so the DAG stays static. These are upper bounds of new
+    generations: when the chosen candidate or best word prompt is the
+    baseline, or a (condition, image, seed) is also one of the main study's,
+    the same file serves both.
+    """
+
+    selection: int
+    evaluation: int
+
+    @property
+    def total(self) -> int:
+        return self.selection + self.evaluation
+
+
+def search_cost(
+    n_images: int, n_candidates: int, n_word_prompts: int, n_selection_seeds: int, n_evaluation_seeds: int
+) -> SearchCost:
+    """The latent search's generations (see :class:`SearchCost` for the formula)."""
+    evaluated_conditions = 3  # chosen candidate, best word prompt, baseline
+    return SearchCost(
+        selection=n_images * n_selection_seeds * (n_candidates + n_word_prompts + 1),
+        evaluation=n_images * n_evaluation_seeds * evaluated_conditions,
+    )
+
+
+def check_search_budget(cost: SearchCost, budget: int) -> None:
+    """Refuse a search grid that needs more generations than ``budget``."""
+    if cost.total > budget:
+        raise EmphasisConfigError(
+            f"{BUDGET_KEY}: the latent search needs {cost.total} generations ({cost.selection} to "
+            f"select, {cost.evaluation} to evaluate) but the budget is {budget}; raise "
+            f"{BUDGET_KEY}, or list fewer {DOSES_KEY} or {SELECTION_SEEDS_KEY}"
+        )
+
+
+def check_search_seeds(selection_seeds: Sequence[int], evaluation_seeds: Sequence[int]) -> None:
+    """Selection and evaluation seeds must be non-empty and disjoint: a seed
+    in both would let the choice be scored on the data that made it."""
+    if not selection_seeds:
+        raise EmphasisConfigError(f"{SELECTION_SEEDS_KEY}: empty; list at least one seed")
+    if not evaluation_seeds:
+        raise EmphasisConfigError(f"{EVALUATION_SEEDS_KEY}: empty; list at least one seed")
+    shared = sorted(set(selection_seeds) & set(evaluation_seeds))
+    if shared:
+        raise EmphasisConfigError(
+            f"{SELECTION_SEEDS_KEY} and {EVALUATION_SEEDS_KEY} share seeds {shared}; "
+            "remove them from one of the two lists"
+        )
+
+
+# --- Selection and evaluation -----------------------------------------------------
+
+
+def paired_differences(
+    rows: pd.DataFrame, condition: str, metrics: Sequence[str]
+) -> pd.DataFrame:
+    """Each metric of ``condition`` minus the same (image, seed) baseline's.
+
+    ``rows`` is a long table with columns image_id, condition, seed and the
+    metrics, one row per generation. Returns columns image_id, seed and the
+    metrics (as differences), one row per (image, seed) that has both the
+    condition and the baseline; a NaN on either side stays NaN.
+    """
+    keys = [IMAGE, SEED]
+    columns = [*keys, *metrics]
+    variant = rows.loc[rows[CONDITION] == condition, columns]
+    baseline = rows.loc[rows[CONDITION] == BASELINE, columns]
+    for frame, name in ((variant, condition), (baseline, BASELINE)):
+        if frame.duplicated(keys).any():
+            raise ValueError(f"condition {name!r} has more than one row for an (image_id, seed); keep one")
+    joined = variant.merge(baseline, on=keys, suffixes=("", "_baseline"), validate="one_to_one")
+    differences = joined[keys].copy()
+    for metric in metrics:
+        differences[metric] = joined[metric] - joined[f"{metric}_baseline"]
+    return differences.reset_index(drop=True)
+
+
+def _image_means(differences: pd.DataFrame, metric: str) -> np.ndarray:
+    return stats.per_image_mean(differences, metric).to_numpy()
+
+
+def _mean_over_images(differences: pd.DataFrame, metric: str) -> float:
+    """Mean over images of each image's mean difference: every image weighs
+    the same, as in promptsweep.stats."""
+    means = _image_means(differences, metric)
+    return float(means.mean()) if means.size else math.nan
+
+
+def _has_values(rows: pd.DataFrame, metric: str) -> bool:
+    return metric in rows.columns and bool(rows[metric].notna().any())
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much a candidate may lower fidelity and prompt agreement on
+    average (mean over images of the paired drop) and still be chosen."""
+
+    edge_f1: float
+    clip_score: float
+
+
+def _selection_score(
+    selection_rows: pd.DataFrame, condition: str, objective: str, tolerances: Tolerances
+) -> float:
+    """The condition's mean paired gain in ``objective``, or NaN when it has
+    no paired rows or breaks a tolerance."""
+    constrained = {EDGE_F1: tolerances.edge_f1}
+    # CLIP score is a constraint only where it was computed and is not the objective itself.
+    if objective != CLIP_SCORE and _has_values(selection_rows, CLIP_SCORE):
+        constrained[CLIP_SCORE] = tolerances.clip_score
+    differences = paired_differences(selection_rows, condition, [objective, *constrained])
+    for metric, tolerance in constrained.items():
+        drop = -_mean_over_images(differences, metric)
+        if not drop <= tolerance:  # NaN (no data) fails too
+            return math.nan
+    return _mean_over_images(differences, objective)
+
+
+def select_condition(
+    rows: pd.DataFrame,
+    conditions: Sequence[str],
+    selection_seeds: Sequence[int],
+    objective: str,
+    tolerances: Tolerances,
+) -> str:
+    """The condition with the largest mean paired gain in ``objective`` over
+    the same-seed baseline, on the selection seeds only.
+
+    A condition is eligible when its mean edge-F1 drop (and mean CLIP-score
+    drop, where CLIP scores exist and the objective is another metric) is at
+    most the tolerance. The baseline (gain 0) is the answer when no eligible
+    condition gains more than 0; ties go to the condition listed first.
+    Only rows of ``selection_seeds`` are read: the first line of the
+    function discards every other row.
+    """
+    selection_rows = rows[rows[SEED].isin(list(selection_seeds))]
+    best, best_gain = BASELINE, 0.0
+    for condition in conditions:
+        gain = _selection_score(selection_rows, condition, objective, tolerances)
+        if gain > best_gain:  # NaN never wins
+            best, best_gain = condition, gain
+    return best
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    gain_mean: float
+    gain_ci: tuple[float, float]
+    edge_f1_drop: float
+
+
+def _evaluate(
+    evaluation_rows: pd.DataFrame, condition: str, objective: str, n_resamples: int, seed: int
+) -> Evaluation:
+    differences = paired_differences(evaluation_rows, condition, [objective, EDGE_F1])
+    gains = _image_means(differences, objective)
+    if gains.size == 0:
+        raise ValueError(
+            f"condition {condition!r} has no {objective!r} paired with the baseline on the "
+            "evaluation seeds; generate and score it on those seeds"
+        )
+    return Evaluation(
+        gain_mean=float(gains.mean()),
+        gain_ci=stats.bootstrap_mean_ci(gains, n_resamples, 0.95, seed),
+        edge_f1_drop=-_mean_over_images(differences, EDGE_F1),
+    )
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ",".join(str(seed) for seed in seeds)
+
+
+def latent_search_table(
+    rows: pd.DataFrame,
+    candidates: Sequence[str],
+    word_prompts: Sequence[str],
+    selection_seeds: Sequence[int],
+    evaluation_seeds: Sequence[int],
+    objective: str,
+    tolerances: Tolerances,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The latent search's result: the chosen candidate against the best word prompt.
+
+    ``rows``: one row per generation, columns image_id, condition (baseline,
+    word prompt ids, candidate names), seed, ``objective`` (higher is
+    better), edge_f1 and optionally clip_score; it holds the selection seeds'
+    generations and the evaluation seeds' ones of the baseline, the chosen
+    candidate and the best word prompt.
+
+    The candidate and the best word prompt are chosen alike by
+    :func:`select_condition` on the selection seeds; then both are scored on
+    the disjoint evaluation seeds. The table has two rows, the chosen
+    candidate's and the best word prompt's (one when both are the
+    baseline), with columns ``LATENT_SEARCH_COLUMNS``:
+
+    * candidate: the condition scored in the row;
+    * objective: the objective's column name;
+    * selection_seeds, evaluation_seeds: the seeds, comma-separated;
+    * gain_mean: on the evaluation seeds, the mean over images of each
+      image's mean paired gain ``objective(condition) - objective(baseline)``
+      (same image and seed);
+    * gain_ci_low/high: its 95% percentile cluster-bootstrap interval over
+      images (``stats.bootstrap_mean_ci``);
+    * edge_f1_drop: the same mean for ``edge_f1(baseline) - edge_f1(condition)``;
+    * best_word_prompt, best_word_gain_mean: the best word prompt and its gain_mean.
+
+    The table says "no better than words" when the candidate's gain_mean is
+    at most best_word_gain_mean, and "no better than the baseline" when the
+    candidate is ``baseline`` (nothing within tolerance gained on the
+    selection seeds) or its gain interval contains 0. The word prompt's own
+    row gives its interval, to see whether the two overlap.
+    """
+    check_search_seeds(selection_seeds, evaluation_seeds)
+    chosen = select_condition(rows, candidates, selection_seeds, objective, tolerances)
+    best_word = select_condition(rows, word_prompts, selection_seeds, objective, tolerances)
+    evaluation_rows = rows[rows[SEED].isin(list(evaluation_seeds))]
+    evaluations = {
+        condition: _evaluate(evaluation_rows, condition, objective, n_resamples, seed)
+        for condition in dict.fromkeys([chosen, best_word])
+    }
+    table = pd.DataFrame(
+        [
+            {
+                "candidate": condition,
+                "objective": objective,
+                "selection_seeds": _seed_list(selection_seeds),
+                "evaluation_seeds": _seed_list(evaluation_seeds),
+                "gain_mean": evaluation.gain_mean,
+                "gain_ci_low": evaluation.gain_ci[0],
+                "gain_ci_high": evaluation.gain_ci[1],
+                "edge_f1_drop": evaluation.edge_f1_drop,
+                "best_word_prompt": best_word,
+                "best_word_gain_mean": evaluations[best_word].gain_mean,
+            }
+            for condition, evaluation in evaluations.items()
+        ]
+    )
+    return table[list(LATENT_SEARCH_COLUMNS)]
