@@ -447,3 +447,65 @@ def test_missing_evaluation_generations_are_named() -> None:
     without = rows[~(rows["condition"].eq(MIX) & rows["seed"].isin(EVALUATION_SEEDS))]
     with pytest.raises(ValueError, match="pos1@0.5\\+pos2@1.*evaluation seeds"):
         latent_table(without)
+
+
+# --- Dose response -------------------------------------------------------------------
+
+# (prompt, kind, dose) -> SSIM to the same-seed baseline, equal on every image and seed
+DOSE_SSIM = {
+    ("pos1", "positive", -1.0): 0.5,  # far from the baseline, but a negative dose
+    ("pos1", "positive", 0.5): 0.95,  # effect 0.05: within the noise
+    ("pos1", "positive", 1.0): 0.8,  # effect 0.2: the smallest dose above the noise
+    ("pos1", "positive", 2.0): 0.6,
+    ("neg1", "negative", 1.0): 0.95,
+    ("neg1", "negative", 2.0): 0.92,
+}
+
+
+def dose_pairs() -> pd.DataFrame:
+    rows = []
+    for (prompt_id, kind, dose), value in DOSE_SSIM.items():
+        for image, slope in [("a", 0.01), ("b", 0.03)]:
+            for seed in SEEDS:
+                rows.append(
+                    {
+                        "image_id": image,
+                        "prompt_id": prompt_id,
+                        "kind": kind,
+                        "dose": dose,
+                        "seed": seed,
+                        "ssim": value,
+                        "clip_score_delta": slope * dose,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+NOISE_FLOOR = pd.DataFrame(
+    {"image_id": ["a", "b"], "seed_a": [0, 0], "seed_b": [1, 1], "ssim": [0.88, 0.92]}
+)
+
+
+def test_dose_response_table() -> None:
+    pairs = dose_pairs()
+    pairs.loc[0, "ssim"] = math.nan  # an excluded generation
+    table = emphasis.dose_response_table(pairs, NOISE_FLOOR, ["clip_score"])
+    assert list(table.columns) == [
+        "prompt_id", "kind", "dose", "n", "effect_mean", "effect_ci_low", "effect_ci_high",
+        "clip_score_delta_mean", "clip_score_delta_ci_low", "clip_score_delta_ci_high",
+        "noise_effect", "smallest_dose_above_noise",
+    ]  # fmt: skip
+    assert list(zip(table["prompt_id"], table["dose"])) == [
+        ("neg1", 1.0), ("neg1", 2.0), ("pos1", -1.0), ("pos1", 0.5), ("pos1", 1.0), ("pos1", 2.0)
+    ]
+    assert list(table["n"]) == [4, 4, 3, 4, 4, 4]
+    for row in table.itertuples():
+        effect = 1 - DOSE_SSIM[(row.prompt_id, row.kind, row.dose)]
+        assert row.effect_mean == pytest.approx(effect)
+        assert row.effect_ci_low == pytest.approx(effect) and row.effect_ci_high == pytest.approx(effect)
+        assert row.clip_score_delta_mean == pytest.approx(0.02 * row.dose)
+        low, high = sorted([0.01 * row.dose, 0.03 * row.dose])
+        assert low - 1e-12 <= row.clip_score_delta_ci_low <= row.clip_score_delta_ci_high <= high + 1e-12
+    assert table["noise_effect"].tolist() == pytest.approx([0.1] * len(table))
+    smallest = dict(zip(table["prompt_id"], table["smallest_dose_above_noise"]))
+    assert smallest == {"pos1": "1", "neg1": "none"}

@@ -24,8 +24,9 @@ Directions", 2024 (arXiv:2403.17064).
 
 The module also holds the ids of dosed conditions, a fixed-grid search over
 doses and mixtures of directions (:func:`search_candidates`,
-:func:`search_cost`, :func:`latent_search_table`). Every table function is
-pure and reads only the frames it is given.
+:func:`search_cost`, :func:`latent_search_table`) and the dose-response table
+(:func:`dose_response_table`). Every table function is pure and reads only
+the frames it is given.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ CANDIDATE_PATTERN = rf"{TERM_PATTERN}(?:\+{TERM_PATTERN})*"
 IMAGE = "image_id"
 CONDITION = "condition"
 SEED = "seed"
+SSIM = "ssim"
 EDGE_F1 = "edge_f1"
 CLIP_SCORE = "clip_score"
+NO_DOSE = "none"
 
 LATENT_SEARCH_COLUMNS = (
     "candidate",
@@ -677,3 +680,89 @@ def latent_search_table(
         ]
     )
     return table[list(LATENT_SEARCH_COLUMNS)]
+
+
+# --- Dose response ------------------------------------------------------------------
+
+
+def _mean_and_ci(image_means: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float, float]:
+    mean = float(image_means.mean()) if image_means.size else math.nan
+    low, high = stats.bootstrap_mean_ci(image_means, n_resamples, 0.95, seed)
+    return mean, low, high
+
+
+def _dose_row(
+    dose_pairs: pd.DataFrame, quality_metrics: Sequence[str], n_resamples: int, seed: int
+) -> dict[str, float | int]:
+    valid = dose_pairs.dropna(subset=[SSIM])
+    effects = 1.0 - stats.per_image_mean(valid, SSIM).to_numpy()
+    effect = _mean_and_ci(effects, n_resamples, seed)
+    row: dict[str, float | int] = {
+        "n": len(valid),
+        "effect_mean": effect[0],
+        "effect_ci_low": effect[1],
+        "effect_ci_high": effect[2],
+    }
+    for metric in quality_metrics:
+        column = f"{metric}_delta"
+        mean, low, high = _mean_and_ci(stats.per_image_mean(dose_pairs, column).to_numpy(), n_resamples, seed)
+        row.update({f"{column}_mean": mean, f"{column}_ci_low": low, f"{column}_ci_high": high})
+    return row
+
+
+def smallest_dose_above_noise(doses: pd.Series, effect_ci_low: pd.Series, noise_effect: float) -> str:
+    """The smallest positive dose whose effect interval lies wholly above the
+    noise effect, formatted, or ``"none"``. Negative doses point away from
+    the word and are not a "smallest amount" of it."""
+    above = doses[(doses > 0) & (effect_ci_low > noise_effect)]
+    return format_dose(float(above.min())) if len(above) else NO_DOSE
+
+
+def dose_response_table(
+    pairs: pd.DataFrame,
+    noise_floor: pd.DataFrame,
+    quality_metrics: Sequence[str],
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How a prompt's effect and the image quality change with its dose.
+
+    ``pairs``: one row per (image, prompt, dose, seed), columns image_id,
+    prompt_id, kind, dose, seed, ssim (SSIM of the dosed generation to the
+    same-seed baseline) and ``{m}_delta`` for each ``m`` in
+    ``quality_metrics`` (the metric of the dosed generation minus the
+    baseline's). ``noise_floor``: columns image_id, seed_a, seed_b, ssim
+    (SSIM between an image's baselines of two seeds).
+
+    One row per (prompt_id, dose), sorted by kind, prompt_id and dose, with:
+
+    * prompt_id, kind, dose;
+    * n: pairs with a non-NaN SSIM;
+    * effect_mean: mean over images of each image's mean ``1 - ssim``;
+    * effect_ci_low/high: its 95% percentile cluster-bootstrap interval over images;
+    * ``{m}_delta_mean``, ``{m}_delta_ci_low/high``: the same for each quality metric's delta;
+    * noise_effect: ``1 - `` the mean over images of each image's mean
+      noise-floor SSIM: what a new seed alone changes;
+    * smallest_dose_above_noise: per prompt, the smallest positive dose whose
+      effect_ci_low exceeds noise_effect (see :func:`smallest_dose_above_noise`),
+      or "none"; the same on each of the prompt's rows.
+
+    Each row's bootstrap draws from ``default_rng(seed)`` afresh, so a row
+    depends only on its own pairs.
+    """
+    noise_effect = 1.0 - float(stats.per_image_mean(noise_floor, SSIM).mean())
+    rows = [
+        {stats.PROMPT: prompt_id, stats.KIND: kind, "dose": float(dose),
+         **_dose_row(dose_pairs, quality_metrics, n_resamples, seed)}
+        for (prompt_id, kind, dose), dose_pairs in pairs.groupby([stats.PROMPT, stats.KIND, "dose"], sort=True)
+    ]
+    if not rows:
+        raise ValueError("no dosed pairs to tabulate")
+    table = pd.DataFrame(rows).sort_values([stats.KIND, stats.PROMPT, "dose"], ignore_index=True)
+    table["noise_effect"] = noise_effect
+    smallest = {
+        prompt_id: smallest_dose_above_noise(prompt_rows["dose"], prompt_rows["effect_ci_low"], noise_effect)
+        for prompt_id, prompt_rows in table.groupby(stats.PROMPT)
+    }
+    table["smallest_dose_above_noise"] = table[stats.PROMPT].map(smallest)
+    return table
