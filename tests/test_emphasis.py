@@ -42,12 +42,18 @@ NEGATIVE = PromptSpec("neg3", "negative", 3, "lowres, worst quality")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[models.ResolvedWeights, models.ResolvedWeights]:
     directory = tmp_path_factory.mktemp("tiny")
     write_tiny_model(directory / "base", directory / "controlnet")
-    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
-    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
-    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+    return (
+        models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base"),
+        models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet"),
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_weights):
+    return models.load_pipeline(*tiny_weights, models.PipelineOptions("cpu", torch.float32))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def word_images(pipeline, control) -> dict[str, list[GeneratedImage]]:
 
 
 def pipeline_embedding(pipeline, text: str) -> torch.Tensor:
-    prompt_embeds, _ = pipeline.encode_prompt(text, "cpu", 1, False)
+    prompt_embeds, _ = pipeline.encode_prompt(text, pipeline._execution_device, 1, False)
     return prompt_embeds
 
 
@@ -136,6 +142,38 @@ def test_literal_encoding_ignores_compel_syntax(pipeline) -> None:
 def test_conjunctions_are_refused(pipeline) -> None:
     with pytest.raises(ValueError, match="and\\(\\)"):
         encode_text(pipeline, '("cat", "dog").and()')
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [
+        ("cpu", torch.bfloat16),
+        pytest.param(
+            "cuda",
+            torch.float16,
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+        ),
+    ],
+)
+def test_encodings_match_the_pipeline_in_its_device_and_dtype(tiny_weights, device: str, dtype: torch.dtype) -> None:
+    reduced = models.load_pipeline(*tiny_weights, models.PipelineOptions(device, dtype))
+    for text in ["cat, best quality", "", 'a (red) "cat", 1+1']:
+        expected = pipeline_embedding(reduced, text)
+        literal = encode_literal_text(reduced, text)
+        assert literal.dtype == dtype and literal.device.type == device
+        assert torch.equal(literal, expected)
+    assert torch.equal(encode_text(reduced, "cat, best quality"), pipeline_embedding(reduced, "cat, best quality"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, control, monkeypatch) -> None:
+    gpu = models.load_pipeline(*tiny_weights, models.PipelineOptions("cuda", torch.float16))
+    encode = functools.partial(encode_literal_text, gpu)
+    for prompt in (POSITIVE, NEGATIVE):
+        pair = emphasis.dose_condition_pair(condition_prompts(IMAGE, None), condition_prompts(IMAGE, prompt), 1.0, encode)
+        dosed = from_embeddings(gpu, control, pair, monkeypatch)
+        assert_same_pixels(dosed, from_texts(gpu, control, condition_prompts(IMAGE, prompt)))
 
 
 @pytest.mark.parametrize(
