@@ -30,7 +30,8 @@ from promptsweep.emphasis import (
 )
 from promptsweep.generation import GenerationSettings, GeneratedImage, generate
 from promptsweep.metrics import ssim
-from promptsweep.study import ConditionPrompts, ImageSpec, PromptSpec, condition_prompts
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import ImageSpec, PromptSpec, condition_input
 from promptsweep.tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
@@ -73,7 +74,7 @@ def encode(pipeline):
 def word_images(pipeline, control) -> dict[str, list[GeneratedImage]]:
     """The baseline and two word variants generated from their texts, once."""
     return {
-        name: from_texts(pipeline, control, condition_prompts(IMAGE, prompt))
+        name: from_texts(pipeline, control, condition_input(IMAGE, prompt))
         for name, prompt in [("baseline", None), ("pos3", POSITIVE), ("neg3", NEGATIVE)]
     }
 
@@ -83,7 +84,7 @@ def pipeline_embedding(pipeline, text: str) -> torch.Tensor:
     return prompt_embeds
 
 
-def from_texts(pipeline, control, texts: ConditionPrompts) -> list[GeneratedImage]:
+def from_texts(pipeline, control, texts: GenerationInput) -> list[GeneratedImage]:
     return generate(pipeline, control, texts, SEEDS, SETTINGS, seeds_per_batch=2)
 
 
@@ -104,7 +105,7 @@ def from_embeddings(pipeline, control, pair: EmbeddingPair, monkeypatch) -> list
 
     with monkeypatch.context() as patch:
         patch.setattr(generation, "with_scheduler", with_embeddings)
-        return generate(pipeline, control, ConditionPrompts(unused, unused), SEEDS, SETTINGS, seeds_per_batch=2)
+        return generate(pipeline, control, GenerationInput(unused, unused), SEEDS, SETTINGS, seeds_per_batch=2)
 
 
 def assert_same_pixels(first: list[GeneratedImage], second: list[GeneratedImage]) -> None:
@@ -171,9 +172,9 @@ def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, co
     gpu = models.load_pipeline(*tiny_weights, models.PipelineOptions("cuda", torch.float16))
     encode = functools.partial(encode_literal_text, gpu)
     for prompt in (POSITIVE, NEGATIVE):
-        pair = emphasis.dose_condition_pair(condition_prompts(IMAGE, None), condition_prompts(IMAGE, prompt), 1.0, encode)
+        pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
         dosed = from_embeddings(gpu, control, pair, monkeypatch)
-        assert_same_pixels(dosed, from_texts(gpu, control, condition_prompts(IMAGE, prompt)))
+        assert_same_pixels(dosed, from_texts(gpu, control, condition_input(IMAGE, prompt)))
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, co
 def test_embeddings_generate_the_same_images_as_texts(
     pipeline, control, encode, word_images, monkeypatch, name, prompt
 ) -> None:
-    pair = encode_condition(condition_prompts(IMAGE, prompt), encode)
+    pair = encode_condition(condition_input(IMAGE, prompt), encode)
     assert_same_pixels(from_embeddings(pipeline, control, pair, monkeypatch), word_images[name])
 
 
@@ -192,7 +193,7 @@ def test_embeddings_generate_the_same_images_as_texts(
 @pytest.fixture(scope="module")
 def pairs(encode) -> dict[str, EmbeddingPair]:
     return {
-        name: encode_condition(condition_prompts(IMAGE, prompt), encode)
+        name: encode_condition(condition_input(IMAGE, prompt), encode)
         for name, prompt in [("baseline", None), ("pos3", POSITIVE), ("pos1", OTHER_POSITIVE), ("neg3", NEGATIVE)]
     }
 
@@ -224,13 +225,13 @@ def test_dose_condition_pair_matches_the_definition(pipeline, encode) -> None:
     """Positive: E(p) + d (E("p, a") - E(p)) and E(""); negative: E(p) and E("") + d (E(n) - E(""))."""
     dose = 1.5
     positive = emphasis.dose_condition_pair(
-        condition_prompts(IMAGE, None), condition_prompts(IMAGE, POSITIVE), dose, encode
+        condition_input(IMAGE, None), condition_input(IMAGE, POSITIVE), dose, encode
     )
     p, pa, empty = encode_text(pipeline, "cat"), encode_text(pipeline, "cat, best quality"), encode_text(pipeline, "")
     torch.testing.assert_close(positive.prompt_embeds, p + dose * (pa - p))
     assert torch.equal(positive.negative_prompt_embeds, empty)
     negative = emphasis.dose_condition_pair(
-        condition_prompts(IMAGE, None), condition_prompts(IMAGE, NEGATIVE), dose, encode
+        condition_input(IMAGE, None), condition_input(IMAGE, NEGATIVE), dose, encode
     )
     n = encode_text(pipeline, "lowres, worst quality")
     assert torch.equal(negative.prompt_embeds, p)
@@ -241,7 +242,7 @@ def test_dose_condition_pair_matches_the_definition(pipeline, encode) -> None:
 def test_dose_one_generates_the_word_variant(
     pipeline, control, encode, word_images, monkeypatch, name, prompt
 ) -> None:
-    pair = emphasis.dose_condition_pair(condition_prompts(IMAGE, None), condition_prompts(IMAGE, prompt), 1.0, encode)
+    pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
     dosed = from_embeddings(pipeline, control, pair, monkeypatch)
     for one, other in zip(dosed, word_images[name]):
         assert ssim(one.pixels, other.pixels) >= 0.99

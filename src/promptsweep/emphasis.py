@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from promptsweep import stats
-from promptsweep.study import BASELINE, ConditionPrompts
+from promptsweep.conditions import BASELINE, GenerationInput
 
 # torch and compel are imported where text is encoded: the table functions
 # run in workflow steps that never load a model, and importing compel (it
@@ -190,7 +190,7 @@ class EmbeddingPair:
         }
 
 
-def encode_condition(texts: ConditionPrompts, encode: TextEncoder) -> EmbeddingPair:
+def encode_condition(texts: GenerationInput, encode: TextEncoder) -> EmbeddingPair:
     """The embedding pair of a condition's two texts."""
     return EmbeddingPair(encode(texts.prompt), encode(texts.negative_prompt))
 
@@ -228,10 +228,10 @@ def dosed_pair(baseline: EmbeddingPair, word: EmbeddingPair, dose: float) -> Emb
 
 
 def dose_condition_pair(
-    baseline_texts: ConditionPrompts, word_texts: ConditionPrompts, dose: float, encode: TextEncoder
+    baseline_texts: GenerationInput, word_texts: GenerationInput, dose: float, encode: TextEncoder
 ) -> EmbeddingPair:
     """The embedding pair of a word prompt at ``dose``, from the texts of the
-    baseline and of the word variant (``study.condition_prompts``).
+    baseline and of the word variant (``study.condition_input``).
 
     ``encode`` is ``functools.partial(encode_literal_text, pipeline)`` for
     the study's sheet texts, so that dose 1 generates the word variant.
