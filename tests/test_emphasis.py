@@ -548,3 +548,60 @@ def test_dose_response_table() -> None:
     assert table["noise_effect"].tolist() == pytest.approx([0.1] * len(table))
     smallest = dict(zip(table["prompt_id"], table["smallest_dose_above_noise"]))
     assert smallest == {"pos1": "1", "neg1": "none"}
+
+
+# --- Weights in sheet texts and the generation job's embeddings ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "weighted"),
+    [
+        ("cat, best quality", False),
+        ("a (red) \"cat\", 1+1", False),  # compel syntax without a weight: read as written
+        ("(best quality)1.0", False),
+        ("lowres, bad-hands", False),
+        ("(best quality)1.3", True),
+        ("(best quality)0.7", True),
+        ("best quality++", True),
+        ("best quality-", True),
+    ],
+)
+def test_has_weights(text: str, weighted: bool) -> None:
+    assert emphasis.has_weights(text) is weighted
+
+
+def test_texts_without_weights_keep_the_text_path(pipeline) -> None:
+    for texts in [condition_input(IMAGE, None), condition_input(IMAGE, POSITIVE), GenerationInput("cat", 'a (red) "cat"')]:
+        embedded = emphasis.condition_embeddings(pipeline, texts, None)
+        assert embedded.method == "text" and embedded.pair is None and embedded.dose is None
+
+
+def test_weighted_text_goes_through_compel(pipeline, control) -> None:
+    texts = GenerationInput("cat, (best quality)1.3", "")
+    embedded = emphasis.condition_embeddings(pipeline, texts, None)
+    assert embedded.method == "compel"
+    assert torch.equal(embedded.pair.prompt_embeds, encode_text(pipeline, texts.prompt))
+    assert torch.equal(embedded.pair.negative_prompt_embeds, pipeline_embedding(pipeline, ""))
+    images = generate(pipeline, control, embedded.pair, SEEDS, SETTINGS, seeds_per_batch=2)
+    assert all(image.problem is None for image in images)
+
+
+@pytest.mark.parametrize(("prompt", "name"), [(POSITIVE, "pos3"), (NEGATIVE, "neg3")])
+def test_dose_request_at_one_generates_the_word_variant(pipeline, control, word_images, prompt, name) -> None:
+    """The generation job's path: a request, its embeddings, generation.generate."""
+    request = emphasis.embedding_request(
+        condition_input(IMAGE, None), {prompt.prompt_id: condition_input(IMAGE, prompt)}, [(prompt.prompt_id, 1.0)]
+    )
+    embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, prompt), request)
+    assert embedded.method == "dose" and embedded.dose == 1.0
+    assert embedded.norms["shift_norm"] == pytest.approx(embedded.norms["direction_norm"])
+    dosed = generate(pipeline, control, embedded.pair, SEEDS, SETTINGS, seeds_per_batch=2)
+    for one, other in zip(dosed, word_images[name]):
+        assert ssim(one.pixels, other.pixels) >= 0.99
+
+
+def test_mixture_request(pipeline) -> None:
+    words = {p.prompt_id: condition_input(IMAGE, p) for p in (POSITIVE, OTHER_POSITIVE)}
+    request = emphasis.embedding_request(condition_input(IMAGE, None), words, [("pos3", 0.5), ("pos1", 1.0)])
+    embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, None), request)
+    assert embedded.method == "mixture" and embedded.norms["shift_norm"] > 0

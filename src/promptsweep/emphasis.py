@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from compel import Compel
 
 DOSES_KEY = "emphasis.doses"
+PROMPTS_KEY = "emphasis.prompts"
+OBJECTIVE_KEY = "emphasis.search.objective"
 BUDGET_KEY = "emphasis.search.budget"
 SELECTION_SEEDS_KEY = "emphasis.search.selection_seeds"
 EVALUATION_SEEDS_KEY = "emphasis.search.evaluation_seeds"
@@ -168,6 +170,34 @@ def encode_literal_text(pipeline: Any, text: str) -> torch.Tensor:
             text_batch=[[text]], fragment_weights_batch=[[1.0]], device=compel.device
         )
     return _check_one_window(text, embedding, pipeline)
+
+
+def has_weights(text: str) -> bool:
+    """Whether ``text`` uses compel's weight syntax: ``(words)1.3``,
+    ``words+``, ``words--``, a blend or a conjunction.
+
+    "Has weights" means compel's parser finds a fragment whose weight is not
+    1, or a structure other than one plain prompt (blend, conjunction, edit).
+    Parentheses or quotes alone (``"a (red) cat"``, ``(x)1.0``) are not
+    weights: such a text goes to the pipeline as written, exactly as before
+    compel was used, so that every text without weights generates
+    bit-identical images.
+    """
+    from compel.prompt_parser import FlattenedPrompt, Fragment, PromptParser
+
+    conjunction = PromptParser().parse_conjunction(text)
+    if len(conjunction.prompts) != 1 or any(weight != 1.0 for weight in conjunction.weights):
+        return True
+    (prompt,) = conjunction.prompts
+    if not isinstance(prompt, FlattenedPrompt):
+        return True
+    return any(not isinstance(child, Fragment) or child.weight != 1.0 for child in prompt.children)
+
+
+def encode_sheet_text(pipeline: Any, text: str) -> torch.Tensor:
+    """``E(text)`` of a sheet text: through compel's weights when it has
+    them (:func:`has_weights`), read as written otherwise."""
+    return encode_text(pipeline, text) if has_weights(text) else encode_literal_text(pipeline, text)
 
 
 @dataclass(frozen=True)
@@ -490,6 +520,178 @@ def check_search_seeds(selection_seeds: Sequence[int], evaluation_seeds: Sequenc
         )
 
 
+# --- Generation requests ------------------------------------------------------------
+
+METHOD_TEXT = "text"
+METHOD_COMPEL = "compel"
+METHOD_DOSE = "dose"
+METHOD_MIXTURE = "mixture"
+
+
+def embedding_request(
+    baseline: GenerationInput, words: Mapping[str, GenerationInput], terms: Sequence[tuple[str, float]]
+) -> dict[str, Any]:
+    """What a dosed or mixed condition's embeddings depend on, as plain values
+    for a generation request: the texts of the baseline (``p`` and ``""``),
+    of each word variant it names (``"p, a"`` and ``""``, or ``p`` and ``n``)
+    and each term's prompt id and dose (one term: a dose; several: a mixture
+    of positive directions). Only the named prompts' texts are in it, so an
+    edit of another prompt leaves the request unchanged."""
+    return {
+        "method": METHOD_DOSE if len(terms) == 1 else METHOD_MIXTURE,
+        "baseline": {"prompt": baseline.prompt, "negative_prompt": baseline.negative_prompt},
+        "words": {
+            prompt_id: {"prompt": words[prompt_id].prompt, "negative_prompt": words[prompt_id].negative_prompt}
+            for prompt_id, _ in terms
+        },
+        "terms": [[prompt_id, float(dose)] for prompt_id, dose in terms],
+    }
+
+
+@dataclass(frozen=True)
+class ConditionEmbeddings:
+    """What a generation job hands to ``generation.generate`` and records."""
+
+    pair: EmbeddingPair | None
+    """None: the texts go to the pipeline as today (method "text")."""
+    method: str
+    dose: float | None
+    norms: dict[str, float]
+
+
+def _pair_norms(pair: EmbeddingPair) -> dict[str, float]:
+    return {
+        "prompt_embeds_norm": _frobenius(pair.prompt_embeds),
+        "negative_prompt_embeds_norm": _frobenius(pair.negative_prompt_embeds),
+    }
+
+
+def condition_embeddings(
+    pipeline: Any, texts: GenerationInput, request: Mapping[str, Any] | None
+) -> ConditionEmbeddings:
+    """The embeddings of one condition from its generation request's parts.
+
+    * ``request`` None and no weights in either text: method "text", no
+      embeddings (the pipeline encodes the texts, bit-identical to before);
+    * ``request`` None and weights in a text: method "compel", each text
+      through :func:`encode_sheet_text`;
+    * an :func:`embedding_request`: method "dose" (:func:`dosed_pair`) or
+      "mixture" (:func:`mixture_pair`), from the baseline's and word
+      variants' texts, each encoded with :func:`encode_sheet_text`.
+    """
+    if request is None:
+        if not (has_weights(texts.prompt) or has_weights(texts.negative_prompt)):
+            return ConditionEmbeddings(None, METHOD_TEXT, None, {})
+        pair = encode_condition(texts, lambda text: encode_sheet_text(pipeline, text))
+        return ConditionEmbeddings(pair, METHOD_COMPEL, None, _pair_norms(pair))
+
+    def encode(text: str) -> torch.Tensor:
+        return encode_sheet_text(pipeline, text)
+
+    baseline = encode_condition(GenerationInput(**request["baseline"]), encode)
+    words = {
+        prompt_id: encode_condition(GenerationInput(**word), encode) for prompt_id, word in request["words"].items()
+    }
+    terms = tuple((prompt_id, float(dose)) for prompt_id, dose in request["terms"])
+    pair = candidate_pair(Candidate(terms), baseline, words)
+    if len(terms) == 1:
+        (prompt_id, dose), = terms
+        return ConditionEmbeddings(pair, METHOD_DOSE, dose, embedding_norms(baseline, words[prompt_id], dose))
+    shift = math.hypot(
+        _frobenius(pair.prompt_embeds - baseline.prompt_embeds),
+        _frobenius(pair.negative_prompt_embeds - baseline.negative_prompt_embeds),
+    )
+    return ConditionEmbeddings(pair, METHOD_MIXTURE, None, {**_pair_norms(pair), "shift_norm": shift})
+
+
+# --- The study's plan ---------------------------------------------------------------
+
+
+def check_objective(objective: str, per_image_metrics: Sequence[str]) -> None:
+    """The search objective must be a registered per-image metric (higher is better)."""
+    if objective not in per_image_metrics:
+        raise EmphasisConfigError(
+            f"{OBJECTIVE_KEY}: {objective!r} is not a registered per-image metric; use one of "
+            f"{sorted(per_image_metrics)}"
+        )
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The latent search's fixed grid, seeds and objective."""
+
+    objective: str
+    tolerances: Tolerances
+    selection_seeds: tuple[int, ...]
+    evaluation_seeds: tuple[int, ...]
+    budget: int
+    candidates: tuple[Candidate, ...]
+    word_prompts: tuple[str, ...]
+    cost: SearchCost
+
+    @property
+    def conditions(self) -> list[str]:
+        """What is generated on the selection seeds: baseline, word prompts, candidates."""
+        return [BASELINE, *self.word_prompts, *(candidate.name for candidate in self.candidates)]
+
+
+@dataclass(frozen=True)
+class EmphasisPlan:
+    """The ``emphasis:`` config, checked: the dosed conditions and the search."""
+
+    doses: tuple[float, ...]
+    prompt_ids: tuple[str, ...]
+    dose_conditions: dict[str, tuple[str, float]]
+    """Condition id -> (prompt id, dose), prompts in sheet order, doses as listed."""
+    search: SearchPlan | None
+
+
+def emphasis_plan(
+    settings: Mapping[str, Any],
+    prompt_kinds: Mapping[str, str],
+    n_images: int,
+    per_image_metrics: Sequence[str],
+) -> EmphasisPlan:
+    """Check the ``emphasis:`` config against the prompt sheet (prompt id ->
+    kind, in sheet order) and the metric registry, and lay out its conditions.
+    Raises :class:`EmphasisConfigError` naming the key to change."""
+    doses = validated_doses(settings.get("doses") or [])
+    chosen = settings.get("prompts")
+    prompt_ids = tuple(prompt_kinds) if chosen is None else tuple(chosen)
+    unknown = [prompt_id for prompt_id in prompt_ids if prompt_id not in prompt_kinds]
+    if unknown:
+        raise EmphasisConfigError(
+            f"{PROMPTS_KEY}: {unknown} are not prompt ids of the prompt sheet; use some of {list(prompt_kinds)}"
+        )
+    dose_conditions = {
+        condition_id(prompt_id, dose): (prompt_id, dose) for prompt_id in prompt_ids for dose in doses
+    }
+    search_settings = settings.get("search")
+    search = None
+    if search_settings:
+        check_objective(search_settings["objective"], per_image_metrics)
+        selection = tuple(int(seed) for seed in search_settings["selection_seeds"])
+        evaluation = tuple(int(seed) for seed in search_settings["evaluation_seeds"])
+        check_search_seeds(selection, evaluation)
+        positives = [p for p in prompt_ids if prompt_kinds[p] == "positive"]
+        negatives = [p for p in prompt_ids if prompt_kinds[p] == "negative"]
+        candidates = tuple(search_candidates(positives, negatives, doses))
+        cost = search_cost(n_images, len(candidates), len(prompt_ids), len(selection), len(evaluation))
+        check_search_budget(cost, int(search_settings["budget"]))
+        tolerances = search_settings.get("tolerances") or {}
+        search = SearchPlan(
+            objective=search_settings["objective"],
+            tolerances=Tolerances(float(tolerances.get("edge_f1", 0.05)), float(tolerances.get("clip_score", 0.01))),
+            selection_seeds=selection,
+            evaluation_seeds=evaluation,
+            budget=int(search_settings["budget"]),
+            candidates=candidates,
+            word_prompts=prompt_ids,
+            cost=cost,
+        )
+    return EmphasisPlan(doses, prompt_ids, dose_conditions, search)
+
+
 # --- Selection and evaluation -----------------------------------------------------
 
 
@@ -546,7 +748,7 @@ def _selection_score(
 ) -> float:
     """The condition's mean paired gain in ``objective``, or NaN when it has
     no paired rows or breaks a tolerance."""
-    constrained = {EDGE_F1: tolerances.edge_f1}
+    constrained = {EDGE_F1: tolerances.edge_f1} if objective != EDGE_F1 else {}
     # CLIP score is a constraint only where it was computed and is not the objective itself.
     if objective != CLIP_SCORE and _has_values(selection_rows, CLIP_SCORE):
         constrained[CLIP_SCORE] = tolerances.clip_score
@@ -594,7 +796,7 @@ class Evaluation:
 def _evaluate(
     evaluation_rows: pd.DataFrame, condition: str, objective: str, n_resamples: int, seed: int
 ) -> Evaluation:
-    differences = paired_differences(evaluation_rows, condition, [objective, EDGE_F1])
+    differences = paired_differences(evaluation_rows, condition, list(dict.fromkeys([objective, EDGE_F1])))
     gains = _image_means(differences, objective)
     if gains.size == 0:
         raise ValueError(
