@@ -216,5 +216,47 @@ def emphasis_outputs():
             "results/plots/dose_response.png",
         ]
     if SEARCH is not None:
-        outputs += ["results/tables/latent_search.csv", "results/tables/latent_search.md"]
+        outputs += [
+            "results/tables/latent_search.csv",
+            "results/tables/latent_search.md",
+        ]
     return outputs
+
+
+# Emphasis (workflow/rules/emphasis.smk) ----------------------------------------
+
+
+def search_generated(image, condition, suffix):
+    return [
+        f"results/search/generated/{image}/{condition}/seed{seed}.{suffix}"
+        for seed in SEARCH.selection_seeds
+    ]
+
+
+def evaluation_generated(image, slot, suffix):
+    return [
+        f"results/search/evaluation/{image}/{slot}/seed{seed}.{suffix}"
+        for seed in SEARCH.evaluation_seeds
+    ]
+
+
+def search_settings():
+    return {
+        "candidates": [candidate.name for candidate in SEARCH.candidates],
+        "word_prompts": list(SEARCH.word_prompts),
+        "selection_seeds": list(SEARCH.selection_seeds),
+        "objective": SEARCH.objective,
+        "tolerances": {
+            "edge_f1": SEARCH.tolerances.edge_f1,
+            "clip_score": SEARCH.tolerances.clip_score,
+        },
+    }
+
+
+def evaluation_conditions(slot):
+    """Every condition the selection may put in ``slot``."""
+    return {
+        BASELINE: [BASELINE],
+        "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
+        "best_word": [BASELINE, *SEARCH.word_prompts],
+    }[slot]

@@ -4,42 +4,6 @@
 # by pair_metrics like word prompts; everything below is emphasis-only.
 
 
-def search_generated(image, condition, suffix):
-    return [
-        f"results/search/generated/{image}/{condition}/seed{seed}.{suffix}"
-        for seed in SEARCH.selection_seeds
-    ]
-
-
-def evaluation_generated(image, slot, suffix):
-    return [
-        f"results/search/evaluation/{image}/{slot}/seed{seed}.{suffix}"
-        for seed in SEARCH.evaluation_seeds
-    ]
-
-
-def search_settings():
-    return {
-        "candidates": [candidate.name for candidate in SEARCH.candidates],
-        "word_prompts": list(SEARCH.word_prompts),
-        "selection_seeds": list(SEARCH.selection_seeds),
-        "objective": SEARCH.objective,
-        "tolerances": {
-            "edge_f1": SEARCH.tolerances.edge_f1,
-            "clip_score": SEARCH.tolerances.clip_score,
-        },
-    }
-
-
-def evaluation_conditions(slot):
-    """Every condition the selection may put in ``slot``."""
-    return {
-        BASELINE: [BASELINE],
-        "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
-        "best_word": [BASELINE, *SEARCH.word_prompts],
-    }[slot]
-
-
 localrules:
     condition_image_metrics,
     dose_response,
@@ -184,17 +148,13 @@ if SEARCH is not None:
             canny_low=config["generation"]["canny_low"],
             canny_high=config["generation"]["canny_high"],
             settings=registry.metric_settings(config["metrics"], "image"),
+            conditions=SEARCH_CONDITIONS,
+            seeds=list(SEARCH.selection_seeds),
         run:
             emphasis_jobs.search_image_metrics(
                 image_id=wildcards.image,
-                edge_map=input.edge_map,
-                conditions=SEARCH_CONDITIONS,
-                seeds=list(SEARCH.selection_seeds),
-                images=input.images,
-                records=input.records,
-                canny_low=params.canny_low,
-                canny_high=params.canny_high,
-                settings=params.settings,
+                **input,
+                **params,
                 output=output[0],
                 log=log[0],
             )
@@ -203,7 +163,9 @@ if SEARCH is not None:
     # among its inputs (tests/test_emphasis_workflow.py checks the DAG).
     rule search_selection:
         input:
-            image_metrics=expand("results/search/image_metrics/{image}.tsv", image=IMAGES),
+            image_metrics=expand(
+                "results/search/image_metrics/{image}.tsv", image=IMAGES
+            ),
         output:
             "results/search/selection.json",
         log:
@@ -275,17 +237,13 @@ if SEARCH is not None:
             canny_low=config["generation"]["canny_low"],
             canny_high=config["generation"]["canny_high"],
             settings=registry.metric_settings(config["metrics"], "image"),
+            conditions=SEARCH_SLOTS,
+            seeds=list(SEARCH.evaluation_seeds),
         run:
             emphasis_jobs.evaluation_image_metrics(
                 image_id=wildcards.image,
-                edge_map=input.edge_map,
-                conditions=SEARCH_SLOTS,
-                seeds=list(SEARCH.evaluation_seeds),
-                images=input.images,
-                records=input.records,
-                canny_low=params.canny_low,
-                canny_high=params.canny_high,
-                settings=params.settings,
+                **input,
+                **params,
                 output=output[0],
                 log=log[0],
             )
@@ -293,7 +251,9 @@ if SEARCH is not None:
     rule latent_search:
         input:
             selection="results/search/selection.json",
-            image_metrics=expand("results/search/image_metrics/{image}.tsv", image=IMAGES),
+            image_metrics=expand(
+                "results/search/image_metrics/{image}.tsv", image=IMAGES
+            ),
             evaluation_metrics=expand(
                 "results/search/evaluation_metrics/{image}.tsv", image=IMAGES
             ),

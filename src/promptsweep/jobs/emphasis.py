@@ -34,13 +34,16 @@ def condition_image_metrics(**arguments: Any) -> None:
     metric_jobs.image_metrics(**arguments)
 
 
-def search_image_metrics(**arguments: Any) -> None:
-    """Every per-image metric of one image's search generations (selection seeds only)."""
+def search_image_metrics(*, weights: Sequence[str] = (), **arguments: Any) -> None:
+    """Every per-image metric of one image's search generations (selection
+    seeds only). ``weights`` are the learned metrics' files, inputs only so
+    that a new one reruns the job."""
     metric_jobs.image_metrics(**arguments)
 
 
-def evaluation_image_metrics(**arguments: Any) -> None:
-    """Every per-image metric of one image's evaluation slots (evaluation seeds only)."""
+def evaluation_image_metrics(*, weights: Sequence[str] = (), **arguments: Any) -> None:
+    """Every per-image metric of one image's evaluation slots (evaluation
+    seeds only); ``weights`` as in :func:`search_image_metrics`."""
     metric_jobs.image_metrics(**arguments)
 
 
