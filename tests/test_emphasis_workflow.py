@@ -113,7 +113,7 @@ def test_a_changed_prompt_regenerates_only_its_doses(dose_study: Study) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edit", "named"),
+    ("old", "new", "named"),
     [
         ("doses: [0.5, 2]", "doses: [0.5, 5]", "['emphasis']['doses'][1]"),
         ("objective: edge_f1", "objective: sharpnes", "emphasis.search.objective: 'sharpnes'"),
@@ -122,8 +122,9 @@ def test_a_changed_prompt_regenerates_only_its_doses(dose_study: Study) -> None:
     ],
     ids=["dose-range", "objective", "seed-overlap", "budget"],
 )
-def test_bad_emphasis_config_stops_before_any_job(study: Study, edit: tuple[str, str], named: str) -> None:
-    with_emphasis(study, EMPHASIS.replace(*edit) if isinstance(edit, tuple) else EMPHASIS)
+def test_bad_emphasis_config_stops_before_any_job(study: Study, old: str, new: str, named: str) -> None:
+    assert old in EMPHASIS
+    with_emphasis(study, EMPHASIS.replace(old, new))
     result = study.snakemake("--dry-run", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
