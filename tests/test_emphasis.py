@@ -605,3 +605,23 @@ def test_mixture_request(pipeline) -> None:
     request = emphasis.embedding_request(condition_input(IMAGE, None), words, [("pos3", 0.5), ("pos1", 1.0)])
     embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, None), request)
     assert embedded.method == "mixture" and embedded.norms["shift_norm"] > 0
+
+
+def _search_table(rows: list[tuple[str, float, float, float]], best_word: str) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=["candidate", "gain_mean", "gain_ci_low", "gain_ci_high"])
+    table["best_word_prompt"] = best_word
+    table["best_word_gain_mean"] = float(table.loc[table.candidate == best_word, "gain_mean"].iloc[0])
+    return table
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ([("pos3@2", 0.5, 0.4, 0.6), ("pos3", 0.1, 0.0, 0.2)], "pos3@2 is better than the best word prompt pos3"),
+        ([("pos3@2", 0.3, 0.1, 0.5), ("pos3", 0.2, 0.1, 0.3)], "pos3@2 is no better than the best word prompt pos3"),
+        ([("pos3@2", 0.1, -0.1, 0.3), ("pos3", 0.0, -0.1, 0.1)], "includes 0 (no better than the baseline)"),
+        ([("baseline", 0.0, math.nan, math.nan), ("pos3", 0.1, 0.0, 0.2)], "no better than the baseline"),
+    ],
+)
+def test_latent_search_verdict_reads_the_intervals(rows, says) -> None:
+    assert says in emphasis.latent_search_verdict(_search_table(rows, "pos3"))

@@ -884,6 +884,28 @@ def latent_search_table(
     return table[list(LATENT_SEARCH_COLUMNS)]
 
 
+def latent_search_verdict(table: pd.DataFrame) -> str:
+    """One sentence on a :func:`latent_search_table`: whether the chosen
+    candidate beat the baseline and the best word prompt on the evaluation
+    seeds, read on the intervals, not on the means alone."""
+    chosen = table.iloc[0]
+    word = table[table["candidate"] == chosen["best_word_prompt"]].iloc[0]
+    name = chosen["candidate"]
+    if name == BASELINE:
+        return "no candidate gained within the tolerances on the selection seeds: no better than the baseline"
+    parts = []
+    if not chosen["gain_ci_low"] > 0:
+        parts.append(f"{name}'s gain interval includes 0 (no better than the baseline)")
+    if chosen["gain_ci_low"] > word["gain_ci_high"] and chosen["gain_mean"] > chosen["best_word_gain_mean"]:
+        parts.append(f"{name} is better than the best word prompt {word['candidate']}")
+    else:
+        parts.append(
+            f"{name} is no better than the best word prompt {word['candidate']} (its gain interval does "
+            "not lie above the word prompt's)"
+        )
+    return "; ".join(parts)
+
+
 # --- Dose response ------------------------------------------------------------------
 
 

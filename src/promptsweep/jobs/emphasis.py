@@ -227,15 +227,11 @@ def latent_search(
         if table["candidate"].iloc[0] != chosen["chosen"]:
             raise RuntimeError(f"{selection} names {chosen['chosen']!r} but the table chose {table['candidate'].iloc[0]!r}")
         files.write_table(Path(outputs["csv"]), table)
-        verdict = (
-            "better than the best word prompt"
-            if table["gain_mean"].iloc[0] > table["best_word_gain_mean"].iloc[0]
-            else "no better than the best word prompt"
-        )
+        verdict = emphasis.latent_search_verdict(table)
         files.write_text(
             Path(outputs["md"]),
-            f"Chosen on seeds {list(selection_seeds)}, evaluated on seeds {list(evaluation_seeds)}: "
-            f"{table['candidate'].iloc[0]} is {verdict} on {objective} (mean over images of the "
-            "paired gain).\n\n" + tables.to_markdown(table),
+            f"Chosen on seeds {list(selection_seeds)}, evaluated on seeds {list(evaluation_seeds)}, "
+            f"objective {objective} (mean over images of the paired gain over the same-seed baseline, "
+            f"95% cluster-bootstrap interval): {verdict}.\n\n" + tables.to_markdown(table),
         )
-        logger.info("latent search: %s is %s", table["candidate"].iloc[0], verdict)
+        logger.info("latent search: %s", verdict)
