@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from PIL import Image
 
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
+
+if TYPE_CHECKING:
+    from promptsweep.emphasis import EmbeddingPair
 
 SCHEDULERS = {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler}
 LATENT_CHANNELS = 4
@@ -113,15 +116,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def generate(
     pipeline: StableDiffusionControlNetPipeline,
     control: Image.Image,
-    inputs: GenerationInput,
+    inputs: GenerationInput | EmbeddingPair,
     seeds: list[int],
     settings: GenerationSettings,
     seeds_per_batch: int,
 ) -> list[GeneratedImage]:
     """Generate one image per seed for one (image, condition).
 
-    Seeds run in batches of ``seeds_per_batch`` pipeline calls; each image's
-    result does not depend on the batching (up to float rounding).
+    ``inputs`` is the condition's two texts, which the pipeline encodes, or
+    an :class:`promptsweep.emphasis.EmbeddingPair` computed beforehand (a
+    dose, a mixture, a weighted text), passed as ``prompt_embeds`` and
+    ``negative_prompt_embeds``. Seeds run in batches of ``seeds_per_batch``
+    pipeline calls; each image's result does not depend on the batching (up
+    to float rounding).
     """
     scheduled = with_scheduler(pipeline, settings.scheduler)
     device = pipeline._execution_device
@@ -130,9 +137,18 @@ def generate(
     for start in range(0, len(seeds), seeds_per_batch):
         batch = seeds[start : start + seeds_per_batch]
         latents = initial_latents(batch, control.height, control.width)
+        if isinstance(inputs, GenerationInput):
+            conditioning: dict[str, Any] = {
+                "prompt": [inputs.prompt] * len(batch),
+                "negative_prompt": [inputs.negative_prompt] * len(batch),
+            }
+        else:
+            conditioning = {
+                name: embeds.to(device=device, dtype=dtype)
+                for name, embeds in inputs.pipeline_arguments(len(batch)).items()
+            }
         output = scheduled(
-            prompt=[inputs.prompt] * len(batch),
-            negative_prompt=[inputs.negative_prompt] * len(batch),
+            **conditioning,
             image=control,
             height=control.height,
             width=control.width,

@@ -111,6 +111,47 @@ def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequ
     save_figure(figure, path)
 
 
+def dose_response(
+    table: pd.DataFrame, metric: str | None, noise_effect: tuple[float, float, float],
+    model_name: str, tiny: bool, path: str | Path,
+) -> None:
+    """Effect (1 - SSIM to the baseline) and ``metric``'s delta against dose,
+    one line per prompt in its kind's colour, 95% CI bands, and the noise
+    effect (``(mean, ci_low, ci_high)`` of 1 - SSIM between seeds) as a band."""
+    panels = [("effect", "effect: 1 − SSIM to same-seed baseline")]
+    if metric is not None:
+        panels.append((f"{metric}_delta", f"Δ {metric} (dosed − baseline)"))
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for axes, (column, label) in zip(axes_list[0], panels):
+        if column == "effect":
+            mean, low, high = noise_effect
+            if np.isfinite(mean):
+                axes.axhspan(low if np.isfinite(low) else mean, high if np.isfinite(high) else mean,
+                             color="0.85", label="noise floor (seed alone), 95% CI")
+                axes.axhline(mean, color="0.4", linestyle="--", linewidth=1)
+        else:
+            axes.axhline(0.0, color="0.4", linewidth=1)
+        stem = column if column == "effect" else f"{column}_mean"
+        low_column = "effect_ci_low" if column == "effect" else f"{column}_ci_low"
+        high_column = "effect_ci_high" if column == "effect" else f"{column}_ci_high"
+        ordered = table.sort_values(["kind", "prompt_id"], key=lambda c: c.map(kind_rank) if c.name == "kind" else c)
+        for index, (prompt_id, rows) in enumerate(ordered.groupby("prompt_id", sort=False)):
+            rows = rows.sort_values("dose")
+            color = KIND_BY_NAME[rows["kind"].iloc[0]].color
+            line_column = "effect_mean" if column == "effect" else stem
+            axes.plot(rows["dose"], rows[line_column], marker="o", color=color, linestyle=styles[index % len(styles)],
+                      label=f"{prompt_id} ({rows['kind'].iloc[0]})")
+            axes.fill_between(rows["dose"], rows[low_column], rows[high_column], color=color, alpha=0.15)
+        axes.axvline(0.0, color="0.7", linewidth=0.8)
+        axes.axvline(1.0, color="0.7", linewidth=0.8, linestyle=":")
+        axes.set_xlabel("dose (0 = baseline, 1 = word prompt)")
+        axes.set_ylabel(label)
+        axes.legend(fontsize=7, loc="best")
+        _title(axes, "Dose response (mean, 95% bootstrap CI over images)", model_name, tiny)
+    save_figure(figure, path)
+
+
 def ssim_map_picture(ssim_map: np.ndarray) -> np.ndarray:
     """An SSIM map as an ``(H, W, 3)`` uint8 RGB picture in :data:`SSIM_MAP_COLORMAP`
     over the fixed :data:`SSIM_MAP_RANGE` (values below it get its lowest colour)."""

@@ -6,10 +6,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from promptsweep import registry
+from promptsweep import emphasis, registry
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs
 from promptsweep.jobs import gallery as gallery_jobs
+from promptsweep.jobs import emphasis as emphasis_jobs
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
 from promptsweep.jobs import model as model_jobs
@@ -42,6 +43,32 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
+try:
+    EMPHASIS = emphasis.emphasis_plan(
+        config["emphasis"],
+        {prompt_id: prompt.kind for prompt_id, prompt in PROMPTS.items()},
+        len(IMAGES),
+        # The search raises its objective: one whose higher values are better.
+        [
+            m.name
+            for m in registry.metrics_of("image")
+            if m.direction == "higher is better"
+        ],
+    )
+except emphasis.EmphasisConfigError as error:
+    raise WorkflowError(f"config: {error}") from None
+# Prompts at doses ("pos5@0.5"): generated like the word conditions, on SEEDS.
+DOSE_CONDITIONS = list(EMPHASIS.dose_conditions)
+SEARCH = EMPHASIS.search
+if SEARCH is not None:
+    logger.info(
+        f"emphasis.search: {len(SEARCH.candidates)} candidates; {SEARCH.cost.total} extra "
+        f"generations at most ({SEARCH.cost.selection} on selection seeds "
+        f"{list(SEARCH.selection_seeds)}, {SEARCH.cost.evaluation} on evaluation seeds "
+        f"{list(SEARCH.evaluation_seeds)}); budget {SEARCH.budget}"
+    )
+SEARCH_CONDITIONS = SEARCH.conditions if SEARCH is not None else []
+SEARCH_SLOTS = ["baseline", "chosen", "best_word"]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
 for metric in registry.learned_metrics():
     for path in metric.weight_files(config["metrics"][metric.config_key]):
@@ -68,8 +95,10 @@ def _alternatives(ids):
 
 wildcard_constraints:
     image=_alternatives(IMAGES),
-    condition=_alternatives(CONDITIONS),
-    prompt=_alternatives(PROMPTS),
+    condition=_alternatives([*CONDITIONS, *DOSE_CONDITIONS]),
+    prompt=_alternatives([*PROMPTS, *DOSE_CONDITIONS]),
+    candidate=_alternatives(SEARCH_CONDITIONS or [BASELINE]),
+    slot=_alternatives(SEARCH_SLOTS),
 
 
 # Everything but generation is cheap: on a cluster it runs in the submitting
@@ -128,19 +157,37 @@ def model_params():
     }
 
 
-def generation_request(image, condition):
-    """Everything one (image, condition) generation depends on, as plain values."""
-    inputs = condition_input(
-        IMAGES[image], None if condition == BASELINE else PROMPTS[condition]
+def generation_request(image, condition, seeds=None):
+    """Everything one (image, condition) generation depends on, as plain values.
+
+    ``condition`` is baseline, a prompt id, a dosed prompt ("pos5@0.5") or a
+    search candidate ("pos1@0.5+pos3@1"); a dosed or mixed one adds the
+    texts and doses its embeddings are made of (only the prompts it names).
+    """
+    request = {"image_id": image, "condition": condition}
+    if condition == BASELINE or condition in PROMPTS:
+        prompt = None if condition == BASELINE else PROMPTS[condition]
+        request.update(asdict(condition_input(IMAGES[image], prompt)))
+    else:
+        terms = emphasis.parse_candidate(condition).terms
+        baseline = condition_input(IMAGES[image], None)
+        words = {
+            prompt_id: condition_input(IMAGES[image], PROMPTS[prompt_id])
+            for prompt_id, _ in terms
+        }
+        # The record's texts (and the CLIP score's prompt): the word
+        # variant's for a dose, the image prompt's for a mixture.
+        shown = words[terms[0][0]] if len(terms) == 1 else baseline
+        request.update(asdict(shown))
+        request["embedding"] = emphasis.embedding_request(baseline, words, terms)
+    request.update(
+        {
+            "seeds": SEEDS if seeds is None else list(seeds),
+            "generation": generation_settings(config["generation"]),
+            "runtime": dict(config["runtime"]),
+        }
     )
-    return {
-        "image_id": image,
-        "condition": condition,
-        **asdict(inputs),
-        "seeds": SEEDS,
-        "generation": generation_settings(config["generation"]),
-        "runtime": dict(config["runtime"]),
-    }
+    return request
 
 
 def final_outputs():
@@ -173,4 +220,62 @@ def final_outputs():
         ),
         *expand("results/image_metrics/{image}.tsv", image=IMAGES),
         *expand("results/noise_floor/{image}.tsv", image=IMAGES),
+        *emphasis_outputs(),
     ]
+
+
+def emphasis_outputs():
+    """The dose-response table and plot when doses are configured, and the
+    latent search's table when it is."""
+    outputs = []
+    if DOSE_CONDITIONS:
+        outputs += [
+            "results/tables/dose_response.csv",
+            "results/tables/dose_response.md",
+            "results/plots/dose_response.png",
+        ]
+    if SEARCH is not None:
+        outputs += [
+            "results/tables/latent_search.csv",
+            "results/tables/latent_search.md",
+        ]
+    return outputs
+
+
+# Emphasis (workflow/rules/emphasis.smk) ----------------------------------------
+
+
+def search_generated(image, condition, suffix):
+    return [
+        f"results/search/generated/{image}/{condition}/seed{seed}.{suffix}"
+        for seed in SEARCH.selection_seeds
+    ]
+
+
+def evaluation_generated(image, slot, suffix):
+    return [
+        f"results/search/evaluation/{image}/{slot}/seed{seed}.{suffix}"
+        for seed in SEARCH.evaluation_seeds
+    ]
+
+
+def search_settings():
+    return {
+        "candidates": [candidate.name for candidate in SEARCH.candidates],
+        "word_prompts": list(SEARCH.word_prompts),
+        "selection_seeds": list(SEARCH.selection_seeds),
+        "objective": SEARCH.objective,
+        "tolerances": {
+            "edge_f1": SEARCH.tolerances.edge_f1,
+            "clip_score": SEARCH.tolerances.clip_score,
+        },
+    }
+
+
+def evaluation_conditions(slot):
+    """Every condition the selection may put in ``slot``."""
+    return {
+        BASELINE: [BASELINE],
+        "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
+        "best_word": [BASELINE, *SEARCH.word_prompts],
+    }[slot]

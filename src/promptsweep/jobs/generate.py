@@ -112,7 +112,7 @@ def _generate_pair(
 ) -> None:
     import torch
 
-    from promptsweep import generation, models
+    from promptsweep import emphasis, generation, models
     from promptsweep.study import GenerationSettings
 
     control = edges.control_image(files.read_png(Path(edge_map)))
@@ -120,10 +120,15 @@ def _generate_pair(
     _warn_long_texts(logger, pipeline.tokenizer, inputs)
     settings = GenerationSettings(**request["generation"])
     seeds = list(request["seeds"])
+    # Only dosed and mixed conditions carry "embedding"; the study's word
+    # conditions keep their request (and their cached images) as before.
+    embedded = models.on_model_thread(emphasis.condition_embeddings, pipeline, inputs, request.get("embedding"))
+    if embedded.method != emphasis.METHOD_TEXT:
+        logger.info("%s: %s embeddings, dose %s, norms %s", label, embedded.method, embedded.dose, embedded.norms)
     started = time.perf_counter()
     try:
         generated = models.on_model_thread(
-            generation.generate, pipeline, control, inputs, seeds, settings,
+            generation.generate, pipeline, control, embedded.pair or inputs, seeds, settings,
             request["runtime"]["seeds_per_batch"],
         )
     except torch.cuda.OutOfMemoryError as error:
@@ -145,6 +150,10 @@ def _generate_pair(
         "condition": request["condition"],
         "prompt": inputs.prompt,
         "negative_prompt": inputs.negative_prompt,
+        "method": embedded.method,
+        "dose": embedded.dose,
+        "embedding_norms": embedded.norms,
+        **({"embedding": request["embedding"]} if "embedding" in request else {}),
         "edge_map": edge_map,
         "generation": request["generation"],
         "resolution": [control.width, control.height],
