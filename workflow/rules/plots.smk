@@ -91,6 +91,16 @@ rule contact_sheet:
 rule gallery:
     input:
         pairs="results/tables/pairs.csv",
+        dose_pair_metrics=expand(
+            "results/pair_metrics/{image}/{prompt}.tsv",
+            image=IMAGES,
+            prompt=DOSE_CONDITIONS,
+        ),
+        dose_image_metrics=expand(
+            "results/image_metrics/{image}/{condition}.tsv",
+            image=IMAGES,
+            condition=[BASELINE, *DOSE_CONDITIONS] if DOSE_CONDITIONS else [],
+        ),
     output:
         report(
             directory("results/gallery"),
@@ -101,9 +111,9 @@ rule gallery:
     log:
         "logs/plots/gallery.log",
     params:
+        doses=EMPHASIS.dose_conditions,
+        kinds={prompt_id: prompt.kind for prompt_id, prompt in PROMPTS.items()},
         edge_maps={image: f"results/edges/{image}.png" for image in IMAGES},
         title=f"promptsweep: {model_params()['name']}",
     run:
-        gallery_jobs.gallery(
-            pairs=input.pairs, **params, output=output[0], log=log[0]
-        )
+        gallery_jobs.gallery(**input, **params, output=output[0], log=log[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +35,55 @@ def gallery_pairs(pairs: pd.DataFrame, edge_maps: Mapping[str, str]) -> pd.DataF
     return shown
 
 
-def gallery(*, pairs: str, edge_maps: Mapping[str, str], title: str, output: str, log: str) -> None:
+def dosed_gallery_pairs(
+    pair_metrics: pd.DataFrame,
+    image_metrics: pd.DataFrame,
+    doses: Mapping[str, tuple[str, float]],
+    kinds: Mapping[str, str],
+    edge_maps: Mapping[str, str],
+) -> pd.DataFrame:
+    """The pairs of prompts at doses, shown like :func:`gallery_pairs` with
+    their dose; ``prompt_id`` is the condition (``pos5@0.5``), so that filters
+    tell doses apart."""
+    from promptsweep.jobs.emphasis import dose_pairs
+
+    quality = [m.name for m in registry.quality_metrics() if m.name in image_metrics and image_metrics[m.name].notna().any()]
+    dosed = dose_pairs(pair_metrics, image_metrics, doses, kinds, quality)
+    by_image = image_metrics.set_index(["image_id", "condition", "seed"])
+    for metric in registry.metrics_of("image"):
+        if metric.role != "quality" and by_image[metric.name].notna().any():
+            keys = zip(dosed["image_id"], dosed["condition"], dosed["seed"])
+            dosed[metric.name] = [by_image[metric.name].get(key, float("nan")) for key in keys]
+    dosed["prompt_id"] = dosed["condition"]
+    dosed["edge_path"] = dosed["image_id"].map(edge_maps)
+    dosed["excluded"] = tables.notes(dosed["excluded"])
+    return dosed.drop(columns=["condition", *(m.note_column for m in registry.learned_metrics("pair"))], errors="ignore")
+
+
+def gallery(
+    *,
+    pairs: str,
+    dose_pair_metrics: Sequence[str],
+    dose_image_metrics: Sequence[str],
+    doses: Mapping[str, tuple[str, float]],
+    kinds: Mapping[str, str],
+    edge_maps: Mapping[str, str],
+    title: str,
+    output: str,
+    log: str,
+) -> None:
+    """The gallery of every pair: word prompts from ``pairs.csv`` and, with
+    ``emphasis.doses``, every prompt at every dose."""
     from promptsweep import gallery as page
 
     with job_log(log, "gallery") as logger:
         shown = gallery_pairs(files.read_table(pairs), edge_maps)
+        if dose_pair_metrics:
+            dosed = dosed_gallery_pairs(
+                pd.concat([files.read_table(path) for path in dose_pair_metrics], ignore_index=True),
+                pd.concat([files.read_table(path) for path in dose_image_metrics], ignore_index=True),
+                doses, kinds, edge_maps,
+            )
+            shown = pd.concat([shown, dosed], ignore_index=True)
         index = page.write_gallery(shown, Path(output), title)
         logger.info("%d pairs in %s", len(shown), index)
