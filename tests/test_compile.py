@@ -119,3 +119,14 @@ def test_compile_is_part_of_the_pipeline_cache_key(tiny, monkeypatch) -> None:
     for options in (CPU, compiled, CPU, compiled):
         models.cached_pipeline(*tiny, options)
     assert loaded == [CPU, compiled]
+
+
+def test_the_config_switches_compile_on_for_generation_jobs() -> None:
+    from promptsweep.jobs.generate import pipeline_options
+
+    runtime = {
+        "device": "cpu", "dtype": "auto", "safety_checker": False, "attention_slicing": False,
+        "cpu_offload": False, "compile": True,
+    }
+    assert pipeline_options(runtime).compile is True
+    assert pipeline_options({**runtime, "compile": False}).compile is False

@@ -78,7 +78,7 @@ def request(on_invalid: str = "fail") -> dict:
         "generation": {"steps": 2, "guidance_scale": 9.0, "controlnet_scale": 1.0,
                        "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
         "runtime": {"device": "cpu", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": on_invalid,
-                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False},
+                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False, "compile": False},
     }
 
 

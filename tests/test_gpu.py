@@ -91,7 +91,7 @@ def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Pat
         "generation": {"steps": 4, "guidance_scale": 9.0, "controlnet_scale": 1.0,
                        "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
         "runtime": {"device": "auto", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": "fail",
-                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False},
+                    "safety_checker": False, "attention_slicing": False, "cpu_offload": False, "compile": False},
     }
     image_paths = [str(tmp_path / f"seed{seed}.png") for seed in seeds]
     record_paths = [str(tmp_path / f"seed{seed}.json") for seed in seeds]

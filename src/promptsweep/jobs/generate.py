@@ -23,7 +23,7 @@ OOM_REMEDIES = (
 )
 
 
-def _pipeline_options(runtime: dict[str, Any]) -> Any:
+def pipeline_options(runtime: dict[str, Any]) -> Any:
     from promptsweep import models
 
     device = models.resolve_device(runtime["device"])
@@ -33,6 +33,7 @@ def _pipeline_options(runtime: dict[str, Any]) -> Any:
         safety_checker=runtime["safety_checker"],
         attention_slicing=runtime["attention_slicing"],
         cpu_offload=runtime["cpu_offload"],
+        compile=runtime["compile"],
     )
 
 
@@ -62,7 +63,7 @@ def generate(
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
     with job_log(log, f"generate {name}") as logger:
         weights_record = files.read_json(Path(weights))
-        options = _pipeline_options(requests[0]["runtime"])
+        options = pipeline_options(requests[0]["runtime"])
         loaded = models.cached_pipeline(
             models.ResolvedWeights.from_record(weights_record["base"]),
             models.ResolvedWeights.from_record(weights_record["controlnet"]),
