@@ -22,7 +22,7 @@ def main() -> None:
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
     for size in (256, 512):
         image = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
-        sample = [ScoredImage(image, "astronaut", image[..., 0], 100, 200)]
+        sample = [ScoredImage(image, "astronaut", "astronaut", image[..., 0], 100, 200)]
         for metric in quality_metrics():
             if metric.load is not None:
                 continue  # learned: benchmarks/preference_speed.py

@@ -615,13 +615,30 @@ def _search_table(rows: list[tuple[str, float, float, float]], best_word: str) -
 
 
 @pytest.mark.parametrize(
-    ("rows", "says"),
+    ("rows", "over_word", "says"),
     [
-        ([("pos3@2", 0.5, 0.4, 0.6), ("pos3", 0.1, 0.0, 0.2)], "pos3@2 is better than the best word prompt pos3"),
-        ([("pos3@2", 0.3, 0.1, 0.5), ("pos3", 0.2, 0.1, 0.3)], "pos3@2 is no better than the best word prompt pos3"),
-        ([("pos3@2", 0.1, -0.1, 0.3), ("pos3", 0.0, -0.1, 0.1)], "includes 0 (no better than the baseline)"),
-        ([("baseline", 0.0, math.nan, math.nan), ("pos3", 0.1, 0.0, 0.2)], "no better than the baseline"),
+        ([("pos3@2", 0.5, 0.4, 0.6), ("pos3", 0.1, 0.0, 0.2)], (0.4, 0.3, 0.5), "pos3@2 is better than the best word prompt pos3"),
+        # Overlapping intervals, yet paired by image the gain over the word prompt is clear.
+        ([("pos3@2", 0.3, 0.1, 0.5), ("pos3", 0.2, 0.1, 0.3)], (0.1, 0.05, 0.15), "pos3@2 is better than the best word prompt"),
+        ([("pos3@2", 0.3, 0.1, 0.5), ("pos3", 0.2, 0.1, 0.3)], (0.1, -0.1, 0.3), "pos3@2 is no better than the best word prompt pos3"),
+        ([("pos3@2", 0.1, -0.1, 0.3), ("pos3", 0.0, -0.1, 0.1)], (0.1, -0.1, 0.3), "includes 0 (no better than the baseline)"),
+        ([("baseline", 0.0, math.nan, math.nan), ("pos3", 0.1, 0.0, 0.2)], (math.nan,) * 3, "no better than the baseline"),
     ],
 )
-def test_latent_search_verdict_reads_the_intervals(rows, says) -> None:
-    assert says in emphasis.latent_search_verdict(_search_table(rows, "pos3"))
+def test_latent_search_verdict_reads_the_paired_difference(rows, over_word, says) -> None:
+    assert says in emphasis.latent_search_verdict(_search_table(rows, "pos3"), over_word)
+
+
+def test_gain_over_word_is_paired_by_image() -> None:
+    """Three images: the candidate beats the word prompt by exactly 0.1 on each,
+    while the images' own gains differ widely (so both intervals are wide)."""
+    rows = []
+    for image, level in (("i1", 0.0), ("i2", 5.0), ("i3", 10.0)):
+        for seed in (7, 8):
+            rows += [
+                {"image_id": image, "condition": "baseline", "seed": seed, "sharpness": 1.0},
+                {"image_id": image, "condition": "pos3", "seed": seed, "sharpness": 1.0 + level},
+                {"image_id": image, "condition": "pos3@2", "seed": seed, "sharpness": 1.1 + level},
+            ]
+    mean, low, high = emphasis.gain_over_word_ci(pd.DataFrame(rows), "pos3@2", "pos3", [7, 8], "sharpness")
+    assert (mean, low, high) == pytest.approx((0.1, 0.1, 0.1))

@@ -78,7 +78,8 @@ def run_metric_jobs(root: Path) -> dict[str, str]:
         metric_jobs.image_metrics(
             image_id=image_id, edge_map=str(edge_map), conditions=condition_ids, seeds=SEEDS,
             images=[str(paths[key]) for key in keys], records=[str(paths[key].with_suffix(".json")) for key in keys],
-            canny_low=100, canny_high=200, settings=SETTINGS, output=output, log=str(root / "logs" / f"{image_id}.log"),
+            canny_low=100, canny_high=200, subject="cat", settings=SETTINGS, output=output,
+            log=str(root / "logs" / f"{image_id}.log"),
         )
         outputs["image_metrics"].append(output)
         output = str(root / "noise_floor" / f"{image_id}.tsv")

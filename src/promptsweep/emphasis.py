@@ -470,10 +470,8 @@ class SearchCost:
       ``images * evaluation_seeds * 3``.
 
     The evaluation's conditions are fixed names whose content the selection
-    decides, so the DAG stays static. These are upper bounds of new
-    generations: when the chosen candidate or best word prompt is the
-    baseline, or a (condition, image, seed) is also one of the main study's,
-    the same file serves both.
+    decides, so the DAG stays static. The search's files are its own: none
+    is shared with the main study.
     """
 
     selection: int
@@ -676,6 +674,11 @@ def emphasis_plan(
         positives = [p for p in prompt_ids if prompt_kinds[p] == "positive"]
         negatives = [p for p in prompt_ids if prompt_kinds[p] == "negative"]
         candidates = tuple(search_candidates(positives, negatives, doses))
+        if not candidates:
+            raise EmphasisConfigError(
+                f"{DOSES_KEY}: the search has no candidate; give a dose other than 0 and 1, or "
+                f"two positive prompts in {PROMPTS_KEY} (whose directions it mixes)"
+            )
         cost = search_cost(n_images, len(candidates), len(prompt_ids), len(selection), len(evaluation))
         check_search_budget(cost, int(search_settings["budget"]))
         tolerances = search_settings.get("tolerances") or {}
@@ -850,11 +853,10 @@ def latent_search_table(
     * edge_f1_drop: the same mean for ``edge_f1(baseline) - edge_f1(condition)``;
     * best_word_prompt, best_word_gain_mean: the best word prompt and its gain_mean.
 
-    The table says "no better than words" when the candidate's gain_mean is
-    at most best_word_gain_mean, and "no better than the baseline" when the
-    candidate is ``baseline`` (nothing within tolerance gained on the
-    selection seeds) or its gain interval contains 0. The word prompt's own
-    row gives its interval, to see whether the two overlap.
+    The chosen candidate is ``baseline`` when nothing within tolerance
+    gained on the selection seeds. Whether it beat the best word prompt is
+    read on :func:`gain_over_word_ci` (paired by image) by
+    :func:`latent_search_verdict`.
     """
     check_search_seeds(selection_seeds, evaluation_seeds)
     chosen = select_condition(rows, candidates, selection_seeds, objective, tolerances)
@@ -884,24 +886,52 @@ def latent_search_table(
     return table[list(LATENT_SEARCH_COLUMNS)]
 
 
-def latent_search_verdict(table: pd.DataFrame) -> str:
+def gain_over_word_ci(
+    rows: pd.DataFrame,
+    candidate: str,
+    word: str,
+    evaluation_seeds: Sequence[int],
+    objective: str,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The candidate's gain minus the word prompt's, paired by image on the
+    evaluation seeds: per image, the mean paired gain of each over the
+    same-seed baseline, their difference, then the mean over images and its
+    95% cluster-bootstrap interval. Two intervals of the same images overlap
+    far more often than their paired difference includes 0, so the verdict
+    reads this one."""
+    evaluation_rows = rows[rows[SEED].isin(list(evaluation_seeds))]
+    gains = {
+        condition: stats.per_image_mean(paired_differences(evaluation_rows, condition, [objective]), objective)
+        for condition in (candidate, word)
+    }
+    difference = (gains[candidate] - gains[word]).dropna().to_numpy()
+    mean = float(difference.mean()) if difference.size else math.nan
+    return (mean, *stats.bootstrap_mean_ci(difference, n_resamples, 0.95, seed))
+
+
+def latent_search_verdict(table: pd.DataFrame, over_word: tuple[float, float, float]) -> str:
     """One sentence on a :func:`latent_search_table`: whether the chosen
-    candidate beat the baseline and the best word prompt on the evaluation
-    seeds, read on the intervals, not on the means alone."""
+    candidate beat the baseline (its gain's interval lies above 0) and the
+    best word prompt (``over_word``, from :func:`gain_over_word_ci`, lies
+    above 0) on the evaluation seeds."""
     chosen = table.iloc[0]
-    word = table[table["candidate"] == chosen["best_word_prompt"]].iloc[0]
-    name = chosen["candidate"]
+    name, word = chosen["candidate"], chosen["best_word_prompt"]
     if name == BASELINE:
         return "no candidate gained within the tolerances on the selection seeds: no better than the baseline"
     parts = []
     if not chosen["gain_ci_low"] > 0:
         parts.append(f"{name}'s gain interval includes 0 (no better than the baseline)")
-    if chosen["gain_ci_low"] > word["gain_ci_high"] and chosen["gain_mean"] > chosen["best_word_gain_mean"]:
-        parts.append(f"{name} is better than the best word prompt {word['candidate']}")
+    mean, low, high = over_word
+    if name == word:
+        parts.append(f"{name} is the best word prompt itself")
+    elif low > 0:
+        parts.append(f"{name} is better than the best word prompt {word} (gain over it {mean:.3g}, 95% CI {low:.3g} to {high:.3g})")
     else:
         parts.append(
-            f"{name} is no better than the best word prompt {word['candidate']} (its gain interval does "
-            "not lie above the word prompt's)"
+            f"{name} is no better than the best word prompt {word} (gain over it {mean:.3g}, 95% CI "
+            f"{low:.3g} to {high:.3g}, paired by image)"
         )
     return "; ".join(parts)
 

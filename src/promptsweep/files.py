@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,11 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_table(path: Path | str) -> pd.DataFrame:
     """Read a table written by :func:`write_table`; empty cells are NaN."""
     return pd.read_csv(path, sep="\t" if Path(path).suffix == ".tsv" else ",")
+
+
+def read_tables(paths: Sequence[Path | str]) -> pd.DataFrame:
+    """The tables of :func:`read_table`, one under the other."""
+    return pd.concat([read_table(path) for path in paths], ignore_index=True)
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:

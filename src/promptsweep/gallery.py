@@ -60,8 +60,8 @@ _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._@-]+")
 class Picture:
     """One picture of the gallery: what it shows and where its two sizes go.
 
-    ``sources`` is the file it is made from, or, for an SSIM map, the baseline
-    and the variant it compares.
+    ``sources`` holds the one file it is made from (for an SSIM map, the
+    picture the pair-metric job saved).
     """
 
     role: str
@@ -86,11 +86,12 @@ def check_pairs(pairs: pd.DataFrame) -> None:
 
 def metric_columns(pairs: pd.DataFrame) -> list[str]:
     """The numeric columns shown as a pair's metrics, in table order: all but
-    the seed and the dose (which identify the pair) and true/false flags."""
+    the seed, the dose and the emphasis rank (which identify the pair) and
+    true/false flags."""
     return [
         column
         for column in pairs.columns
-        if column not in (*IDENTITY_COLUMNS, DOSE_COLUMN)
+        if column not in (*IDENTITY_COLUMNS, DOSE_COLUMN, "emphasis")
         and pd.api.types.is_numeric_dtype(pairs[column])
         and not pd.api.types.is_bool_dtype(pairs[column])
     ]

@@ -64,6 +64,9 @@ class ScoredImage:
     pixels: np.ndarray
     prompt: str
     """The prompt it was generated with (its record's)."""
+    subject: str
+    """The input image's one-word prompt: what every condition of it shows,
+    so that a score against it compares conditions under one text."""
     edge_map: np.ndarray
     canny_low: int
     canny_high: int
@@ -220,8 +223,10 @@ def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     from promptsweep import preference
     from promptsweep.models import on_model_thread
 
+    # Against the subject, not each image's own prompt: PickScores are
+    # comparable under one text only, and the deltas compare conditions.
     return on_model_thread(
-        preference.pickscore_scores, model, [image.pixels for image in images], [image.prompt for image in images]
+        preference.pickscore_scores, model, [image.pixels for image in images], [image.subject for image in images]
     )
 
 
@@ -399,6 +404,15 @@ def load_metrics(scope: Scope, settings: Mapping[str, Any]) -> LoadedMetrics:
             if reason.configured:
                 warnings.append(str(reason))
     return LoadedMetrics(metrics_of(scope), models, notes, warnings)
+
+
+def configured(metric: Metric, settings: Mapping[str, Any]) -> bool:
+    """Whether the ``metrics:`` config names every weight a learned metric
+    needs (whether the files are there is the loader's to say)."""
+    if metric.config_key is None:
+        return True
+    value = settings[metric.config_key]
+    return all(item is not None for item in value.values()) if isinstance(value, Mapping) else bool(value)
 
 
 def metric_settings(settings: Mapping[str, Any], scope: Scope) -> dict[str, Any]:

@@ -38,6 +38,13 @@ if config["plots"]["quality_metric"] not in {
         f"plots.quality_metric: {config['plots']['quality_metric']!r} is not a quality metric; "
         f"choose one of {', '.join(m.name for m in registry.quality_metrics())}"
     )
+if config["runtime"]["compile"] and (
+    config["runtime"]["attention_slicing"] or config["runtime"]["cpu_offload"]
+):
+    raise WorkflowError(
+        "runtime.compile cannot be combined with runtime.attention_slicing or "
+        "runtime.cpu_offload; set those to false, or compile to false"
+    )
 IMAGES = {image.image_id: image for image in read_images(Path(config["images"]))}
 PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
@@ -60,6 +67,14 @@ except emphasis.EmphasisConfigError as error:
 # Prompts at doses ("pos5@0.5"): generated like the word conditions, on SEEDS.
 DOSE_CONDITIONS = list(EMPHASIS.dose_conditions)
 SEARCH = EMPHASIS.search
+if SEARCH is not None and not registry.configured(
+    registry.METRICS[SEARCH.objective], config["metrics"]
+):
+    raise WorkflowError(
+        f"emphasis.search.objective: {SEARCH.objective!r} needs weights that "
+        f"metrics.{registry.METRICS[SEARCH.objective].config_key} does not name; "
+        "set them, or choose a metric that needs none (e.g. sharpness)"
+    )
 if SEARCH is not None:
     logger.info(
         f"emphasis.search: {len(SEARCH.candidates)} candidates; {SEARCH.cost.total} extra "
@@ -72,11 +87,11 @@ SEARCH_SLOTS = ["baseline", "chosen", "best_word"]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
 for metric in registry.learned_metrics():
     for path in metric.weight_files(config["metrics"][metric.config_key]):
-        if not path.is_file():
+        if not path.exists():
             # Not an error (the metric is then reported as not computed), but
             # results that had it are redone without it: say so before anything runs.
             logger.warning(
-                f"metrics: {path} is not a file on this machine; {metric.display_name} is "
+                f"metrics: {path} is not on this machine; {metric.display_name} is "
                 "reported as not computed, and results made with it are redone without it"
             )
 
@@ -131,7 +146,7 @@ def weight_files(scope):
     reported as "not computed" rather than stopping the run, and one that
     appears later reruns the jobs made without it."""
     paths = registry.weight_files(config["metrics"], scope)
-    return lambda wildcards: [str(path) for path in paths if path.is_file()]
+    return lambda wildcards: [str(path) for path in paths if path.exists()]
 
 
 def generated(image, condition, suffix):

@@ -27,6 +27,7 @@ rule condition_image_metrics:
     params:
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
+        subject=lambda wildcards: IMAGES[wildcards.image].prompt,
         settings=registry.metric_settings(config["metrics"], "image"),
     run:
         emphasis_jobs.condition_image_metrics(
@@ -38,6 +39,7 @@ rule condition_image_metrics:
             records=input.records,
             canny_low=params.canny_low,
             canny_high=params.canny_high,
+            subject=params.subject,
             settings=params.settings,
             output=output[0],
             log=log[0],
@@ -148,6 +150,7 @@ if SEARCH is not None:
         params:
             canny_low=config["generation"]["canny_low"],
             canny_high=config["generation"]["canny_high"],
+            subject=lambda wildcards: IMAGES[wildcards.image].prompt,
             settings=registry.metric_settings(config["metrics"], "image"),
             conditions=SEARCH_CONDITIONS,
             seeds=list(SEARCH.selection_seeds),
@@ -237,6 +240,7 @@ if SEARCH is not None:
         params:
             canny_low=config["generation"]["canny_low"],
             canny_high=config["generation"]["canny_high"],
+            subject=lambda wildcards: IMAGES[wildcards.image].prompt,
             settings=registry.metric_settings(config["metrics"], "image"),
             conditions=SEARCH_SLOTS,
             seeds=list(SEARCH.evaluation_seeds),

@@ -51,6 +51,7 @@ rule image_metrics:
     params:
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
+        subject=lambda wildcards: IMAGES[wildcards.image].prompt,
         settings=registry.metric_settings(config["metrics"], "image"),
     run:
         metric_jobs.image_metrics(
@@ -62,6 +63,7 @@ rule image_metrics:
             records=input.records,
             canny_low=params.canny_low,
             canny_high=params.canny_high,
+            subject=params.subject,
             settings=params.settings,
             output=output[0],
             log=log[0],

@@ -20,10 +20,6 @@ from promptsweep.jobs import metrics as metric_jobs
 KEYS = ["image_id", "condition", "seed"]
 
 
-def _concat(paths: Sequence[str]) -> pd.DataFrame:
-    return pd.concat([files.read_table(path) for path in paths], ignore_index=True)
-
-
 # --- Per-image metrics and generations of the emphasis conditions -----------------
 
 
@@ -83,16 +79,6 @@ def evaluation_generate(
 # --- Dose response ----------------------------------------------------------------------
 
 
-def delta_metrics(image_metrics: pd.DataFrame) -> list[str]:
-    """The per-image metrics whose paired deltas the dose response reports:
-    every registered quality metric, edge F1, and CLIP score where computed."""
-    names = [metric.name for metric in registry.quality_metrics()]
-    names.append("edge_f1")
-    if "clip_score" in image_metrics and image_metrics["clip_score"].notna().any():
-        names.append("clip_score")
-    return [name for name in dict.fromkeys(names) if name in image_metrics]
-
-
 def dose_pairs(
     pair_metrics: pd.DataFrame, image_metrics: pd.DataFrame, doses: Mapping[str, tuple[str, float]],
     kinds: Mapping[str, str], metrics: Sequence[str],
@@ -129,13 +115,13 @@ def dose_response(
     (1 - SSIM to the same-seed baseline) and the mean delta of every quality
     metric, edge F1 and (where computed) CLIP score, with CIs over images, and
     each prompt's smallest dose above the seed noise floor."""
-    from promptsweep import emphasis, tables
+    from promptsweep import emphasis, quality_tables, tables
 
     with job_log(log, "dose response") as logger:
-        images = _concat(image_metrics)
-        metrics = delta_metrics(images)
-        pairs = dose_pairs(_concat(pair_metrics), images, doses, kinds, metrics)
-        table = emphasis.dose_response_table(pairs, _concat(noise_floor), metrics)
+        images = files.read_tables(image_metrics)
+        metrics = quality_tables.delta_metrics(images)
+        pairs = dose_pairs(files.read_tables(pair_metrics), images, doses, kinds, metrics)
+        table = emphasis.dose_response_table(pairs, files.read_tables(noise_floor), metrics)
         files.write_table(Path(outputs["csv"]), table)
         files.write_text(
             Path(outputs["md"]),
@@ -183,7 +169,7 @@ def search_selection(
     from promptsweep import emphasis
 
     with job_log(log, "search selection") as logger:
-        rows = _concat(image_metrics)
+        rows = files.read_tables(image_metrics)
         limits = emphasis.Tolerances(**tolerances)
         chosen = emphasis.select_condition(rows, candidates, selection_seeds, objective, limits)
         best_word = emphasis.select_condition(rows, word_prompts, selection_seeds, objective, limits)
@@ -215,12 +201,12 @@ def latent_search(
 
     with job_log(log, "latent search") as logger:
         chosen = files.read_json(Path(selection))
-        evaluation = _concat(evaluation_metrics)
+        evaluation = files.read_tables(evaluation_metrics)
         names = {BASELINE: BASELINE, "chosen": chosen["chosen"], "best_word": chosen["best_word"]}
         # A slot that holds the baseline repeats the baseline slot: keep one.
         evaluation = evaluation[(evaluation["condition"] == BASELINE) | (evaluation["condition"].map(names) != BASELINE)]
         evaluation = evaluation.assign(condition=evaluation["condition"].map(names))
-        rows = pd.concat([_concat(image_metrics), evaluation], ignore_index=True)
+        rows = pd.concat([files.read_tables(image_metrics), evaluation], ignore_index=True)
         table = emphasis.latent_search_table(
             rows, candidates, word_prompts, selection_seeds, evaluation_seeds, objective,
             emphasis.Tolerances(**tolerances),
@@ -228,7 +214,10 @@ def latent_search(
         if table["candidate"].iloc[0] != chosen["chosen"]:
             raise RuntimeError(f"{selection} names {chosen['chosen']!r} but the table chose {table['candidate'].iloc[0]!r}")
         files.write_table(Path(outputs["csv"]), table)
-        verdict = emphasis.latent_search_verdict(table)
+        over_word = emphasis.gain_over_word_ci(
+            rows, table["candidate"].iloc[0], table["best_word_prompt"].iloc[0], evaluation_seeds, objective
+        )
+        verdict = emphasis.latent_search_verdict(table, over_word)
         files.write_text(
             Path(outputs["md"]),
             f"Chosen on seeds {list(selection_seeds)}, evaluated on seeds {list(evaluation_seeds)}, "

@@ -80,8 +80,8 @@ def gallery(
         shown = gallery_pairs(files.read_table(pairs), edge_maps)
         if dose_pair_metrics:
             dosed = dosed_gallery_pairs(
-                pd.concat([files.read_table(path) for path in dose_pair_metrics], ignore_index=True),
-                pd.concat([files.read_table(path) for path in dose_image_metrics], ignore_index=True),
+                files.read_tables(dose_pair_metrics),
+                files.read_tables(dose_image_metrics),
                 doses, kinds, edge_maps,
             )
             shown = pd.concat([shown, dosed], ignore_index=True)

@@ -87,11 +87,13 @@ def image_metrics(
     records: Sequence[str],
     canny_low: int,
     canny_high: int,
+    subject: str,
     settings: Mapping[str, Any],
     output: str,
     log: str,
 ) -> None:
-    """Every per-image metric of every generated image of one input image.
+    """Every per-image metric of every generated image of one input image
+    (``subject`` is its one-word prompt).
 
     ``images`` and ``records`` run over conditions, then seeds. Each image is
     scored against the prompt its record says it was made with; an invalid
@@ -108,7 +110,7 @@ def image_metrics(
             pixels = files.read_generated(image_path, record)
             row: dict[str, Any] = {"image_id": image_id, "condition": condition, "seed": seed}
             if record["valid"]:
-                scored.append((row, registry.ScoredImage(pixels, record["prompt"], reference, canny_low, canny_high)))
+                scored.append((row, registry.ScoredImage(pixels, record["prompt"], subject, reference, canny_low, canny_high)))
             row.update(loaded.note_columns())
             rows.append(row)
         _fill(rows, scored, loaded)

@@ -14,10 +14,6 @@ from promptsweep.jobs import job_log
 from promptsweep.study import PromptSpec
 
 
-def _concat_tables(paths: Sequence[str]) -> pd.DataFrame:
-    return pd.concat([files.read_table(path) for path in paths], ignore_index=True)
-
-
 def pairs_table(
     *,
     pair_metrics: Sequence[str],
@@ -30,11 +26,11 @@ def pairs_table(
     """Gather the per-job files into the study's long tables: ``pairs``,
     ``image_metrics`` and ``noise_floor``."""
     with job_log(log, "tables") as logger:
-        images = _concat_tables(image_metrics)
-        pairs = tables.pairs_table(_concat_tables(pair_metrics), images, prompts)
+        images = files.read_tables(image_metrics)
+        pairs = tables.pairs_table(files.read_tables(pair_metrics), images, prompts)
         files.write_table(Path(outputs["pairs"]), pairs)
         files.write_table(Path(outputs["image_metrics"]), images)
-        files.write_table(Path(outputs["noise_floor"]), _concat_tables(noise_floor))
+        files.write_table(Path(outputs["noise_floor"]), files.read_tables(noise_floor))
         logger.info("%d pairs, %d excluded", len(pairs), int((pairs["excluded"] != "").sum()))
 
 
