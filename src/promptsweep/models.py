@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
 from promptsweep import files
+from promptsweep.threads import on_compute_thread
 
 # Only what the pipeline needs, in safetensors: the hub repositories also hold
 # multi-GB single-file checkpoints and pickled .bin weights that must not load.
@@ -299,19 +299,9 @@ def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str 
 
 _pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
 
-# All model work of a process -- building, loading, generating -- runs on this
-# one thread. Snakemake runs local jobs on a pool of threads, and every thread
-# that calls into PyTorch gets its own OpenMP team. With more OpenMP threads
-# than cores, libgomp stops spinning and parks its workers at every parallel
-# region: generation ran 1.9x slower (1.6 s instead of 0.84 s per pair of
-# seeds on 2 cores) once a second thread had touched the model. One thread also
-# serialises access to the shared pipeline.
-_model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptsweep-model")
-
-
-def on_model_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``function`` on the process's model thread and return its result."""
-    return _model_thread.submit(function, *args, **kwargs).result()
+# All model work of a process -- building, loading, generating -- runs on the
+# one compute thread (see promptsweep.threads for why).
+on_model_thread = on_compute_thread
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pandas as pd
 from promptsweep import files, registry
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import job_log
+from promptsweep.threads import computed_alone
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
 
@@ -101,6 +102,7 @@ def dose_pairs(
     return table
 
 
+@computed_alone
 def dose_response(
     *,
     pair_metrics: Sequence[str],
@@ -131,6 +133,7 @@ def dose_response(
         logger.info("%d (prompt, dose) rows; deltas of %s", len(table), ", ".join(metrics))
 
 
+@computed_alone
 def dose_response_plot(
     *, table: str, noise_floor: str, quality_metric: str, model_name: str, tiny: bool, output: str, log: str
 ) -> None:
@@ -152,6 +155,7 @@ def dose_response_plot(
 # --- Latent search --------------------------------------------------------------------
 
 
+@computed_alone
 def search_selection(
     *,
     image_metrics: Sequence[str],
@@ -181,6 +185,7 @@ def search_selection(
         logger.info("chosen %s, best word prompt %s (objective %s)", chosen, best_word, objective)
 
 
+@computed_alone
 def latent_search(
     *,
     selection: str,

@@ -12,6 +12,7 @@ import pandas as pd
 
 from promptsweep import files, registry
 from promptsweep.jobs import job_log
+from promptsweep.threads import computed_alone
 
 
 def _loaded(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
@@ -33,6 +34,7 @@ def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) 
     return "; ".join(reasons)
 
 
+@computed_alone
 def pair_metrics(
     *,
     image_id: str,
@@ -77,6 +79,7 @@ def pair_metrics(
         files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
 
 
+@computed_alone
 def image_metrics(
     *,
     image_id: str,
@@ -119,6 +122,7 @@ def image_metrics(
         files.write_table(Path(output), table)
 
 
+@computed_alone
 def noise_floor(
     *,
     image_id: str,

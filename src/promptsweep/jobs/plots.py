@@ -7,8 +7,10 @@ from pathlib import Path
 
 from promptsweep import files, registry
 from promptsweep.jobs import job_log
+from promptsweep.threads import computed_alone
 
 
+@computed_alone
 def summary_plots(
     *,
     pairs: str,
@@ -44,6 +46,7 @@ def summary_plots(
         logger.info("plots written")
 
 
+@computed_alone
 def contact_sheet(
     *,
     image_id: str,
