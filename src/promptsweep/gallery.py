@@ -46,7 +46,7 @@ ROLES = ("edge", "baseline", "variant", "ssim")
 
 THUMBNAIL_SIDE = 128
 THUMBNAIL_QUALITY = 80
-FULL_QUALITY = 85
+FULL_QUALITY = 70
 INDEX_FILE = "index.html"
 # The page's files that are copied as they are; index.html gets the title.
 STATIC_FILES = ("gallery.css", "gallery.js")
