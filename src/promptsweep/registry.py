@@ -174,21 +174,26 @@ def _clip_score(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     )
 
 
-def _load_aesthetic(aesthetic: Mapping[str, Any]) -> Any:
-    unset = [f"metrics.aesthetic.{key}" for key in ("clip_model", "mlp") if not aesthetic[key]]
+def _load_from_files(
+    display_name: str, config_key: str, loader: str, keys: tuple[str, ...], setting: Mapping[str, Any]
+) -> Any:
+    """The model ``preference.<loader>`` builds from the paths under
+    ``metrics.<config_key>``, passed in the order of ``keys``, or
+    :class:`NotComputed` naming the unset keys or the unusable file."""
+    unset = [f"metrics.{config_key}.{key}" for key in keys if not setting[key]]
     if unset:
         raise NotComputed(
-            f"aesthetic score not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set",
-            configured=len(unset) < 2,
+            f"{display_name} not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set",
+            configured=len(unset) < len(keys),
         )
     from promptsweep import learned, preference
     from promptsweep.models import on_model_thread
 
     try:
-        return on_model_thread(preference.load_aesthetic, aesthetic["clip_model"], aesthetic["mlp"])
+        return on_model_thread(getattr(preference, loader), *(setting[key] for key in keys))
     except (OSError, learned.WeightsError) as error:
         raise NotComputed(
-            f"aesthetic score not computed: {str(error).splitlines()[0]}; correct metrics.aesthetic in your config",
+            f"{display_name} not computed: {str(error).splitlines()[0]}; correct metrics.{config_key} in your config",
             configured=True,
         ) from None
 
@@ -198,25 +203,6 @@ def _aesthetic(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     from promptsweep.models import on_model_thread
 
     return on_model_thread(preference.aesthetic_scores, model, [image.pixels for image in images])
-
-
-def _load_pickscore(pickscore: Mapping[str, Any]) -> Any:
-    unset = [f"metrics.pickscore.{key}" for key in ("processor", "model") if not pickscore[key]]
-    if unset:
-        raise NotComputed(
-            f"PickScore not computed: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set",
-            configured=len(unset) < 2,
-        )
-    from promptsweep import learned, preference
-    from promptsweep.models import on_model_thread
-
-    try:
-        return on_model_thread(preference.load_pickscore, pickscore["processor"], pickscore["model"])
-    except (OSError, learned.WeightsError) as error:
-        raise NotComputed(
-            f"PickScore not computed: {str(error).splitlines()[0]}; correct metrics.pickscore in your config",
-            configured=True,
-        ) from None
 
 
 def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
@@ -310,7 +296,9 @@ METRICS: dict[str, Metric] = {
         Metric(
             "aesthetic", "image", "LAION aesthetic score", "", "higher is better", "quality", _aesthetic,
             config_key="aesthetic",
-            load=_load_aesthetic,
+            load=lambda setting: _load_from_files(
+                "aesthetic score", "aesthetic", "load_aesthetic", ("clip_model", "mlp"), setting
+            ),
             weight_files=_local_files,
             computed_with=lambda setting: (
                 f"aesthetic score: LAION improved aesthetic predictor {Path(setting['mlp']).name} over CLIP "
@@ -320,7 +308,9 @@ METRICS: dict[str, Metric] = {
         Metric(
             "pickscore", "image", "PickScore", "", "higher is better", "quality", _pickscore,
             config_key="pickscore",
-            load=_load_pickscore,
+            load=lambda setting: _load_from_files(
+                "PickScore", "pickscore", "load_pickscore", ("processor", "model"), setting
+            ),
             weight_files=_local_files,
             computed_with=lambda setting: f"PickScore: {setting['model']} (Kirstain et al. 2023)",
         ),
