@@ -1,12 +1,11 @@
-"""Figures of the study, each saved as PNG and SVG."""
+"""Figures of the study, each saved as PNG and SVG. Jobs draw them on the one
+compute thread (promptsweep.threads), so pyplot's global figure registry is
+never used from two threads at once."""
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import matplotlib
 
@@ -35,21 +34,6 @@ SSIM_MAP_RANGE = (0.0, 1.0)
 SSIM_MAP_LABEL = "local SSIM to baseline (1 = unchanged)"
 
 
-# pyplot keeps its figures in one registry per process, and workflow jobs run
-# as threads of one process: each figure is drawn and saved under this lock.
-_PYPLOT_LOCK = threading.RLock()
-Plotter = TypeVar("Plotter", bound=Callable[..., None])
-
-
-def one_figure_at_a_time(plot: Plotter) -> Plotter:
-    @functools.wraps(plot)
-    def locked(*args: Any, **kwargs: Any) -> None:
-        with _PYPLOT_LOCK:
-            plot(*args, **kwargs)
-
-    return locked  # type: ignore[return-value]
-
-
 def _title(axes: plt.Axes, title: str, model_name: str, tiny: bool) -> None:
     axes.set_title(f"{title}\n{model_name}", fontsize=11)
     if tiny:
@@ -74,7 +58,6 @@ def _ordered(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["kind", "emphasis"], key=lambda c: c.map(kind_rank) if c.name == "kind" else c)
 
 
-@one_figure_at_a_time
 def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[float, float, float], model_name: str, tiny: bool, path: str | Path) -> None:
     """Mean ``metric`` of each prompt's variants to their baselines, 95% CI,
     prompts grouped by kind and ordered by emphasis, beside the noise floor
@@ -100,7 +83,6 @@ def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[f
     save_figure(figure, path)
 
 
-@one_figure_at_a_time
 def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
     """Effect (1 - ``metric``) against emphasis rank, one line per kind, with 95% CIs."""
     name = metric.name
@@ -116,7 +98,6 @@ def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, t
     save_figure(figure, path)
 
 
-@one_figure_at_a_time
 def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequence[str], model_name: str, tiny: bool, path: str | Path) -> None:
     """Mean ``metric`` over seeds for every image x prompt."""
     grid = pairs.pivot_table(index="image_id", columns="prompt_id", values=metric.name, aggfunc="mean")
@@ -132,7 +113,6 @@ def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequ
     save_figure(figure, path)
 
 
-@one_figure_at_a_time
 def dose_response(
     table: pd.DataFrame, metric: str | None, noise_effect: tuple[float, float, float],
     model_name: str, tiny: bool, path: str | Path,
@@ -197,7 +177,6 @@ def ssim_colorbar(image: matplotlib.image.AxesImage, axes: plt.Axes | Sequence[p
     image.figure.colorbar(image, ax=axes, extend="min", label=SSIM_MAP_LABEL, shrink=0.8)
 
 
-@one_figure_at_a_time
 def contact_sheet(
     edge_map: np.ndarray,
     panels: Sequence[tuple[str, np.ndarray]],
@@ -233,7 +212,6 @@ def contact_sheet(
     save_figure(figure, path)
 
 
-@one_figure_at_a_time
 def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str | Path) -> None:
     """Per metric, one panel: each prompt's mean paired change against the
     same-seed baseline with its 95% CI, beside the band of the seed noise
@@ -267,7 +245,6 @@ def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str
     save_figure(figure, path)
 
 
-@one_figure_at_a_time
 def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric, gain: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
     """One point per prompt: how much it changes the image (1 - ``effect``)
     against how much it changes ``gain``, both with 95% CIs."""
