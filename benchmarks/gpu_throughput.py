@@ -4,7 +4,7 @@ physical limit, for several batch sizes with compile off and on.
     PYTHONPATH=src python benchmarks/gpu_throughput.py --output throughput.jsonl
     PYTHONPATH=src python benchmarks/gpu_throughput.py --smoke --output smoke.jsonl
 
-It times ``promptsweep.generation.generate_batched`` -- the project's own code
+It times ``promptsweep.generation.generate`` -- the project's own code
 -- on a pipeline with Stable Diffusion 1.5's and ControlNet's real shapes and
 random weights (``gpu_check.sd15_shaped_pipeline``), in fp16, 512 px, 20 UniPC
 steps with guidance. Each configuration first runs one warm-up batch (which
@@ -40,7 +40,9 @@ from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
 
 from promptsweep import models
-from promptsweep.generation import TextEmbeddings, generate_batched, text_embeddings
+from promptsweep.conditions import GenerationInput
+from promptsweep.emphasis import EmbeddingPair
+from promptsweep.generation import Item, generate, text_embeddings
 from promptsweep.study import GenerationSettings
 from promptsweep.metrics import ssim
 from promptsweep.tiny import write_tiny_model
@@ -131,7 +133,7 @@ class Workload:
 
     pipeline: StableDiffusionControlNetPipeline
     control: Image.Image
-    conditions: list[TextEmbeddings]
+    conditions: list[EmbeddingPair]
     settings: GenerationSettings
     device: str
 
@@ -143,16 +145,16 @@ class Run:
     invalid: int
 
 
-def run_generation(workload: Workload, conditions: list[TextEmbeddings], batch_size: int, images: int) -> Run:
+def run_generation(workload: Workload, conditions: list[EmbeddingPair], batch_size: int, images: int) -> Run:
     """Generate ``images`` images (rounded up to whole seeds across the
     conditions) and time them from a synchronised start to a synchronised end."""
     seeds = list(range(math.ceil(images / len(conditions))))
+    items = [Item(pair, seed) for pair in conditions for seed in seeds]
     synchronize(workload.device)
     started = time.perf_counter()
-    results = generate_batched(workload.pipeline, workload.control, conditions, seeds, workload.settings, batch_size)
+    generated = generate(workload.pipeline, workload.control, items, workload.settings, batch_size)
     synchronize(workload.device)
     seconds = time.perf_counter() - started
-    generated = [image for condition in results for image in condition]
     return Run(seconds, [image.pixels for image in generated], sum(image.problem is not None for image in generated))
 
 
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, arguments.output.open("w") as output:
         started = time.perf_counter()
         pipeline = build_pipeline(setup, Path(scratch))
-        conditions = [text_embeddings(pipeline, prompt, negative) for prompt, negative in CONDITIONS]
+        conditions = [text_embeddings(pipeline, GenerationInput(prompt, negative)) for prompt, negative in CONDITIONS]
         workload = Workload(pipeline, edge_control(setup.size), conditions, settings, setup.device)
         header = {
             "card": card, "torch": torch.__version__, "model": setup.model, "device": setup.device,

@@ -6,7 +6,8 @@ one Python loop in one process.
 
 The workflow is run in a scratch copy of the repository (so results/ here is
 untouched) with the README's command; the loop loads the pipeline once and
-calls the same generation function for every (image, condition), writing
+calls the same generation function for every image, with every condition and
+seed in batches of the CPU batch size as the workflow's jobs do, writing
 nothing. Prints both wall times and their ratio, and the generation time per
 image in each (the workflow's from its generation jobs' logs) with their ratio
 as ``generation ratio: X``.
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 def loop_seconds() -> tuple[float, float]:
     """Wall time of the loop, and its generation time per image."""
     from promptsweep import edges, models
-    from promptsweep.generation import generate
+    from promptsweep.generation import CPU_BATCH_SIZE, Item, generate, text_embeddings
     from promptsweep.study import GenerationSettings, condition_input, read_images, read_prompts
     from promptsweep.tiny import write_tiny_model
 
@@ -58,16 +59,22 @@ def loop_seconds() -> tuple[float, float]:
                 generation["canny_low"], generation["canny_high"],
             )
             control = edges.control_image(edge)
-            for condition in [None, *prompts]:
-                generation_started = time.perf_counter()
-                generate(pipeline, control, condition_input(image, condition), config["seeds"], settings, 8)
-                generating += time.perf_counter() - generation_started
-                generated += len(config["seeds"])
+            # As the workflow's generate job does: every condition and seed of
+            # the image in batches of the CPU's batch size.
+            items = [
+                Item(text_embeddings(pipeline, condition_input(image, condition)), seed)
+                for condition in [None, *prompts]
+                for seed in config["seeds"]
+            ]
+            generation_started = time.perf_counter()
+            generate(pipeline, control, items, settings, CPU_BATCH_SIZE)
+            generating += time.perf_counter() - generation_started
+            generated += len(items)
     return time.perf_counter() - started, generating / generated
 
 
-# A generation job's log line: "<image>/<condition>: 2 seeds in 2.31 s (1.16 s per image)".
-GENERATION_LINE = re.compile(r": (\d+) seeds in ([0-9.]+) s \(")
+# A generation job's log line: "<image>: 22 images in 40.12 s (1.82 s per image; ...)".
+GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
 
 
 def generation_seconds_per_image(logs: Path) -> float:

@@ -12,15 +12,8 @@ import torch
 from PIL import Image
 
 from promptsweep import generation, models
-from promptsweep.generation import (
-    TextEmbeddings,
-    chunks,
-    generate,
-    generate_batched,
-    padded,
-    resolve_batch_size,
-    text_embeddings,
-)
+from promptsweep.emphasis import EmbeddingPair
+from promptsweep.generation import Item, chunks, generate, padded, resolve_batch_size, text_embeddings
 from promptsweep.metrics import ssim
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
@@ -49,11 +42,23 @@ def control() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def alone(pipeline, control) -> list[list[generation.GeneratedImage]]:
-    """Every (condition, seed) generated alone: one prompt, one seed, batch 1."""
+def alone(pipeline, control) -> list[list[np.ndarray]]:
+    """Every (condition, seed) generated alone, the pipeline encoding its
+    texts itself: one prompt, one seed, batch 1."""
+    scheduled = generation.with_scheduler(pipeline, SETTINGS.scheduler)
     return [
-        [generate(pipeline, control, prompts, [seed], SETTINGS, 1)[0] for seed in SEEDS]
-        for prompts in CONDITIONS
+        [
+            generation.to_uint8(
+                scheduled(
+                    prompt=texts.prompt, negative_prompt=texts.negative_prompt, image=control,
+                    height=64, width=64, num_inference_steps=SETTINGS.steps,
+                    guidance_scale=SETTINGS.guidance_scale, generator=generation.generators([seed]),
+                    latents=generation.initial_latents([seed], 64, 64), output_type="np",
+                ).images[0]
+            )
+            for seed in SEEDS
+        ]
+        for texts in CONDITIONS
     ]
 
 
@@ -83,12 +88,18 @@ def test_chunks_and_padding() -> None:
 
 
 def test_text_embeddings_are_one_condition(pipeline) -> None:
-    embeddings = text_embeddings(pipeline, "cat", "lowres")
-    assert embeddings.prompt.shape == embeddings.negative_prompt.shape == (1, 77, 32)
-    assert not embeddings.prompt.requires_grad
-    without_negative = text_embeddings(pipeline, "cat", "")
-    assert torch.equal(embeddings.prompt, without_negative.prompt)
-    assert not torch.equal(embeddings.negative_prompt, without_negative.negative_prompt)
+    embeddings = text_embeddings(pipeline, GenerationInput("cat", "lowres"))
+    assert embeddings.prompt_embeds.shape == embeddings.negative_prompt_embeds.shape == (1, 77, 32)
+    assert not embeddings.prompt_embeds.requires_grad
+    without_negative = text_embeddings(pipeline, GenerationInput("cat", ""))
+    assert torch.equal(embeddings.prompt_embeds, without_negative.prompt_embeds)
+    assert not torch.equal(embeddings.negative_prompt_embeds, without_negative.negative_prompt_embeds)
+
+
+def every_item(pipeline) -> list[Item]:
+    """Every (condition, seed), condition-major, each condition encoded once."""
+    embeddings = [text_embeddings(pipeline, texts) for texts in CONDITIONS]
+    return [Item(pair, seed) for pair in embeddings for seed in SEEDS]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
@@ -96,16 +107,25 @@ def test_batched_images_match_images_generated_alone(
     pipeline, control, alone, batch_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = counting_scheduler(monkeypatch)
-    conditions = [text_embeddings(pipeline, c.prompt, c.negative_prompt) for c in CONDITIONS]
-    batched = generate_batched(pipeline, control, conditions, SEEDS, SETTINGS, batch_size)
+    images = generate(pipeline, control, every_item(pipeline), SETTINGS, batch_size)
     items = len(CONDITIONS) * len(SEEDS)
-    assert calls == [batch_size] * math.ceil(items / batch_size)  # padded to a fixed size
-    assert len(batched) == len(CONDITIONS)
-    for condition_images, alone_images in zip(batched, alone):
-        assert [image.seed for image in condition_images] == SEEDS  # padding dropped
-        for image, twin in zip(condition_images, alone_images):
-            assert image.problem is None
-            assert ssim(image.pixels, twin.pixels) >= 0.999
+    assert calls == [batch_size] * math.ceil(items / batch_size)  # the last call padded
+    assert [image.seed for image in images] == SEEDS * len(CONDITIONS)  # padding dropped
+    twins = [twin for condition_twins in alone for twin in condition_twins]
+    for image, twin in zip(images, twins, strict=True):
+        assert image.problem is None
+        assert ssim(image.pixels, twin) >= 0.999
+
+
+def test_an_image_regenerated_alone_has_the_same_bits(pipeline, control) -> None:
+    """What the generation job relies on when it regenerates only the images
+    of a changed condition: each call has the same size, and an image does not
+    depend on the others in its call."""
+    items = every_item(pipeline)
+    together = generate(pipeline, control, items, SETTINGS, 4)
+    for index in (0, len(items) - 1):
+        [alone] = generate(pipeline, control, [items[index]], SETTINGS, 4)
+        assert np.array_equal(alone.pixels, together[index].pixels)
 
 
 def fake_scheduler(monkeypatch: pytest.MonkeyPatch, received: list[dict], nan_at: int | None = None):
@@ -124,14 +144,18 @@ def fake_scheduler(monkeypatch: pytest.MonkeyPatch, received: list[dict], nan_at
     return SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
 
 
-def embeddings(value: float) -> TextEmbeddings:
-    return TextEmbeddings(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+def embeddings(value: float) -> EmbeddingPair:
+    return EmbeddingPair(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+
+
+def items(values: list[float], seeds: list[int]) -> list[Item]:
+    return [Item(embeddings(value), seed) for value in values for seed in seeds]
 
 
 def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, control) -> None:
     received: list[dict] = []
     fake = fake_scheduler(monkeypatch, received)
-    generate_batched(fake, control, [embeddings(1.0), embeddings(2.0)], [7, 8, 9], SETTINGS, 4)
+    generate(fake, control, items([1.0, 2.0], [7, 8, 9]), SETTINGS, 4)
     assert len(received) == 2
     prompt_values = [float(value) for call in received for value in call["prompt_embeds"][:, 0, 0]]
     negative_values = [float(value) for call in received for value in call["negative_prompt_embeds"][:, 0, 0]]
@@ -147,7 +171,8 @@ def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, cont
 def test_flagged_and_nan_images_are_marked_and_padding_dropped(monkeypatch, control) -> None:
     received: list[dict] = []
     fake = fake_scheduler(monkeypatch, received, nan_at=1)
-    [images] = generate_batched(fake, control, [embeddings(1.0)], [0, 1, 2], SETTINGS, 2)
+    images = generate(fake, control, items([1.0], [0, 1, 2]), SETTINGS, 2)
+    assert [len(call["prompt_embeds"]) for call in received] == [2, 2]
     assert [image.seed for image in images] == [0, 1, 2]
     assert "safety checker" in images[0].problem and "safety checker" in images[2].problem
     assert "non-finite" in images[1].problem and images[1].pixels.max() == 0

@@ -13,7 +13,8 @@ from PIL import Image
 from torch._dynamo.utils import counters
 
 from promptsweep import models
-from promptsweep.generation import GenerationSettings, generate_batched, text_embeddings
+from promptsweep.conditions import GenerationInput
+from promptsweep.generation import GenerationSettings, Item, generate, text_embeddings
 from promptsweep.metrics import ssim
 from promptsweep.tiny import write_tiny_model
 
@@ -40,8 +41,8 @@ def control() -> Image.Image:
 
 
 def images(pipeline, control: Image.Image) -> list[np.ndarray]:
-    conditions = [text_embeddings(pipeline, "cat", "lowres")]
-    return [image.pixels for image in generate_batched(pipeline, control, conditions, [0, 1], SETTINGS, 2)[0]]
+    pair = text_embeddings(pipeline, GenerationInput("cat", "lowres"))
+    return [image.pixels for image in generate(pipeline, control, [Item(pair, 0), Item(pair, 1)], SETTINGS, 2)]
 
 
 def is_prepared(model: torch.nn.Module) -> bool:

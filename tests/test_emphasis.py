@@ -28,7 +28,7 @@ from promptsweep.emphasis import (
     parse_condition_id,
     validated_doses,
 )
-from promptsweep.generation import GenerationSettings, GeneratedImage, generate
+from promptsweep.generation import GenerationSettings, GeneratedImage, Item, generate
 from promptsweep.metrics import ssim
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import ImageSpec, PromptSpec, condition_input
@@ -84,28 +84,21 @@ def pipeline_embedding(pipeline, text: str) -> torch.Tensor:
     return prompt_embeds
 
 
+def generated(pipeline, control, pair: EmbeddingPair) -> list[GeneratedImage]:
+    """``generation.generate`` of ``pair`` on every seed, as the generation job calls it."""
+    return generate(pipeline, control, [Item(pair, seed) for seed in SEEDS], SETTINGS, batch_size=2)
+
+
 def from_texts(pipeline, control, texts: GenerationInput) -> list[GeneratedImage]:
-    return generate(pipeline, control, texts, SEEDS, SETTINGS, seeds_per_batch=2)
-
-
-def from_embeddings(pipeline, control, pair: EmbeddingPair, monkeypatch) -> list[GeneratedImage]:
-    """``generation.generate``, with the pipeline called with ``pair`` in place
-    of the texts: same scheduler, latents, generators and image checks."""
-    unused = "text not used"
-    real_with_scheduler = generation.with_scheduler
-
-    def with_embeddings(pipe, scheduler):
-        scheduled = real_with_scheduler(pipe, scheduler)
-
-        def call(prompt: list[str], negative_prompt: list[str], **kwargs):
-            assert set(prompt) == set(negative_prompt) == {unused}
-            return scheduled(**pair.pipeline_arguments(len(prompt)), **kwargs)
-
-        return call
-
-    with monkeypatch.context() as patch:
-        patch.setattr(generation, "with_scheduler", with_embeddings)
-        return generate(pipeline, control, GenerationInput(unused, unused), SEEDS, SETTINGS, seeds_per_batch=2)
+    """The pipeline encoding the texts itself, one call for every seed."""
+    scheduled = generation.with_scheduler(pipeline, SETTINGS.scheduler)
+    output = scheduled(
+        prompt=[texts.prompt] * len(SEEDS), negative_prompt=[texts.negative_prompt] * len(SEEDS), image=control,
+        height=control.height, width=control.width, num_inference_steps=SETTINGS.steps,
+        guidance_scale=SETTINGS.guidance_scale, generator=generation.generators(SEEDS),
+        latents=generation.initial_latents(SEEDS, control.height, control.width), output_type="np",
+    )
+    return [GeneratedImage(seed, generation.to_uint8(image), None) for seed, image in zip(SEEDS, output.images)]
 
 
 def assert_same_pixels(first: list[GeneratedImage], second: list[GeneratedImage]) -> None:
@@ -168,12 +161,12 @@ def test_encodings_match_the_pipeline_in_its_device_and_dtype(tiny_weights, devi
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, control, monkeypatch) -> None:
+def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, control) -> None:
     gpu = models.load_pipeline(*tiny_weights, models.PipelineOptions("cuda", torch.float16))
     encode = functools.partial(encode_literal_text, gpu)
     for prompt in (POSITIVE, NEGATIVE):
         pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
-        dosed = from_embeddings(gpu, control, pair, monkeypatch)
+        dosed = generated(gpu, control, pair)
         assert_same_pixels(dosed, from_texts(gpu, control, condition_input(IMAGE, prompt)))
 
 
@@ -181,10 +174,10 @@ def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, co
     ("name", "prompt"), [("baseline", None), ("pos3", POSITIVE), ("neg3", NEGATIVE)], ids=["baseline", "positive", "negative"]
 )
 def test_embeddings_generate_the_same_images_as_texts(
-    pipeline, control, encode, word_images, monkeypatch, name, prompt
+    pipeline, control, encode, word_images, name, prompt
 ) -> None:
     pair = encode_condition(condition_input(IMAGE, prompt), encode)
-    assert_same_pixels(from_embeddings(pipeline, control, pair, monkeypatch), word_images[name])
+    assert_same_pixels(generated(pipeline, control, pair), word_images[name])
 
 
 # --- Doses ------------------------------------------------------------------
@@ -240,10 +233,10 @@ def test_dose_condition_pair_matches_the_definition(pipeline, encode) -> None:
 
 @pytest.mark.parametrize(("name", "prompt"), [("pos3", POSITIVE), ("neg3", NEGATIVE)], ids=["positive", "negative"])
 def test_dose_one_generates_the_word_variant(
-    pipeline, control, encode, word_images, monkeypatch, name, prompt
+    pipeline, control, encode, word_images, name, prompt
 ) -> None:
     pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
-    dosed = from_embeddings(pipeline, control, pair, monkeypatch)
+    dosed = generated(pipeline, control, pair)
     for one, other in zip(dosed, word_images[name]):
         assert ssim(one.pixels, other.pixels) >= 0.99
 
@@ -582,7 +575,7 @@ def test_weighted_text_goes_through_compel(pipeline, control) -> None:
     assert embedded.method == "compel"
     assert torch.equal(embedded.pair.prompt_embeds, encode_text(pipeline, texts.prompt))
     assert torch.equal(embedded.pair.negative_prompt_embeds, pipeline_embedding(pipeline, ""))
-    images = generate(pipeline, control, embedded.pair, SEEDS, SETTINGS, seeds_per_batch=2)
+    images = generated(pipeline, control, embedded.pair)
     assert all(image.problem is None for image in images)
 
 
@@ -595,7 +588,7 @@ def test_dose_request_at_one_generates_the_word_variant(pipeline, control, word_
     embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, prompt), request)
     assert embedded.method == "dose" and embedded.dose == 1.0
     assert embedded.norms["shift_norm"] == pytest.approx(embedded.norms["direction_norm"])
-    dosed = generate(pipeline, control, embedded.pair, SEEDS, SETTINGS, seeds_per_batch=2)
+    dosed = generated(pipeline, control, embedded.pair)
     for one, other in zip(dosed, word_images[name]):
         assert ssim(one.pixels, other.pixels) >= 0.99
 

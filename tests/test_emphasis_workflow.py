@@ -100,17 +100,17 @@ def test_second_run_does_nothing(dose_study: Study) -> None:
     assert dose_study.planned_jobs() == {}
 
 
-def test_a_new_dose_generates_only_itself(dose_study: Study) -> None:
+def test_a_new_dose_is_generated_in_each_images_job(dose_study: Study) -> None:
     planned = planned_after_edit(dose_study, "config/config.yaml", "doses: [0.5, 2]", "doses: [0.5, 2, 1.5]")
-    assert planned["generate"] == len(IMAGES) * len(DOSE_PROMPTS)
-    assert planned["pair_metrics"] == len(IMAGES) * len(DOSE_PROMPTS)
-    assert "edge_map" not in planned and "image_metrics" not in planned
+    assert planned["generate"] == len(IMAGES)  # which keeps every image it has (tests/test_workflow.py)
+    assert "edge_map" not in planned
+    # The search grid gains each prompt at the new dose, and only those.
+    assert planned["search_generate"] == len(IMAGES) * len(DOSE_PROMPTS)
 
 
 def test_a_changed_prompt_regenerates_only_its_doses(dose_study: Study) -> None:
     planned = planned_after_edit(dose_study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
-    # "best" itself and its two doses on each image; "bad" and its doses stay.
-    assert planned["generate"] == len(IMAGES) * (1 + len(DOSES))
+    assert planned["generate"] == len(IMAGES)
     # On the selection seeds: "best" and its two single-dose candidates.
     assert planned["search_generate"] == len(IMAGES) * (1 + len(DOSES))
 

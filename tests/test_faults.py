@@ -77,7 +77,7 @@ def request(on_invalid: str = "fail") -> dict:
         "seeds": [0, 1],
         "generation": {"steps": 2, "guidance_scale": 9.0, "controlnet_scale": 1.0,
                        "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
-        "runtime": {"device": "cpu", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": on_invalid,
+        "runtime": {"device": "cpu", "dtype": "auto", "batch_size": "auto", "on_invalid_image": on_invalid,
                     "safety_checker": False, "attention_slicing": False, "cpu_offload": False, "compile": False},
     }
 
@@ -97,8 +97,8 @@ def generation_files(tmp_path: Path, tiny: Path) -> dict:
     return {
         "edge_maps": [str(tmp_path / "edges.png")],
         "weights": str(tmp_path / "weights.json"),
-        "images": [[str(tmp_path / f"seed{seed}.png") for seed in (0, 1)]],
-        "records": [[str(tmp_path / f"seed{seed}.json") for seed in (0, 1)]],
+        "images": [{"bad": [str(tmp_path / f"seed{seed}.png") for seed in (0, 1)]}],
+        "records": [{"bad": [str(tmp_path / f"seed{seed}.json") for seed in (0, 1)]}],
         "log": str(tmp_path / "job.log"),
     }
 
@@ -109,32 +109,32 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatc
 
     monkeypatch.setattr(generation, "generate", out_of_memory)
     with pytest.raises(generate_jobs.GenerationError) as error:
-        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[request()])
+        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}])
     message = str(error.value)
-    assert "square/bad: out of GPU memory" in message
-    for remedy in ("seeds_per_batch", "attention_slicing", "cpu_offload"):
+    assert "square: out of GPU memory" in message
+    for remedy in ("batch_size", "attention_slicing", "cpu_offload"):
         assert remedy in message
     assert not (tmp_path / "seed0.png").exists()
 
 
-def constant_images(pipeline, control, prompts, seeds, settings, seeds_per_batch):
+def constant_images(pipeline, control, items, settings, batch_size):
     from promptsweep.generation import GeneratedImage
 
-    return [GeneratedImage(seed, np.zeros((64, 64, 3), np.uint8), "constant image") for seed in seeds]
+    return [GeneratedImage(item.seed, np.zeros((64, 64, 3), np.uint8), "constant image") for item in items]
 
 
 def test_invalid_images_fail_the_job_by_default(tmp_path: Path, tiny: Path, monkeypatch) -> None:
     monkeypatch.setattr(generation, "generate", constant_images)
     with pytest.raises(generate_jobs.GenerationError, match="on_invalid_image: exclude"):
-        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[request("fail")])
+        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request("fail")}])
     assert not (tmp_path / "seed0.png").exists()
 
 
 def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:
     monkeypatch.setattr(generation, "generate", constant_images)
     paths = generation_files(tmp_path, tiny)
-    generate_jobs.generate(**paths, requests=[request("exclude")])
-    record = files.read_json(Path(paths["records"][0][0]))
+    generate_jobs.generate(**paths, requests=[{"bad": request("exclude")}])
+    record = files.read_json(Path(paths["records"][0]["bad"][0]))
     assert record["valid"] is False and record["problem"] == "constant image"
 
     baseline = tmp_path / "baseline"
@@ -146,8 +146,8 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
         )
     metric_jobs.pair_metrics(
         image_id="square", prompt_id="bad", seeds=[0, 1],
-        baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)], variants=paths["images"][0],
-        baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)], variant_records=paths["records"][0],
+        baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)], variants=paths["images"][0]["bad"],
+        baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)], variant_records=paths["records"][0]["bad"],
         settings={"lpips": {"network": "alex", "backbone": None, "linear": None}},
         output=str(tmp_path / "pairs.tsv"), ssim_maps=[str(tmp_path / f"map{seed}.png") for seed in (0, 1)],
         log=str(tmp_path / "compare.log"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from promptsweep import models
-from promptsweep.generation import generate, initial_latents
+from promptsweep.generation import Item, generate, initial_latents, text_embeddings
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
 from promptsweep.tiny import write_tiny_model
@@ -49,7 +49,8 @@ def test_half_precision_images_are_valid(tiny_weights, dtype: str) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=models.resolve_dtype(dtype, "cuda"))
     pipeline = models.load_pipeline(base, controlnet, options)
-    images = generate(pipeline, control_image(), GenerationInput("cat", "bad"), [0, 1], SETTINGS, 8)
+    pair = text_embeddings(pipeline, GenerationInput("cat", "bad"))
+    images = generate(pipeline, control_image(), [Item(pair, 0), Item(pair, 1)], SETTINGS, 8)
     assert pipeline.unet.dtype == options.dtype
     assert [image.problem for image in images] == [None, None]
 
@@ -59,13 +60,14 @@ def test_initial_latents_are_the_same_on_every_device() -> None:
     assert torch.equal(cpu.to("cuda").cpu(), initial_latents([0, 1], 128, 128))
 
 
-def test_batched_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
+def test_batched_conditions_and_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=torch.float32)
     pipeline = models.load_pipeline(base, controlnet, options)
-    prompts = GenerationInput("cat", "")
-    batched = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 3)
-    single = generate(pipeline, control_image(), prompts, [0, 1, 2], SETTINGS, 1)
+    pairs = [text_embeddings(pipeline, GenerationInput(prompt, "")) for prompt in ("cat", "cat, best quality")]
+    items = [Item(pair, seed) for pair in pairs for seed in (0, 1, 2)]
+    batched = generate(pipeline, control_image(), items, SETTINGS, 4)
+    single = generate(pipeline, control_image(), items, SETTINGS, 1)
     for one, other in zip(batched, single):
         difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
         assert difference <= 2e-3 + 1 / 255  # 2e-3 in [0, 1], plus one uint8 rounding step
@@ -90,14 +92,15 @@ def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Pat
         "seeds": seeds,
         "generation": {"steps": 4, "guidance_scale": 9.0, "controlnet_scale": 1.0,
                        "scheduler": "unipc", "eta": 0.0, "guess_mode": False},
-        "runtime": {"device": "auto", "dtype": "auto", "seeds_per_batch": 8, "on_invalid_image": "fail",
+        "runtime": {"device": "auto", "dtype": "auto", "batch_size": "auto", "on_invalid_image": "fail",
                     "safety_checker": False, "attention_slicing": False, "cpu_offload": False, "compile": False},
     }
     image_paths = [str(tmp_path / f"seed{seed}.png") for seed in seeds]
     record_paths = [str(tmp_path / f"seed{seed}.json") for seed in seeds]
     generate_jobs.generate(
-        edge_maps=[str(tmp_path / "edges.png")], weights=str(tmp_path / "weights.json"), images=[image_paths],
-        records=[record_paths], requests=[request], log=str(tmp_path / "generate.log"),
+        edge_maps=[str(tmp_path / "edges.png")], weights=str(tmp_path / "weights.json"),
+        images=[{"good": image_paths}], records=[{"good": record_paths}], requests=[{"good": request}],
+        log=str(tmp_path / "generate.log"),
     )
     for image_path, record_path in zip(image_paths, record_paths):
         record = files.read_json(Path(record_path))

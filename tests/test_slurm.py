@@ -170,7 +170,7 @@ def test_profile_gives_every_generation_job_its_resources(
     returncode, output, timed_out = _run(command, study.root, RUN_TIMEOUT)
     assert returncode == 0 and not timed_out, output[-6000:]
     jobs = _planned_remote_jobs(output)
-    assert len(jobs) == len(CONDITIONS) * len(IMAGES) // images_per_job
+    assert len(jobs) == len(IMAGES) // images_per_job
     for rule, resources in jobs:
         assert rule == remote_rule
         assert resources["gpu"] == "1"
@@ -212,7 +212,7 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
         sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
         "--default-resources", *TEST_NODE_RESOURCES,
-        # One job per (image, condition), so that every pair's submission can be checked.
+        # One job per image, so that every image's submission can be checked.
         "--config", "images_per_generation_job=1",
     ]
     start = time.monotonic()
@@ -240,8 +240,8 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
     # Snakemake: exactly the generate jobs were submitted, one sbatch each,
     # and every other rule ran locally.
     submissions = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", output)
-    generate_jobs = {f"{image}_{condition}" for image in IMAGES for condition in CONDITIONS}
-    assert len(submissions) == len(generate_jobs) == 8
+    generate_jobs = set(IMAGES)
+    assert len(submissions) == len(generate_jobs) == 2
     job_ids = {int(job_id) for job_id, _ in submissions}
     assert len(job_ids) == len(submissions)
     remote_rules = re.findall(r"^rule (\w+):$", output, flags=re.MULTILINE)
@@ -249,7 +249,7 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
     local_rules = set(re.findall(r"^localrule (\w+):$", output, flags=re.MULTILINE))
     assert set(LOCAL_RULES) <= local_rules
 
-    # SLURM logs: .snakemake/slurm_logs/rule_generate/<image>_<condition>/<jobid>.log
+    # SLURM logs: .snakemake/slurm_logs/rule_generate/<image>/<jobid>.log
     log_dir = root / ".snakemake" / "slurm_logs"
     logs = sorted(path.relative_to(log_dir) for path in log_dir.rglob("*.log"))
     assert {log.parts[0] for log in logs} == {"rule_generate"}
@@ -260,7 +260,7 @@ def test_generation_jobs_go_through_sbatch(slurm_cluster: None, tmp_path_factory
         text = (log_dir / log).read_text()
         assert "Finished jobid: 0 (Rule: generate)" in text, f"{log}:\n{text[-3000:]}"
 
-    # slurmctld: the run's jobs are these 8 generate jobs, each with one GPU
+    # slurmctld: the run's jobs are these 2 generate jobs, each with one GPU
     # (--gpus=1 shows as TresPerJob=gres:gpu:1, gres/gpu:1 or gres/gpu=1 by
     # SLURM version), all completed.
     run_id = re.search(r"SLURM run ID: (\S+)", output)
@@ -305,7 +305,7 @@ def test_sharded_generation_loads_once_per_cluster_job(
     slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """With the profile's images_per_generation_job, one sbatch job generates
-    one condition for several images and loads the pipeline once."""
+    every condition of several images and loads the pipeline once."""
     study = Study(tmp_path_factory.mktemp("slurm-sharded"))
     command = [
         sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
@@ -315,17 +315,16 @@ def test_sharded_generation_loads_once_per_cluster_job(
     returncode, output, timed_out = _run(command, study.root, RUN_TIMEOUT)
     assert not timed_out and returncode == 0, output[-6000:]
     submissions = re.findall(r"submitted with SLURM jobid (\d+)", output)
-    assert len(submissions) == len(CONDITIONS)  # both images of a condition in one job
+    assert len(submissions) == 1  # both images, every condition, in one job
     assert sorted(set(re.findall(r"^rule (\S+):", output, flags=re.MULTILINE))) == ["generate_shard0"]
     # The run's own --default-resources reached the group jobs, as the profile's do.
     run_id = re.search(r"SLURM run ID: (\S+)", output)
     assert run_id, output[:3000]
     jobs = _slurm_jobs(run_id.group(1))
-    assert len(jobs) == len(CONDITIONS)
+    assert len(jobs) == 1
     for job in jobs.values():
         assert (job["MinMemoryNode"], job["TimeLimit"]) == ("1000M", "00:10:00"), job
-    for condition in CONDITIONS:
-        log = (study.root / f"logs/generate/shard0/{condition}.log").read_text()
-        assert log.count("pipeline: loaded") == 1
-        assert log.count("seeds in") == len(IMAGES)
+    log = (study.root / "logs/generate/shard0.log").read_text()
+    assert log.count("pipeline: loaded") == 1
+    assert log.count(f" {len(CONDITIONS) * len(SEEDS)} images in ") == len(IMAGES)
     assert (study.root / "results/tables/summary.csv").is_file()

@@ -82,7 +82,7 @@ def test_provenance_record_beside_every_image(finished_study: Study) -> None:
 
 def test_pipeline_is_loaded_once_per_run(finished_study: Study) -> None:
     logs = sorted((finished_study.root / "logs/generate").rglob("*.log"))
-    assert len(logs) == len(IMAGES) * (1 + len(PROMPTS))
+    assert len(logs) == len(IMAGES)  # one generate job per image, every condition in it
     loads = [log for log in logs if "pipeline: loaded" in log.read_text()]
     reuses = [log for log in logs if "pipeline: reused" in log.read_text()]
     assert len(loads) == 1
@@ -106,12 +106,41 @@ def planned_after_edit(study: Study, relative_path: str, old: str, new: str) -> 
         path.write_text(original)
 
 
-def test_changing_one_prompt_reruns_only_its_jobs(finished_study: Study) -> None:
+def test_changing_one_prompt_reruns_its_images_jobs(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
-    assert planned["generate"] == len(IMAGES)  # "best" for each image, nothing else
-    assert planned["pair_metrics"] == len(IMAGES)
-    assert "edge_map" not in planned and "noise_floor" not in planned
+    assert planned["generate"] == len(IMAGES)  # each regenerates only "best": see the next test
+    assert "edge_map" not in planned and "model_weights" not in planned
     assert planned["pairs_table"] == 1 and planned["summary_tables"] == 1
+
+
+def generated_files(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every generated image and record: its inode (a rewrite makes a new one) and its bytes."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_ino, path.read_bytes())
+        for path in sorted((root / "results/generated").rglob("*.*"))
+    }
+
+
+def test_a_changed_prompt_rewrites_only_its_own_images(study: Study) -> None:
+    study.snakemake()
+    before = generated_files(study.root)
+    prompts = study.root / "config/prompts.tsv"
+    prompts.write_text(prompts.read_text().replace("\tbest quality", "\tbest quality, sharp"))
+    study.snakemake()
+    after = generated_files(study.root)
+    assert after.keys() == before.keys()
+    rewritten = {path for path in after if after[path][0] != before[path][0]}
+    assert rewritten == {
+        f"results/generated/{image}/best/seed{seed}.{suffix}"
+        for image in IMAGES for seed in SEEDS for suffix in ("png", "json")
+    }
+    unchanged = [path for path in after if path not in rewritten and after[path] != before[path]]
+    assert unchanged == []
+    assert all(after[path][1] != before[path][1] for path in rewritten if path.endswith(".png"))
+    log = (study.root / "logs/generate/square.log").read_text()
+    total = (1 + len(PROMPTS)) * len(SEEDS)
+    assert f"square: {total - len(SEEDS)} of {total} images up to date" in log
+    assert f"square: {len(SEEDS)} images in" in log
 
 
 def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
@@ -122,27 +151,27 @@ def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
         "blocks\tresources/blocks.png\tthing\nextra\tresources/extra.png\tthing\n",
     )
     assert planned["edge_map"] == 1
-    assert planned["generate"] == 1 + len(PROMPTS)
+    assert planned["generate"] == 1
     assert planned["pair_metrics"] == len(PROMPTS)
     assert planned["noise_floor"] == 1 and planned["contact_sheet"] == 1
 
 
 def test_changing_a_generation_setting_reruns_generation(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/config.yaml", "steps: 2", "steps: 3")
-    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+    assert planned["generate"] == len(IMAGES)
     assert "edge_map" not in planned
 
 
 def test_changing_the_model_reruns_generation(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/config.yaml", "name: tiny (random weights)", "name: tiny, renamed")
     assert planned["model_weights"] == 1
-    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+    assert planned["generate"] == len(IMAGES)
 
 
 def test_changing_canny_thresholds_reruns_edges(finished_study: Study) -> None:
     planned = planned_after_edit(finished_study, "config/config.yaml", "  steps: 2", "  steps: 2\n  canny_low: 50")
     assert planned["edge_map"] == len(IMAGES)
-    assert planned["generate"] == len(IMAGES) * (1 + len(PROMPTS))
+    assert planned["generate"] == len(IMAGES)
 
 
 def test_deleted_result_is_rebuilt(finished_study: Study) -> None:
@@ -185,14 +214,14 @@ def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:
 
 
 def test_several_images_per_generation_job(study: Study) -> None:
-    """Sharded generation: one job per (shard of images, condition), pipeline
-    loaded once per job, and a changed prompt reruns only its own shard."""
+    """Sharded generation: one job per shard of images, every condition in it,
+    and the pipeline loaded once per job."""
     config = study.root / "config/config.yaml"
     config.write_text(config.read_text() + "images_per_generation_job: 2\n")
-    assert study.planned_jobs()["generate_shard0"] == 1 + len(PROMPTS)
+    assert study.planned_jobs()["generate_shard0"] == 1
     study.snakemake()
     assert len(list((study.root / "results/generated").rglob("*.png"))) == len(IMAGES) * (1 + len(PROMPTS)) * len(SEEDS)
     logs = sorted((study.root / "logs/generate").rglob("*.log"))
     assert sum("pipeline: loaded" in log.read_text() for log in logs) == 1
     planned = planned_after_edit(study, "config/prompts.tsv", "\tbest quality", "\tbest quality, sharp")
-    assert planned["generate_shard0"] == 1 and planned["pair_metrics"] == len(IMAGES)
+    assert planned["generate_shard0"] == 1

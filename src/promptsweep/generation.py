@@ -1,4 +1,5 @@
-"""One (image, condition) generation: seeding, the pipeline call, and checks.
+"""Generation of one control image's conditions and seeds: seeding, batched
+pipeline calls, and checks.
 
 Seeding follows diffusers' recommendation for reproducible batches: one CPU
 ``torch.Generator`` per seed. The initial latents are drawn here, on the CPU,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -18,10 +19,8 @@ from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline, UniPCMul
 from PIL import Image
 
 from promptsweep.conditions import GenerationInput
+from promptsweep.emphasis import EmbeddingPair
 from promptsweep.study import GenerationSettings
-
-if TYPE_CHECKING:
-    from promptsweep.emphasis import EmbeddingPair
 
 SCHEDULERS = {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler}
 LATENT_CHANNELS = 4
@@ -113,80 +112,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.nan_to_num(image, nan=0.0) * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def generate(
-    pipeline: StableDiffusionControlNetPipeline,
-    control: Image.Image,
-    inputs: GenerationInput | EmbeddingPair,
-    seeds: list[int],
-    settings: GenerationSettings,
-    seeds_per_batch: int,
-) -> list[GeneratedImage]:
-    """Generate one image per seed for one (image, condition).
-
-    ``inputs`` is the condition's two texts, which the pipeline encodes, or
-    an :class:`promptsweep.emphasis.EmbeddingPair` computed beforehand (a
-    dose, a mixture, a weighted text), passed as ``prompt_embeds`` and
-    ``negative_prompt_embeds``. Seeds run in batches of ``seeds_per_batch``
-    pipeline calls; each image's result does not depend on the batching (up
-    to float rounding).
-    """
-    scheduled = with_scheduler(pipeline, settings.scheduler)
-    device = pipeline._execution_device
-    dtype = pipeline.unet.dtype
-    results: list[GeneratedImage] = []
-    for start in range(0, len(seeds), seeds_per_batch):
-        batch = seeds[start : start + seeds_per_batch]
-        latents = initial_latents(batch, control.height, control.width)
-        if isinstance(inputs, GenerationInput):
-            conditioning: dict[str, Any] = {
-                "prompt": [inputs.prompt] * len(batch),
-                "negative_prompt": [inputs.negative_prompt] * len(batch),
-            }
-        else:
-            conditioning = {
-                name: embeds.to(device=device, dtype=dtype)
-                for name, embeds in inputs.pipeline_arguments(len(batch)).items()
-            }
-        output = scheduled(
-            **conditioning,
-            image=control,
-            height=control.height,
-            width=control.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            controlnet_conditioning_scale=settings.controlnet_scale,
-            guess_mode=settings.guess_mode,
-            eta=settings.eta,
-            generator=generators(batch),
-            latents=latents.to(device=device, dtype=dtype),
-            output_type="np",
-        )
-        flagged = output.nsfw_content_detected or [False] * len(batch)
-        for seed, image, is_flagged in zip(batch, output.images, flagged):
-            results.append(GeneratedImage(seed, to_uint8(image), checked_problem(image, is_flagged)))
-    return results
-
-
-class TextEmbeddings(NamedTuple):
-    """The text encoder's output for one condition, each of shape (1, 77, D)."""
-
-    prompt: torch.Tensor
-    negative_prompt: torch.Tensor
-
-
-def text_embeddings(
-    pipeline: StableDiffusionControlNetPipeline, prompt: str, negative_prompt: str
-) -> TextEmbeddings:
-    """Encode a condition's prompts once, as the pipeline would for each call.
+def text_embeddings(pipeline: StableDiffusionControlNetPipeline, texts: GenerationInput) -> EmbeddingPair:
+    """A condition's two texts encoded once, exactly as the pipeline encodes
+    them for each call (``encode_prompt``; CLIP reads 77 positions, the rest
+    is cut).
 
     Always with the negative prompt: the pipeline uses it only when guidance is
     on, so the embeddings do not depend on the settings.
     """
     with torch.no_grad():
         positive, negative = pipeline.encode_prompt(
-            prompt, pipeline._execution_device, 1, True, negative_prompt
+            texts.prompt, pipeline._execution_device, 1, True, texts.negative_prompt
         )
-    return TextEmbeddings(positive, negative)
+    return EmbeddingPair(positive, negative)
 
 
 def resolve_batch_size(setting: int | str, device: str) -> int:
@@ -208,36 +146,45 @@ def padded(batch: list[T], size: int) -> list[T]:
     return batch + [batch[-1]] * (size - len(batch))
 
 
-def generate_batched(
+class Item(NamedTuple):
+    """One image to generate: its condition's embeddings and its seed."""
+
+    embeddings: EmbeddingPair
+    seed: int
+
+
+def generate(
     pipeline: StableDiffusionControlNetPipeline,
     control: Image.Image,
-    conditions: Sequence[TextEmbeddings],
-    seeds: list[int],
+    items: Sequence[Item],
     settings: GenerationSettings,
     batch_size: int,
-) -> list[list[GeneratedImage]]:
-    """Generate every (condition, seed) of one control image, batched across conditions.
+) -> list[GeneratedImage]:
+    """Generate ``items`` -- any conditions and seeds of one control image --
+    in pipeline calls of exactly ``batch_size`` images; one result per item,
+    in order.
 
-    Returns one list per condition, in the order of ``conditions``, of one image
-    per seed in the order of ``seeds``. Each image matches the one generated
-    alone (up to float rounding): it gets its condition's embeddings, its seed's
-    starting noise and its own generator.
-
-    Every pipeline call has exactly ``batch_size`` items -- the last is padded
-    by repeating an item, and the padding's images are dropped -- so that a
+    Each image gets its condition's embeddings, its seed's starting noise and
+    its own generator, whatever else shares its call. The last call is
+    filled up by repeating an item (those images are dropped): an image's
+    pixels depend on the size of its call, not on the other images in it
+    (checked on the CPU: the same bits beside other conditions or at another
+    position, 1/255 apart at batch 1 against 4). So an image regenerated on
+    its own is bit-identical to the one generated with its neighbours, and a
     compiled model sees one shape and is never recompiled.
     """
     scheduled = with_scheduler(pipeline, settings.scheduler)
     device = pipeline._execution_device
     dtype = pipeline.unet.dtype
-    items = [(condition, seed) for condition in range(len(conditions)) for seed in seeds]
-    results: list[list[GeneratedImage]] = [[] for _ in conditions]
+    results: list[GeneratedImage] = []
     for batch in chunks(items, batch_size):
         call = padded(batch, batch_size)
-        call_seeds = [seed for _, seed in call]
+        seeds = [item.seed for item in call]
         output = scheduled(
-            prompt_embeds=torch.cat([conditions[condition].prompt for condition, _ in call]),
-            negative_prompt_embeds=torch.cat([conditions[condition].negative_prompt for condition, _ in call]),
+            prompt_embeds=torch.cat([item.embeddings.prompt_embeds for item in call]).to(device=device, dtype=dtype),
+            negative_prompt_embeds=torch.cat([item.embeddings.negative_prompt_embeds for item in call]).to(
+                device=device, dtype=dtype
+            ),
             image=control,
             height=control.height,
             width=control.width,
@@ -246,11 +193,11 @@ def generate_batched(
             controlnet_conditioning_scale=settings.controlnet_scale,
             guess_mode=settings.guess_mode,
             eta=settings.eta,
-            generator=generators(call_seeds),
-            latents=initial_latents(call_seeds, control.height, control.width).to(device=device, dtype=dtype),
+            generator=generators(seeds),
+            latents=initial_latents(seeds, control.height, control.width).to(device=device, dtype=dtype),
             output_type="np",
         )
         flagged = output.nsfw_content_detected or [False] * len(call)
-        for (condition, seed), image, is_flagged in zip(batch, output.images, flagged):
-            results[condition].append(GeneratedImage(seed, to_uint8(image), checked_problem(image, is_flagged)))
+        for item, image, is_flagged in zip(batch, output.images, flagged):
+            results.append(GeneratedImage(item.seed, to_uint8(image), checked_problem(image, is_flagged)))
     return results

@@ -83,6 +83,8 @@ if SEARCH is not None:
         f"{list(SEARCH.evaluation_seeds)}); budget {SEARCH.budget}"
     )
 SEARCH_CONDITIONS = SEARCH.conditions if SEARCH is not None else []
+# Every condition the generate job makes for each control image.
+GENERATED_CONDITIONS = [*CONDITIONS, *DOSE_CONDITIONS]
 SEARCH_SLOTS = ["baseline", "chosen", "best_word"]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
 for metric in registry.learned_metrics():
@@ -153,6 +155,29 @@ def generated(image, condition, suffix):
     return [
         f"results/generated/{image}/{condition}/seed{seed}.{suffix}" for seed in SEEDS
     ]
+
+
+def generated_by_condition(image, suffix):
+    return {
+        condition: generated(image, condition, suffix)
+        for condition in GENERATED_CONDITIONS
+    }
+
+
+def generated_files(image, suffix):
+    """Every generated file of one control image: one generate job's outputs."""
+    return [
+        path
+        for paths in generated_by_condition(image, suffix).values()
+        for path in paths
+    ]
+
+
+def generation_requests(image):
+    return {
+        condition: generation_request(image, condition)
+        for condition in GENERATED_CONDITIONS
+    }
 
 
 def tiny_model_input(wildcards):
@@ -226,9 +251,8 @@ def final_outputs():
         *[
             path
             for image in IMAGES
-            for condition in CONDITIONS
             for suffix in ("png", "json")
-            for path in generated(image, condition, suffix)
+            for path in generated_files(image, suffix)
         ],
         *expand(
             "results/pair_metrics/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS

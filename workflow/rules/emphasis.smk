@@ -123,9 +123,9 @@ if SEARCH is not None:
             emphasis_jobs.search_generate(
                 edge_maps=[input.edge_map],
                 weights=input.weights,
-                images=[output.images],
-                records=[output.records],
-                requests=[params.request],
+                requests=[{wildcards.candidate: params.request}],
+                images=[{wildcards.candidate: output.images}],
+                records=[{wildcards.candidate: output.records}],
                 log=log[0],
             )
 

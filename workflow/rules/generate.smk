@@ -1,3 +1,9 @@
+# One job generates every condition (baseline, prompts, doses) of its control
+# images, so that the pipeline gets batches across conditions. Its outputs are
+# update(): Snakemake keeps them when the job reruns (a changed request of any
+# one condition reruns it), and the job regenerates only the images whose
+# request, edge map or model changed; each record carries a fingerprint of the
+# three. The jobs that read an image's files rerun with it.
 if IMAGES_PER_GENERATION_JOB == 1:
 
     rule generate:
@@ -5,30 +11,26 @@ if IMAGES_PER_GENERATION_JOB == 1:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
         output:
-            images=generated("{image}", "{condition}", "png"),
-            records=generated("{image}", "{condition}", "json"),
+            images=update(generated_files("{image}", "png")),
+            records=update(generated_files("{image}", "json")),
         log:
-            "logs/generate/{image}/{condition}.log",
+            "logs/generate/{image}.log",
         resources:
             gpu=1,
         params:
-            request=lambda wildcards: generation_request(
-                wildcards.image, wildcards.condition
-            ),
+            requests=lambda wildcards: generation_requests(wildcards.image),
         run:
             generate_jobs.generate(
                 edge_maps=[input.edge_map],
                 weights=input.weights,
-                images=[output.images],
-                records=[output.records],
-                requests=[params.request],
+                requests=[params.requests],
+                images=[generated_by_condition(wildcards.image, "png")],
+                records=[generated_by_condition(wildcards.image, "json")],
                 log=log[0],
             )
 
 else:
-    # Several images per job, one condition each: the pipeline is loaded once
-    # per job, every pair keeps its own files and request, and a changed
-    # prompt reruns only the shards of that prompt.
+    # Several control images per job: the pipeline is loaded once per job.
     for shard_index, shard in enumerate(image_shards()):
 
         rule:
@@ -38,37 +40,35 @@ else:
                 edge_maps=[f"results/edges/{image}.png" for image in shard],
                 weights="results/models/weights.json",
             output:
-                images=[
-                    path
-                    for image in shard
-                    for path in generated(image, "{condition}", "png")
-                ],
-                records=[
-                    path
-                    for image in shard
-                    for path in generated(image, "{condition}", "json")
-                ],
+                images=update(
+                    [path for image in shard for path in generated_files(image, "png")]
+                ),
+                records=update(
+                    [
+                        path
+                        for image in shard
+                        for path in generated_files(image, "json")
+                    ]
+                ),
             log:
-                f"logs/generate/shard{shard_index}/{{condition}}.log",
+                f"logs/generate/shard{shard_index}.log",
             resources:
                 gpu=1,
             params:
-                requests=lambda wildcards, shard=shard: [
-                    generation_request(image, wildcards.condition) for image in shard
-                ],
+                requests=[generation_requests(image) for image in shard],
                 shard=shard,
             run:
                 generate_jobs.generate(
                     edge_maps=input.edge_maps,
                     weights=input.weights,
+                    requests=params.requests,
                     images=[
-                        generated(image, wildcards.condition, "png")
+                        generated_by_condition(image, "png")
                         for image in params.shard
                     ],
                     records=[
-                        generated(image, wildcards.condition, "json")
+                        generated_by_condition(image, "json")
                         for image in params.shard
                     ],
-                    requests=params.requests,
                     log=log[0],
                 )

@@ -72,8 +72,8 @@ def evaluation_generate(
             "delete the file to select again"
         )
     generate_jobs.generate(
-        edge_maps=[edge_map], weights=weights, images=[images], records=[records],
-        requests=[requests[condition]], log=log,
+        edge_maps=[edge_map], weights=weights, requests=[{condition: requests[condition]}],
+        images=[{condition: images}], records=[{condition: records}], log=log,
     )
 
 

@@ -1,12 +1,14 @@
-"""Generation stage: every seed of (image, condition) pairs, with provenance."""
+"""Generation stage: every condition and seed of a control image, batched, with provenance."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from promptsweep import edges, files
 from promptsweep.conditions import GenerationInput
@@ -18,7 +20,7 @@ class GenerationError(RuntimeError):
 
 
 OOM_REMEDIES = (
-    "reduce runtime.seeds_per_batch, or set runtime.attention_slicing: true, "
+    "reduce runtime.batch_size, or set runtime.attention_slicing: true, "
     "or runtime.cpu_offload: true"
 )
 
@@ -37,33 +39,73 @@ def pipeline_options(runtime: dict[str, Any]) -> Any:
     )
 
 
+def image_fingerprint(request: Mapping[str, Any], seed: int, edge_map_sha256: str, weights: Mapping[str, Any]) -> str:
+    """What one generated image depends on, as a digest: its condition's
+    request (texts, embeddings, settings, runtime options) without the seed
+    list, its seed, and the content of its edge map and of the model's weight
+    files (``weights`` is the model record; where it lies does not count).
+    Equal digests mean the image would come out the same, so it is kept."""
+    content = {
+        "request": {key: value for key, value in request.items() if key != "seeds"},
+        "seed": seed,
+        "edge_map_sha256": edge_map_sha256,
+        "weights_sha256": {part: weights[part]["sha256"] for part in ("base", "controlnet")},
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def is_current(image: Path, record: Path, fingerprint: str) -> bool:
+    """Whether ``image`` and its ``record`` exist, the record has
+    ``fingerprint``, and the image is the one the record describes."""
+    if not (image.exists() and record.exists()):
+        return False
+    recorded = files.read_json(record)
+    return recorded.get("fingerprint") == fingerprint and recorded.get("sha256") == files.file_sha256(image)
+
+
+class Stale(NamedTuple):
+    """One image of a job that must be (re)generated."""
+
+    condition: str
+    seed: int
+    image: str
+    record: str
+    fingerprint: str
+
+
 def generate(
     *,
     edge_maps: Sequence[str],
     weights: str,
-    images: Sequence[Sequence[str]],
-    records: Sequence[Sequence[str]],
-    requests: Sequence[dict[str, Any]],
+    requests: Sequence[Mapping[str, dict[str, Any]]],
+    images: Sequence[Mapping[str, Sequence[str]]],
+    records: Sequence[Mapping[str, Sequence[str]]],
     log: str,
 ) -> None:
-    """Generate one or more (image, condition) pairs in one job, loading the
-    pipeline once, and write an image and a record per seed.
+    """Generate the conditions of one or more control images in one job,
+    loading the pipeline once, and write an image and a record per
+    (condition, seed).
 
-    Element i of ``edge_maps``, ``images``, ``records`` and ``requests`` is
-    pair i; ``images[i]`` and ``records[i]`` run over its seeds. A request
-    holds everything a pair's images depend on (texts, seeds, generation
-    settings, runtime options); the workflow passes it as a rule parameter, so
-    a change to any of it reruns exactly the jobs it concerns. On a cluster,
-    where every job is a new process, several pairs per job keep a GPU job
-    generating rather than loading.
+    Element i of ``edge_maps``, ``requests``, ``images`` and ``records`` is
+    control image i; ``requests[i]`` maps each of its conditions to the
+    request that holds everything its images depend on (texts, seeds,
+    generation settings, runtime options), and ``images[i]`` and
+    ``records[i]`` map the condition to its per-seed paths.
+
+    An image whose record shows the same :func:`image_fingerprint` is kept
+    as it is: the workflow reruns this job when any one condition's request
+    changes, and only that condition's images are generated again. The
+    images that are generated go through the pipeline in batches of
+    ``runtime.batch_size``, across conditions.
     """
-    from promptsweep import models, provenance
+    from promptsweep import generation, models, provenance
 
-    labels = [f"{request['image_id']}/{request['condition']}" for request in requests]
+    labels = [next(iter(image_requests.values()))["image_id"] for image_requests in requests]
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
     with job_log(log, f"generate {name}") as logger:
         weights_record = files.read_json(Path(weights))
-        options = pipeline_options(requests[0]["runtime"])
+        runtime = next(iter(requests[0].values()))["runtime"]
+        options = pipeline_options(runtime)
         loaded = models.cached_pipeline(
             models.ResolvedWeights.from_record(weights_record["base"]),
             models.ResolvedWeights.from_record(weights_record["controlnet"]),
@@ -73,19 +115,37 @@ def generate(
             logger.info("pipeline: reused (already loaded in this process)")
         else:
             logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
+        batch_size = generation.resolve_batch_size(runtime["batch_size"], options.device)
         # Provenance shared by every image of the job, looked up once.
         job_provenance = {
             "model": weights_record,
             "device": provenance.device_description(options.device),
             "dtype": str(options.dtype).removeprefix("torch."),
             "packages": provenance.package_versions(),
+            "batch_size": batch_size,
         }
-        for label, edge_map, pair_images, pair_records, request in zip(
-            labels, edge_maps, images, records, requests, strict=True
+        for label, edge_map, image_requests, image_paths, record_paths in zip(
+            labels, edge_maps, requests, images, records, strict=True
         ):
-            _generate_pair(
-                logger, label, loaded.pipeline, job_provenance, edge_map, pair_images, pair_records, request
-            )
+            edge_sha256 = files.file_sha256(edge_map)
+            stale = [
+                Stale(condition, seed, image, record, fingerprint)
+                for condition, request in image_requests.items()
+                for seed, image, record in zip(
+                    request["seeds"], image_paths[condition], record_paths[condition], strict=True
+                )
+                if not is_current(
+                    Path(image),
+                    Path(record),
+                    fingerprint := image_fingerprint(request, seed, edge_sha256, weights_record),
+                )
+            ]
+            total = sum(len(request["seeds"]) for request in image_requests.values())
+            logger.info("%s: %d of %d images up to date", label, total - len(stale), total)
+            if stale:
+                _generate_image(
+                    logger, label, loaded.pipeline, job_provenance, batch_size, edge_map, image_requests, stale
+                )
 
 
 def _warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationInput) -> None:
@@ -101,74 +161,100 @@ def _warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationI
             )
 
 
-def _generate_pair(
+def _generate_image(
     logger: logging.Logger,
     label: str,
     pipeline: Any,
     job_provenance: dict[str, Any],
+    batch_size: int,
     edge_map: str,
-    image_paths: Sequence[str],
-    record_paths: Sequence[str],
-    request: dict[str, Any],
+    requests: Mapping[str, dict[str, Any]],
+    stale: Sequence[Stale],
 ) -> None:
+    """Generate the ``stale`` images of one control image, batched across
+    conditions, and write each image and its record."""
     import torch
 
     from promptsweep import emphasis, generation, models
     from promptsweep.study import GenerationSettings
 
     control = edges.control_image(files.read_png(Path(edge_map)))
-    inputs = GenerationInput(request["prompt"], request["negative_prompt"])
-    _warn_long_texts(logger, pipeline.tokenizer, inputs)
-    settings = GenerationSettings(**request["generation"])
-    seeds = list(request["seeds"])
-    # Only dosed and mixed conditions carry "embedding"; the study's word
-    # conditions keep their request (and their cached images) as before.
-    embedded = models.on_model_thread(emphasis.condition_embeddings, pipeline, inputs, request.get("embedding"))
-    if embedded.method != emphasis.METHOD_TEXT:
-        logger.info("%s: %s embeddings, dose %s, norms %s", label, embedded.method, embedded.dose, embedded.norms)
+    conditions = list(dict.fromkeys(item.condition for item in stale))
+    settings = {GenerationSettings(**requests[condition]["generation"]) for condition in conditions}
+    if len(settings) != 1:
+        raise ValueError(f"{label}: the conditions of one image must share their generation settings")
+    # Each condition's embeddings are computed once, for all its seeds.
+    embedded: dict[str, emphasis.ConditionEmbeddings] = {}
+    pairs: dict[str, emphasis.EmbeddingPair] = {}
+    for condition in conditions:
+        request = requests[condition]
+        texts = GenerationInput(request["prompt"], request["negative_prompt"])
+        _warn_long_texts(logger, pipeline.tokenizer, texts)
+        embedded[condition] = models.on_model_thread(
+            emphasis.condition_embeddings, pipeline, texts, request.get("embedding")
+        )
+        if embedded[condition].method != emphasis.METHOD_TEXT:
+            logger.info(
+                "%s/%s: %s embeddings, dose %s, norms %s", label, condition,
+                embedded[condition].method, embedded[condition].dose, embedded[condition].norms,
+            )
+        pairs[condition] = embedded[condition].pair or models.on_model_thread(
+            generation.text_embeddings, pipeline, texts
+        )
+    items = [generation.Item(pairs[item.condition], item.seed) for item in stale]
     started = time.perf_counter()
     try:
         generated = models.on_model_thread(
-            generation.generate, pipeline, control, embedded.pair or inputs, seeds, settings,
-            request["runtime"]["seeds_per_batch"],
+            generation.generate, pipeline, control, items, settings.pop(), batch_size
         )
     except torch.cuda.OutOfMemoryError as error:
         raise GenerationError(
             f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
         ) from None
     seconds = time.perf_counter() - started
-    logger.info("%s: %d seeds in %.2f s (%.2f s per image)", label, len(seeds), seconds, seconds / len(seeds))
+    logger.info(
+        "%s: %d images in %.2f s (%.2f s per image; %d conditions, batches of %d)",
+        label, len(items), seconds, seconds / len(items), len(conditions), batch_size,
+    )
 
-    problems = [image for image in generated if image.problem]
-    if problems and request["runtime"]["on_invalid_image"] == "fail":
-        details = "; ".join(f"seed {image.seed}: {image.problem}" for image in problems)
+    problems = [
+        (item, image) for item, image in zip(stale, generated, strict=True)
+        if image.problem and requests[item.condition]["runtime"]["on_invalid_image"] == "fail"
+    ]
+    if problems:
+        details = "; ".join(f"{item.condition} seed {item.seed}: {image.problem}" for item, image in problems)
         raise GenerationError(
             f"{label}: {details}. Set runtime.on_invalid_image: exclude to record such "
             "images and leave them out of every metric instead"
         )
-    common = {
-        "image_id": request["image_id"],
-        "condition": request["condition"],
-        "prompt": inputs.prompt,
-        "negative_prompt": inputs.negative_prompt,
-        "method": embedded.method,
-        "dose": embedded.dose,
-        "embedding_norms": embedded.norms,
-        **({"embedding": request["embedding"]} if "embedding" in request else {}),
-        "edge_map": edge_map,
-        "generation": request["generation"],
-        "resolution": [control.width, control.height],
-        "runtime": request["runtime"],
-        **job_provenance,
-        "seeds_in_job": seeds,
-        "wall_seconds_per_image": seconds / len(seeds),
-    }
-    for image, image_path, record_path in zip(generated, image_paths, record_paths, strict=True):
+    for item, image in zip(stale, generated, strict=True):
+        request = requests[item.condition]
         if image.problem:
-            logger.warning("seed %d excluded: %s", image.seed, image.problem)
-        files.write_png(Path(image_path), image.pixels)
+            logger.warning("%s seed %d excluded: %s", item.condition, item.seed, image.problem)
+        files.write_png(Path(item.image), image.pixels)
         files.write_json(
-            Path(record_path),
-            {**common, "seed": image.seed, "image": image_path, "sha256": files.file_sha256(image_path),
-             "valid": image.problem is None, "problem": image.problem},
+            Path(item.record),
+            {
+                "image_id": request["image_id"],
+                "condition": request["condition"],
+                "prompt": request["prompt"],
+                "negative_prompt": request["negative_prompt"],
+                "method": embedded[item.condition].method,
+                "dose": embedded[item.condition].dose,
+                "embedding_norms": embedded[item.condition].norms,
+                **({"embedding": request["embedding"]} if "embedding" in request else {}),
+                "edge_map": edge_map,
+                "generation": request["generation"],
+                "resolution": [control.width, control.height],
+                "runtime": request["runtime"],
+                **job_provenance,
+                "images_in_batch_run": len(items),
+                "wall_seconds_per_image": seconds / len(items),
+                "seed": image.seed,
+                "image": item.image,
+                "sha256": files.file_sha256(item.image),
+                "fingerprint": item.fingerprint,
+                "valid": image.problem is None,
+                "problem": image.problem,
+            },
         )

@@ -1,0 +1,71 @@
+"""The generation job keeps an image whose fingerprint is unchanged."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from promptsweep import files
+from promptsweep.jobs.generate import image_fingerprint, is_current
+
+REQUEST = {
+    "image_id": "square", "condition": "good", "prompt": "thing, good", "negative_prompt": "",
+    "seeds": [0, 1],
+    "generation": {"steps": 2, "guidance_scale": 9.0},
+    "runtime": {"device": "auto", "batch_size": "auto"},
+}
+WEIGHTS = {
+    "name": "tiny",
+    "base": {"directory": "/one/place", "sha256": {"unet.safetensors": "aa"}},
+    "controlnet": {"directory": "/one/place", "sha256": {"controlnet.safetensors": "bb"}},
+}
+
+
+def fingerprint(request=REQUEST, seed=0, edge="ee", weights=WEIGHTS) -> str:
+    return image_fingerprint(request, seed, edge, weights)
+
+
+def changed(path: list[str], value) -> dict:
+    request = copy.deepcopy(REQUEST)
+    target = request
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return request
+
+
+def test_fingerprint_changes_with_what_the_image_depends_on() -> None:
+    reference = fingerprint()
+    assert fingerprint() == reference  # deterministic
+    assert fingerprint(changed(["prompt"], "thing, better")) != reference
+    assert fingerprint(changed(["generation", "steps"], 3)) != reference
+    assert fingerprint(changed(["runtime", "batch_size"], 8)) != reference
+    assert fingerprint(changed(["embedding"], {"terms": [["good", 0.5]]})) != reference
+    assert fingerprint(seed=1) != reference
+    assert fingerprint(edge="ff") != reference
+    other_weights = copy.deepcopy(WEIGHTS)
+    other_weights["base"]["sha256"]["unet.safetensors"] = "cc"
+    assert fingerprint(weights=other_weights) != reference
+
+
+def test_fingerprint_ignores_other_seeds_and_where_the_model_lies() -> None:
+    reference = fingerprint()
+    assert fingerprint(changed(["seeds"], [0, 1, 2])) == reference  # a new seed keeps seed 0
+    moved = copy.deepcopy(WEIGHTS)
+    moved["base"]["directory"] = moved["controlnet"]["directory"] = "/another/place"
+    assert fingerprint(weights=moved) == reference
+
+
+def test_is_current_needs_the_image_its_record_and_the_fingerprint(tmp_path: Path) -> None:
+    image, record = tmp_path / "seed0.png", tmp_path / "seed0.json"
+    assert not is_current(image, record, "abc")
+    files.write_png(image, np.zeros((8, 8, 3), np.uint8))
+    files.write_json(record, {"fingerprint": "abc", "sha256": files.file_sha256(image)})
+    assert is_current(image, record, "abc")
+    assert not is_current(image, record, "abd")  # its request, edge map or model changed
+    files.write_png(image, np.full((8, 8, 3), 9, np.uint8))
+    assert not is_current(image, record, "abc")  # the image is not the one recorded
+    image.unlink()
+    assert not is_current(image, record, "abc")
