@@ -9,6 +9,10 @@ the same: on 2 cores, two seeds took 3.2 s alone and 11 to 16 s while a second
 thread computed BRISQUE, OpenCV measures or SSIM maps. So model work and the
 metric, plot and gallery jobs all run here, one at a time; jobs still overlap
 their file reading and writing.
+
+Generation on a GPU is the exception: it runs on a thread of its own, so that
+the CPU jobs of the images already generated overlap with it instead of
+leaving the GPU idle.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 _NAME = "promptsweep-compute"
 _compute_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_NAME)
+_ACCELERATOR_NAME = "promptsweep-accelerator"
+_accelerator_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_ACCELERATOR_NAME)
 
 
 def on_compute_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -30,6 +36,16 @@ def on_compute_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> 
     if threading.current_thread().name.startswith(_NAME):
         return function(*args, **kwargs)
     return _compute_thread.submit(function, *args, **kwargs).result()
+
+
+def on_device_thread(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run model work for ``device`` on its thread: the compute thread for the
+    CPU, the accelerator thread for any other device."""
+    if device == "cpu":
+        return on_compute_thread(function, *args, **kwargs)
+    if threading.current_thread().name.startswith(_ACCELERATOR_NAME):
+        return function(*args, **kwargs)
+    return _accelerator_thread.submit(function, *args, **kwargs).result()
 
 
 def computed_alone(job: Callable[..., T]) -> Callable[..., T]:

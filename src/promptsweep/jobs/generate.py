@@ -144,7 +144,8 @@ def generate(
             logger.info("%s: %d of %d images up to date", label, total - len(stale), total)
             if stale:
                 _generate_image(
-                    logger, label, loaded.pipeline, job_provenance, batch_size, edge_map, image_requests, stale
+                    logger, label, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
+                    image_requests, stale,
                 )
 
 
@@ -165,6 +166,7 @@ def _generate_image(
     logger: logging.Logger,
     label: str,
     pipeline: Any,
+    device: str,
     job_provenance: dict[str, Any],
     batch_size: int,
     edge_map: str,
@@ -175,8 +177,9 @@ def _generate_image(
     conditions, and write each image and its record."""
     import torch
 
-    from promptsweep import emphasis, generation, models
+    from promptsweep import emphasis, generation
     from promptsweep.study import GenerationSettings
+    from promptsweep.threads import on_device_thread
 
     control = edges.control_image(files.read_png(Path(edge_map)))
     conditions = list(dict.fromkeys(item.condition for item in stale))
@@ -190,23 +193,21 @@ def _generate_image(
         request = requests[condition]
         texts = GenerationInput(request["prompt"], request["negative_prompt"])
         _warn_long_texts(logger, pipeline.tokenizer, texts)
-        embedded[condition] = models.on_model_thread(
-            emphasis.condition_embeddings, pipeline, texts, request.get("embedding")
+        embedded[condition] = on_device_thread(
+            device, emphasis.condition_embeddings, pipeline, texts, request.get("embedding")
         )
         if embedded[condition].method != emphasis.METHOD_TEXT:
             logger.info(
                 "%s/%s: %s embeddings, dose %s, norms %s", label, condition,
                 embedded[condition].method, embedded[condition].dose, embedded[condition].norms,
             )
-        pairs[condition] = embedded[condition].pair or models.on_model_thread(
-            generation.text_embeddings, pipeline, texts
+        pairs[condition] = embedded[condition].pair or on_device_thread(
+            device, generation.text_embeddings, pipeline, texts
         )
     items = [generation.Item(pairs[item.condition], item.seed) for item in stale]
     started = time.perf_counter()
     try:
-        generated = models.on_model_thread(
-            generation.generate, pipeline, control, items, settings.pop(), batch_size
-        )
+        generated = on_device_thread(device, generation.generate, pipeline, control, items, settings.pop(), batch_size)
     except torch.cuda.OutOfMemoryError as error:
         raise GenerationError(
             f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
