@@ -145,11 +145,12 @@ def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, ti
             {"valid": True, "problem": None, "sha256": files.file_sha256(baseline / f"seed{seed}.png")},
         )
     metric_jobs.pair_metrics(
-        image_id="square", prompt_id="bad", seeds=[0, 1],
-        baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)], variants=paths["images"][0]["bad"],
-        baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)], variant_records=paths["records"][0]["bad"],
+        image_id="square", prompts=["bad"], seeds=[0, 1],
+        baselines=[str(baseline / f"seed{seed}.png") for seed in (0, 1)],
+        baseline_records=[str(baseline / f"seed{seed}.json") for seed in (0, 1)],
+        variants=paths["images"][0], variant_records=paths["records"][0], weights=[],
         settings={"lpips": {"network": "alex", "backbone": None, "linear": None}},
-        output=str(tmp_path / "pairs.tsv"), ssim_maps=[str(tmp_path / f"map{seed}.png") for seed in (0, 1)],
+        outputs=[str(tmp_path / "pairs.tsv")], ssim_maps=[str(tmp_path / f"map{seed}.png") for seed in (0, 1)],
         log=str(tmp_path / "compare.log"),
     )
     table = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from promptsweep import files
-from promptsweep.jobs.generate import image_fingerprint, is_current
+import os
+
+from promptsweep.jobs.generate import folder_problems, image_fingerprint, is_current
 
 REQUEST = {
     "image_id": "square", "condition": "good", "prompt": "thing, good", "negative_prompt": "",
@@ -69,3 +71,26 @@ def test_is_current_needs_the_image_its_record_and_the_fingerprint(tmp_path: Pat
     assert not is_current(image, record, "abc")  # the image is not the one recorded
     image.unlink()
     assert not is_current(image, record, "abc")
+
+
+def test_folder_problems_are_what_was_done_by_hand(tmp_path: Path) -> None:
+    names = ["good/seed0.png", "good/seed1.png", "bad/seed0.png", "new/seed0.png"]
+    for name in names[:3]:
+        files.write_png(tmp_path / name, np.zeros((8, 8, 3), np.uint8))
+        files.write_json((tmp_path / name).with_suffix(".json"), {})
+    assert folder_problems(tmp_path, names, ".done") == []  # unfinished: no mark yet
+    mark = tmp_path / ".done"
+    mark.touch()
+    os.utime(mark, (1e9, 1.5e9))
+    for name in names[:3]:
+        for path in (tmp_path / name, (tmp_path / name).with_suffix(".json")):
+            os.utime(path, (1e9, 1e9))
+    assert folder_problems(tmp_path, names, ".done") == []  # "new" has neither file: a new condition
+    (tmp_path / "good/seed1.png").unlink()
+    (tmp_path / "bad/seed0.json").unlink()
+    files.write_png(tmp_path / "good/seed0.png", np.ones((8, 8, 3), np.uint8))  # now: after the mark
+    assert folder_problems(tmp_path, names, ".done") == [
+        f"{tmp_path}/good/seed0.png was changed after it was generated",
+        f"{tmp_path}/good/seed1.png is missing",
+        f"{tmp_path}/bad/seed0.json is missing",
+    ]

@@ -11,10 +11,13 @@ import torch
 from PIL import Image
 
 from promptsweep import generation, models
+from promptsweep.emphasis import EmbeddingPair
 from promptsweep.generation import (
+    Item,
     generate,
     image_problem,
     initial_latents,
+    text_embeddings,
     tokens_beyond_limit,
 )
 from promptsweep.conditions import GenerationInput
@@ -41,6 +44,17 @@ def control() -> Image.Image:
     return Image.fromarray(edges)
 
 
+def items(pipeline, texts: GenerationInput, seeds: list[int]) -> list[Item]:
+    pair = text_embeddings(pipeline, texts)
+    return [Item(pair, seed) for seed in seeds]
+
+
+def fake_items(value: float, seeds: list[int]) -> list[Item]:
+    """Items with made-up embeddings, for a recording pipeline."""
+    pair = EmbeddingPair(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+    return [Item(pair, seed) for seed in seeds]
+
+
 def test_condition_input_follow_controlnet() -> None:
     image = ImageSpec("cat", "cat.png", "cat")
     positive = PromptSpec("p", "positive", 1, "best quality")
@@ -64,33 +78,35 @@ def test_baseline_and_variant_start_from_identical_latents(monkeypatch, control)
 
     def recording_pipeline(**kwargs):
         received.append(kwargs["latents"].clone())
-        images = np.random.default_rng(0).random((len(kwargs["prompt"]), 64, 128, 3))
+        images = np.random.default_rng(0).random((len(kwargs["prompt_embeds"]), 64, 128, 3))
         return SimpleNamespace(images=images, nsfw_content_detected=None)
 
     fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
     monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: recording_pipeline)
-    generate(fake, control, GenerationInput("cat", ""), [0, 1], SETTINGS, 8)
-    generate(fake, control, GenerationInput("cat, best quality", "lowres"), [0, 1], SETTINGS, 8)
+    generate(fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
+    generate(fake, control, fake_items(2.0, [0, 1]), SETTINGS, 2)
     assert torch.equal(received[0], received[1])
 
 
 def test_same_seed_gives_bit_identical_images(pipeline, control) -> None:
-    first = generate(pipeline, control, GenerationInput("cat", "bad"), [7], SETTINGS, 8)
-    second = generate(pipeline, control, GenerationInput("cat", "bad"), [7], SETTINGS, 8)
+    first = generate(pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
+    second = generate(pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
     assert np.array_equal(first[0].pixels, second[0].pixels)
     assert first[0].pixels.shape == (64, 128, 3) and first[0].pixels.dtype == np.uint8
 
 
 def test_prompt_changes_the_image(pipeline, control) -> None:
-    baseline = generate(pipeline, control, GenerationInput("cat", ""), [0], SETTINGS, 8)[0]
-    variant = generate(pipeline, control, GenerationInput("cat", "lowres, worst quality"), [0], SETTINGS, 8)[0]
+    baseline = generate(pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), SETTINGS, 1)[0]
+    variant = generate(
+        pipeline, control, items(pipeline, GenerationInput("cat", "lowres, worst quality"), [0]), SETTINGS, 1
+    )[0]
     assert not np.array_equal(baseline.pixels, variant.pixels)
 
 
 def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
-    prompts = GenerationInput("cat, good", "bad")
-    batched = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 3)
-    single = generate(pipeline, control, prompts, [0, 1, 2], SETTINGS, 1)
+    seeds = items(pipeline, GenerationInput("cat, good", "bad"), [0, 1, 2])
+    batched = generate(pipeline, control, seeds, SETTINGS, 3)
+    single = generate(pipeline, control, seeds, SETTINGS, 1)
     for one, other in zip(batched, single):
         assert one.seed == other.seed
         difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
@@ -99,7 +115,7 @@ def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
 
 def test_ddim_scheduler_runs(pipeline, control) -> None:
     ddim = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="ddim", eta=0.0)
-    images = generate(pipeline, control, GenerationInput("cat", ""), [0], ddim, 8)
+    images = generate(pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), ddim, 1)
     assert images[0].problem is None
 
 
@@ -124,7 +140,7 @@ def test_flagged_and_nan_images_are_marked(monkeypatch, control) -> None:
 
     fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
     monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
-    flagged, nan = generate(fake, control, GenerationInput("cat", ""), [0, 1], SETTINGS, 8)
+    flagged, nan = generate(fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
     assert "safety checker" in flagged.problem
     assert "non-finite" in nan.problem and nan.pixels.max() == 0
 

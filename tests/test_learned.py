@@ -61,7 +61,7 @@ def test_workflow_scores_clip_when_weights_are_local(study: Study, clip_director
     assert "CLIP score not computed" not in summary
     assert "LPIPS not computed: metrics.lpips.backbone and metrics.lpips.linear are not set" in summary
     # Unset is the quiet default: the job logs do not repeat it.
-    assert "LPIPS" not in (study.root / "logs/pair_metrics/square/good.log").read_text()
+    assert "LPIPS" not in (study.root / "logs/pair_metrics/square.log").read_text()
 
 
 def test_workflow_marks_clip_not_computed_with_reason(study: Study, tmp_path: Path) -> None:
@@ -186,12 +186,12 @@ def test_workflow_scores_lpips_once_its_weights_appear(study: Study, tmp_path: P
     assert pairs["lpips"].isna().all()
     summary = (study.root / "results/tables/summary.md").read_text()
     assert f"LPIPS not computed: LPIPS alex backbone {backbone} is not on this machine" in summary
-    for log in ("logs/pair_metrics/square/good.log", "logs/noise_floor/square.log"):
+    for log in ("logs/pair_metrics/square.log", "logs/noise_floor/square.log"):
         assert "LPIPS not computed" in (study.root / log).read_text(), log
 
     write_lpips_weights(weights, "alex")
     planned = study.planned_jobs()
-    assert planned["pair_metrics"] == len(pairs) // 2  # one job per image and prompt, two seeds each
+    assert planned["pair_metrics"] == 2  # one job per image
     assert planned["noise_floor"] == 2
     assert "generate" not in planned
     study.snakemake()

@@ -61,18 +61,21 @@ def run_metric_jobs(root: Path) -> dict[str, str]:
         }
         for path in paths.values():
             write_generated(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "cat")
-        for prompt in PROMPTS:
-            output = str(root / "pair_metrics" / image_id / f"{prompt.prompt_id}.tsv")
-            metric_jobs.pair_metrics(
-                image_id=image_id, prompt_id=prompt.prompt_id, seeds=SEEDS,
-                baselines=[str(paths["baseline", seed]) for seed in SEEDS],
-                variants=[str(paths[prompt.prompt_id, seed]) for seed in SEEDS],
-                baseline_records=[str(paths["baseline", seed].with_suffix(".json")) for seed in SEEDS],
-                variant_records=[str(paths[prompt.prompt_id, seed].with_suffix(".json")) for seed in SEEDS],
-                settings=SETTINGS, output=output, log=str(root / "logs" / f"{image_id}{prompt.prompt_id}.log"),
-                ssim_maps=[str(root / "maps" / image_id / prompt.prompt_id / f"seed{seed}.png") for seed in SEEDS],
-            )
-            outputs["pair_metrics"].append(output)
+        prompt_ids = [prompt.prompt_id for prompt in PROMPTS]
+        pair_outputs = {prompt_id: str(root / "pair_metrics" / image_id / f"{prompt_id}.tsv") for prompt_id in prompt_ids}
+        metric_jobs.pair_metrics(
+            image_id=image_id, prompts=prompt_ids, seeds=SEEDS,
+            baselines=[str(paths["baseline", seed]) for seed in SEEDS],
+            baseline_records=[str(paths["baseline", seed].with_suffix(".json")) for seed in SEEDS],
+            variants={prompt_id: [str(paths[prompt_id, seed]) for seed in SEEDS] for prompt_id in prompt_ids},
+            variant_records={
+                prompt_id: [str(paths[prompt_id, seed].with_suffix(".json")) for seed in SEEDS] for prompt_id in prompt_ids
+            },
+            weights=[], settings=SETTINGS, outputs=list(pair_outputs.values()),
+            ssim_maps=[str(root / "maps" / image_id / prompt_id / f"seed{seed}.png") for prompt_id in prompt_ids for seed in SEEDS],
+            log=str(root / "logs" / f"{image_id}-pairs.log"),
+        )
+        outputs["pair_metrics"] += list(pair_outputs.values())
         keys = [(condition, seed) for condition in condition_ids for seed in SEEDS]
         output = str(root / "image_metrics" / f"{image_id}.tsv")
         metric_jobs.image_metrics(
@@ -85,7 +88,7 @@ def run_metric_jobs(root: Path) -> dict[str, str]:
         output = str(root / "noise_floor" / f"{image_id}.tsv")
         metric_jobs.noise_floor(
             image_id=image_id, seeds=SEEDS, baselines=[str(paths["baseline", seed]) for seed in SEEDS],
-            records=[str(paths["baseline", seed].with_suffix(".json")) for seed in SEEDS],
+            records=[str(paths["baseline", seed].with_suffix(".json")) for seed in SEEDS], weights=[],
             settings=SETTINGS, output=output, log=str(root / "logs" / f"{image_id}-floor.log"),
         )
         outputs["noise_floor"].append(output)

@@ -4,6 +4,8 @@ reduced study (2 images x (baseline + 3 prompts) x 2 seeds, 64 px, 2 steps)."""
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,30 +115,37 @@ def test_changing_one_prompt_reruns_its_images_jobs(finished_study: Study) -> No
     assert planned["pairs_table"] == 1 and planned["summary_tables"] == 1
 
 
-def generated_files(root: Path) -> dict[str, tuple[int, bytes]]:
-    """Every generated image and record: its inode (a rewrite makes a new one) and its bytes."""
+def generated_files(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every generated image and record under ``folder``: its inode (a rewrite
+    makes a new one) and its bytes."""
     return {
-        str(path.relative_to(root)): (path.stat().st_ino, path.read_bytes())
-        for path in sorted((root / "results/generated").rglob("*.*"))
+        str(path.relative_to(folder)): (path.stat().st_ino, path.read_bytes())
+        for path in sorted(folder.rglob("*.*"))
+        if path.name != ".snakemake_timestamp"
     }
 
 
 def test_a_changed_prompt_rewrites_only_its_own_images(study: Study) -> None:
     study.snakemake()
-    before = generated_files(study.root)
+    before = generated_files(study.root / "results/generated")
     prompts = study.root / "config/prompts.tsv"
     prompts.write_text(prompts.read_text().replace("\tbest quality", "\tbest quality, sharp"))
     study.snakemake()
-    after = generated_files(study.root)
+    after = generated_files(study.root / "results/generated")
     assert after.keys() == before.keys()
     rewritten = {path for path in after if after[path][0] != before[path][0]}
     assert rewritten == {
-        f"results/generated/{image}/best/seed{seed}.{suffix}"
+        f"{image}/best/seed{seed}.{suffix}"
         for image in IMAGES for seed in SEEDS for suffix in ("png", "json")
     }
     unchanged = [path for path in after if path not in rewritten and after[path] != before[path]]
     assert unchanged == []
     assert all(after[path][1] != before[path][1] for path in rewritten if path.endswith(".png"))
+    # The pairs of the other prompts, and the noise floor, are kept as they are.
+    for image in IMAGES:
+        log = (study.root / f"logs/pair_metrics/{image}.log").read_text()
+        assert [prompt for prompt in PROMPTS if f"{prompt}: inputs unchanged, kept" in log] == ["good", "bad"]
+    assert "kept" in (study.root / "logs/noise_floor/square.log").read_text()
     log = (study.root / "logs/generate/square.log").read_text()
     total = (1 + len(PROMPTS)) * len(SEEDS)
     assert f"square: {total - len(SEEDS)} of {total} images up to date" in log
@@ -152,7 +161,7 @@ def test_adding_an_image_runs_only_its_jobs(finished_study: Study) -> None:
     )
     assert planned["edge_map"] == 1
     assert planned["generate"] == 1
-    assert planned["pair_metrics"] == len(PROMPTS)
+    assert planned["pair_metrics"] == 1
     assert planned["noise_floor"] == 1 and planned["contact_sheet"] == 1
 
 
@@ -183,16 +192,26 @@ def test_deleted_result_is_rebuilt(finished_study: Study) -> None:
     assert target.is_file()
 
 
-def test_image_edited_by_hand_is_detected_then_rebuilt(finished_study: Study) -> None:
-    image = finished_study.root / "results/generated/square/good/seed0.png"
+def test_image_edited_or_deleted_by_hand_is_detected_then_rebuilt(finished_study: Study) -> None:
+    folder = finished_study.root / "results/generated/square"
+    image = folder / "good/seed0.png"
     original = image.read_bytes()
+    time.sleep(0.05)
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
-    result = finished_study.snakemake(check=False)
+    result = finished_study.snakemake("--dry-run", check=False)
     assert result.returncode != 0
-    assert "results/generated/square/good/seed0.png was changed after it was generated" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "results/generated/square/good/seed0.png was changed after it was generated" in output
+    assert "Delete results/generated/square and run again" in output
     image.unlink()
+    result = finished_study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "results/generated/square/good/seed0.png is missing" in result.stdout + result.stderr
+    blocks = generated_files(finished_study.root / "results/generated/blocks")
+    shutil.rmtree(folder)
     finished_study.snakemake()
     assert image.read_bytes() == original  # regenerated bit-identically from the same seed
+    assert generated_files(finished_study.root / "results/generated/blocks") == blocks
 
 
 def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:

@@ -66,7 +66,8 @@ def read_generated(path: Path | str, record: dict[str, Any]) -> np.ndarray:
     if file_sha256(path) != record["sha256"]:
         raise ChangedResultError(
             f"{path} was changed after it was generated (its sha256 differs from "
-            f"the one in {Path(path).with_suffix('.json').name}); delete it and run "
+            f"the one in {Path(path).with_suffix('.json').name}); delete its image's "
+            "folder under results/generated (under results/search, the file) and run "
             "again to regenerate it"
         )
     return read_png(Path(path))

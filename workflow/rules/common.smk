@@ -17,6 +17,7 @@ from promptsweep.jobs import model as model_jobs
 from promptsweep.jobs import plots as plot_jobs
 from promptsweep.jobs import tables as table_jobs
 from promptsweep.study import (
+    ID_PATTERN,
     condition_input,
     generation_settings,
     read_images,
@@ -83,8 +84,10 @@ if SEARCH is not None:
         f"{list(SEARCH.evaluation_seeds)}); budget {SEARCH.budget}"
     )
 SEARCH_CONDITIONS = SEARCH.conditions if SEARCH is not None else []
-# Every condition the generate job makes for each control image.
+# Every condition the generate job makes for each control image, and those
+# compared with the baseline (the prompts and the prompts at doses).
 GENERATED_CONDITIONS = [*CONDITIONS, *DOSE_CONDITIONS]
+VARIANTS = [*PROMPTS, *DOSE_CONDITIONS]
 SEARCH_SLOTS = ["baseline", "chosen", "best_word"]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
 for metric in registry.learned_metrics():
@@ -110,10 +113,11 @@ def _alternatives(ids):
     return "|".join(re.escape(identifier) for identifier in ids)
 
 
+# Image ids by their pattern, not as an alternation of every id: compiling a
+# 400-way alternation into each rule's patterns cost seconds of planning.
 wildcard_constraints:
-    image=_alternatives(IMAGES),
+    image=ID_PATTERN.pattern.strip("^$"),
     condition=_alternatives([*CONDITIONS, *DOSE_CONDITIONS]),
-    prompt=_alternatives([*PROMPTS, *DOSE_CONDITIONS]),
     candidate=_alternatives(SEARCH_CONDITIONS or [BASELINE]),
     slot=_alternatives(SEARCH_SLOTS),
 
@@ -164,13 +168,74 @@ def generated_by_condition(image, suffix):
     }
 
 
-def generated_files(image, suffix):
-    """Every generated file of one control image: one generate job's outputs."""
+def generated_folder(image):
+    """One control image's generated images and records, every condition: a
+    generate job's output, and what the jobs that read them take as input."""
+    return f"results/generated/{image}"
+
+
+def generated_files(image, conditions, suffix):
+    """The files of ``conditions`` of one image, conditions-major, then seeds."""
     return [
-        path
-        for paths in generated_by_condition(image, suffix).values()
-        for path in paths
+        path for condition in conditions for path in generated(image, condition, suffix)
     ]
+
+
+def by_variant(paths):
+    """Files of every variant and seed, VARIANTS-major, as a mapping of each
+    variant to its files per seed."""
+    return {
+        variant: paths[index * len(SEEDS) : (index + 1) * len(SEEDS)]
+        for index, variant in enumerate(VARIANTS)
+    }
+
+
+def pair_files(image):
+    """The files a pair_metrics job reads (the baselines and each variant's),
+    and the SSIM maps it writes into its folder, VARIANTS-major."""
+    return {
+        "baselines": generated(image, BASELINE, "png"),
+        "baseline_records": generated(image, BASELINE, "json"),
+        "variants": by_variant(generated_files(image, VARIANTS, "png")),
+        "variant_records": by_variant(generated_files(image, VARIANTS, "json")),
+        "ssim_maps": [
+            f"results/ssim_maps/{image}/{variant}/seed{seed}.png"
+            for variant in VARIANTS
+            for seed in SEEDS
+        ],
+    }
+
+
+def check_generated_folders():
+    """Stop before anything runs when a generated image or record was deleted
+    or changed by hand: Snakemake tracks the folders, not the files in them."""
+    problems = [
+        problem
+        for image in IMAGES
+        for problem in generate_jobs.folder_problems(
+            Path(generated_folder(image)),
+            [
+                str(Path(path).relative_to(generated_folder(image)))
+                for condition in GENERATED_CONDITIONS
+                for path in generated(image, condition, "png")
+            ],
+            mark=".snakemake_timestamp",
+        )
+    ]
+    if problems:
+        folders = sorted({problem.split()[0].split("/")[2] for problem in problems})
+        raise WorkflowError(
+            "; ".join(problems[:5])
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+            + ". Delete "
+            + ", ".join(generated_folder(image) for image in folders[:5])
+            + " and run again to regenerate them (bit-identically, from the same seeds)"
+        )
+
+
+def generated_input(wildcards):
+    """The folder of the job's image, whose files the job reads."""
+    return generated_folder(wildcards.image)
 
 
 def generation_requests(image):
@@ -248,12 +313,7 @@ def final_outputs():
         "results/plots/change_vs_gain.png",
         "results/gallery",
         *[f"results/plots/sheets/{image}.png" for image in IMAGES],
-        *[
-            path
-            for image in IMAGES
-            for suffix in ("png", "json")
-            for path in generated_files(image, suffix)
-        ],
+        *[generated_folder(image) for image in IMAGES],
         *expand(
             "results/pair_metrics/{image}/{prompt}.tsv", image=IMAGES, prompt=PROMPTS
         ),
@@ -318,3 +378,6 @@ def evaluation_conditions(slot):
         "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
         "best_word": [BASELINE, *SEARCH.word_prompts],
     }[slot]
+
+
+check_generated_folders()

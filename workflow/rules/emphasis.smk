@@ -17,14 +17,17 @@ localrules:
 rule condition_image_metrics:
     input:
         edge_map="results/edges/{image}.png",
-        images=generated("{image}", "{condition}", "png"),
-        records=generated("{image}", "{condition}", "json"),
+        generated=generated_input,
         weights=weight_files("image"),
     output:
-        "results/image_metrics/{image}/{condition}.tsv",
+        update("results/image_metrics/{image}/{condition}.tsv"),
     log:
         "logs/image_metrics/{image}/{condition}.log",
     params:
+        images=lambda wildcards: generated(wildcards.image, wildcards.condition, "png"),
+        records=lambda wildcards: generated(
+            wildcards.image, wildcards.condition, "json"
+        ),
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
         subject=lambda wildcards: IMAGES[wildcards.image].prompt,
@@ -32,15 +35,11 @@ rule condition_image_metrics:
     run:
         emphasis_jobs.condition_image_metrics(
             image_id=wildcards.image,
-            edge_map=input.edge_map,
             conditions=[wildcards.condition],
             seeds=SEEDS,
-            images=input.images,
-            records=input.records,
-            canny_low=params.canny_low,
-            canny_high=params.canny_high,
-            subject=params.subject,
-            settings=params.settings,
+            edge_map=input.edge_map,
+            weights=input.weights,
+            **params,
             output=output[0],
             log=log[0],
         )

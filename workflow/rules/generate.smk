@@ -1,9 +1,11 @@
 # One job generates every condition (baseline, prompts, doses) of its control
-# images, so that the pipeline gets batches across conditions. Its outputs are
-# update(): Snakemake keeps them when the job reruns (a changed request of any
-# one condition reruns it), and the job regenerates only the images whose
-# request, edge map or model changed; each record carries a fingerprint of the
-# three. The jobs that read an image's files rerun with it.
+# images, so that the pipeline gets batches across conditions. Its output is
+# the image's folder, update(): Snakemake keeps it when the job reruns (a
+# changed request of any one condition reruns it), and the job regenerates
+# only the images whose request, edge map or model changed; each record
+# carries a fingerprint of the three. A folder, not its files, as the output:
+# matching each requested file against hundreds of output patterns made
+# planning a 400-image study take 187 s.
 if IMAGES_PER_GENERATION_JOB == 1:
 
     rule generate:
@@ -11,8 +13,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
         output:
-            images=update(generated_files("{image}", "png")),
-            records=update(generated_files("{image}", "json")),
+            update(directory(generated_folder("{image}"))),
         log:
             "logs/generate/{image}.log",
         resources:
@@ -40,16 +41,7 @@ else:
                 edge_maps=[f"results/edges/{image}.png" for image in shard],
                 weights="results/models/weights.json",
             output:
-                images=update(
-                    [path for image in shard for path in generated_files(image, "png")]
-                ),
-                records=update(
-                    [
-                        path
-                        for image in shard
-                        for path in generated_files(image, "json")
-                    ]
-                ),
+                update([directory(generated_folder(image)) for image in shard]),
             log:
                 f"logs/generate/shard{shard_index}.log",
             resources:

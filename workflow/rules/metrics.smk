@@ -1,31 +1,30 @@
+# One job per image scores every prompt's and dose's pairs; it and the noise
+# floor keep update() outputs made from unchanged inputs, since the generate
+# job touches all of an image's folders when it regenerates only some (see
+# Ledger in promptsweep.jobs).
 rule pair_metrics:
     input:
-        baselines=generated("{image}", BASELINE, "png"),
-        variants=generated("{image}", "{prompt}", "png"),
-        baseline_records=generated("{image}", BASELINE, "json"),
-        variant_records=generated("{image}", "{prompt}", "json"),
+        generated=generated_input,
         weights=weight_files("pair"),
     output:
-        table="results/pair_metrics/{image}/{prompt}.tsv",
-        ssim_maps=expand(
-            "results/ssim_maps/{{image}}/{{prompt}}/seed{seed}.png", seed=SEEDS
+        tables=update(
+            expand("results/pair_metrics/{{image}}/{prompt}.tsv", prompt=VARIANTS)
         ),
+        ssim_maps=update(directory("results/ssim_maps/{image}")),
     log:
-        "logs/pair_metrics/{image}/{prompt}.log",
+        "logs/pair_metrics/{image}.log",
     params:
+        pairs=lambda wildcards: pair_files(wildcards.image),
         settings=registry.metric_settings(config["metrics"], "pair"),
     run:
         metric_jobs.pair_metrics(
             image_id=wildcards.image,
-            prompt_id=wildcards.prompt,
+            prompts=VARIANTS,
             seeds=SEEDS,
-            baselines=input.baselines,
-            variants=input.variants,
-            baseline_records=input.baseline_records,
-            variant_records=input.variant_records,
+            **params.pairs,
+            weights=input.weights,
             settings=params.settings,
-            output=output.table,
-            ssim_maps=output.ssim_maps,
+            outputs=output.tables,
             log=log[0],
         )
 
@@ -33,22 +32,15 @@ rule pair_metrics:
 rule image_metrics:
     input:
         edge_map="results/edges/{image}.png",
-        images=lambda wildcards: [
-            path
-            for condition in CONDITIONS
-            for path in generated(wildcards.image, condition, "png")
-        ],
-        records=lambda wildcards: [
-            path
-            for condition in CONDITIONS
-            for path in generated(wildcards.image, condition, "json")
-        ],
+        generated=generated_input,
         weights=weight_files("image"),
     output:
         "results/image_metrics/{image}.tsv",
     log:
         "logs/image_metrics/{image}.log",
     params:
+        images=lambda wildcards: generated_files(wildcards.image, CONDITIONS, "png"),
+        records=lambda wildcards: generated_files(wildcards.image, CONDITIONS, "json"),
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
         subject=lambda wildcards: IMAGES[wildcards.image].prompt,
@@ -59,12 +51,7 @@ rule image_metrics:
             edge_map=input.edge_map,
             conditions=CONDITIONS,
             seeds=SEEDS,
-            images=input.images,
-            records=input.records,
-            canny_low=params.canny_low,
-            canny_high=params.canny_high,
-            subject=params.subject,
-            settings=params.settings,
+            **params,
             output=output[0],
             log=log[0],
         )
@@ -72,22 +59,22 @@ rule image_metrics:
 
 rule noise_floor:
     input:
-        baselines=generated("{image}", BASELINE, "png"),
-        records=generated("{image}", BASELINE, "json"),
+        generated=generated_input,
         weights=weight_files("pair"),
     output:
-        "results/noise_floor/{image}.tsv",
+        update("results/noise_floor/{image}.tsv"),
     log:
         "logs/noise_floor/{image}.log",
     params:
+        baselines=lambda wildcards: generated(wildcards.image, BASELINE, "png"),
+        records=lambda wildcards: generated(wildcards.image, BASELINE, "json"),
         settings=registry.metric_settings(config["metrics"], "pair"),
     run:
         metric_jobs.noise_floor(
             image_id=wildcards.image,
             seeds=SEEDS,
-            baselines=input.baselines,
-            records=input.records,
-            settings=params.settings,
+            **params,
+            weights=input.weights,
             output=output[0],
             log=log[0],
         )

@@ -58,9 +58,7 @@ rule summary_plots:
 rule contact_sheet:
     input:
         edge_map="results/edges/{image}.png",
-        images=lambda wildcards: [
-            generated(wildcards.image, condition, "png")[0] for condition in CONDITIONS
-        ],
+        generated=generated_input,
     output:
         report(
             "results/plots/sheets/{image}.png",
@@ -80,7 +78,10 @@ rule contact_sheet:
             image_id=wildcards.image,
             edge_map=input.edge_map,
             labels=params.labels,
-            images=input.images,
+            images=[
+                generated(wildcards.image, condition, "png")[0]
+                for condition in CONDITIONS
+            ],
             title=params.title,
             tiny=params.tiny,
             output=output[0],

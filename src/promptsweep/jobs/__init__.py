@@ -11,11 +11,15 @@ model jobs, matplotlib and scipy.stats (about 0.6 s) in the summary jobs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -42,3 +46,65 @@ def job_log(path: str | Path, name: str) -> Iterator[logging.Logger]:
         for handler in logger.handlers:
             handler.close()
         logger.handlers = []
+
+
+# sha256 of files already read in this process, by path, size and mtime: a
+# learned metric's weights are hashed once per run, not once per job.
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    from promptsweep import files
+
+    status = os.stat(path)
+    key = (str(path), status.st_size, status.st_mtime_ns)
+    if key not in _file_digests:
+        _file_digests[key] = files.file_sha256(path)
+    return _file_digests[key]
+
+
+def inputs_digest(inputs: Iterable[str], parameters: Mapping[str, Any]) -> str:
+    """What a job's outputs are made of: the content of every input file (in
+    order), the job's parameters, and the registered metrics."""
+    from promptsweep import registry
+
+    content = {
+        "inputs": [[str(path), file_digest(path)] for path in inputs],
+        "parameters": parameters,
+        "metrics": sorted(registry.METRICS),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Ledger:
+    """What a job's ``outputs`` were made from, kept beside the first of them:
+    the :func:`inputs_digest` of their inputs and parameters.
+
+    Snakemake reruns every job that reads a file its producer rewrote or only
+    touched. The generate job touches every image of its control image when it
+    regenerates a few (its outputs are update()), so the jobs that read one
+    condition's images have update() outputs too and keep those made from
+    inputs of unchanged content.
+    """
+
+    def __init__(self, outputs: Sequence[str], inputs: Iterable[str], parameters: Mapping[str, Any]) -> None:
+        first = Path(outputs[0])
+        self.outputs = [Path(path) for path in outputs]
+        self.path = first.with_name(f".{first.name}.inputs")
+        self.digest = inputs_digest(inputs, parameters)
+
+    def current(self) -> bool:
+        """Whether every output exists and was made from these inputs."""
+        return (
+            all(path.exists() for path in self.outputs)
+            and self.path.exists()
+            and self.path.read_text() == self.digest
+        )
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Around making the outputs: the ledger is removed meanwhile, so
+        outputs a failed job leaves are not trusted, and written after."""
+        self.path.unlink(missing_ok=True)
+        yield
+        self.path.write_text(self.digest)

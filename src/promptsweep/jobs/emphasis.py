@@ -13,7 +13,7 @@ import pandas as pd
 
 from promptsweep import files, registry
 from promptsweep.conditions import BASELINE
-from promptsweep.jobs import job_log
+from promptsweep.jobs import Ledger, job_log
 from promptsweep.threads import computed_alone
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
@@ -24,11 +24,23 @@ KEYS = ["image_id", "condition", "seed"]
 # --- Per-image metrics and generations of the emphasis conditions -----------------
 
 
-def condition_image_metrics(**arguments: Any) -> None:
+def condition_image_metrics(*, weights: Sequence[str], **arguments: Any) -> None:
     """Every per-image metric of one (image, condition)'s images: the
     baseline's and each dosed condition's, one file each, so that a new dose
-    scores only its own images."""
-    metric_jobs.image_metrics(**arguments)
+    scores only its own images. Kept when made from images, edge map and
+    learned metrics' ``weights`` of the same content and the same settings
+    (:class:`promptsweep.jobs.Ledger`)."""
+    ledger = Ledger(
+        [arguments["output"]],
+        [arguments["edge_map"], *arguments["images"], *arguments["records"], *weights],
+        {key: value for key, value in arguments.items() if key not in ("images", "records", "output", "log")},
+    )
+    if ledger.current():
+        with job_log(arguments["log"], f"image metrics {arguments['image_id']}") as logger:
+            logger.info("inputs unchanged, kept")
+        return
+    with ledger.recording():
+        metric_jobs.image_metrics(**arguments)
 
 
 def search_image_metrics(*, weights: Sequence[str] = (), **arguments: Any) -> None:

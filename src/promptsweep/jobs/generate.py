@@ -63,6 +63,29 @@ def is_current(image: Path, record: Path, fingerprint: str) -> bool:
     return recorded.get("fingerprint") == fingerprint and recorded.get("sha256") == files.file_sha256(image)
 
 
+def folder_problems(folder: Path, images: Sequence[str], mark: str) -> list[str]:
+    """What was done by hand to a finished generation folder: each of
+    ``images`` (paths relative to ``folder``) changed after the folder was
+    finished (newer than its ``mark`` file, which Snakemake touches when the
+    job ends), or present without its record, or its record without it. An
+    image missing together with its record is taken as new (another seed or
+    condition, whose changed request runs the job again anyway), and an
+    unfinished folder (no mark) has no problems: its job runs again too."""
+    finished = folder / mark
+    if not finished.exists():
+        return []
+    finished_at = finished.stat().st_mtime
+    problems = []
+    for name in images:
+        image, record = folder / name, (folder / name).with_suffix(".json")
+        if image.exists() and image.stat().st_mtime > finished_at:
+            problems.append(f"{image} was changed after it was generated")
+        elif image.exists() != record.exists():
+            missing = record if image.exists() else image
+            problems.append(f"{missing} is missing")
+    return problems
+
+
 class Stale(NamedTuple):
     """One image of a job that must be (re)generated."""
 
@@ -104,6 +127,17 @@ def generate(
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
     with job_log(log, f"generate {name}") as logger:
         weights_record = files.read_json(Path(weights))
+        stale = [
+            stale_images(edge_map, image_requests, image_paths, record_paths, weights_record)
+            for edge_map, image_requests, image_paths, record_paths in zip(
+                edge_maps, requests, images, records, strict=True
+            )
+        ]
+        for label, image_requests, image_stale in zip(labels, requests, stale):
+            total = sum(len(request["seeds"]) for request in image_requests.values())
+            logger.info("%s: %d of %d images up to date", label, total - len(image_stale), total)
+        if not any(stale):
+            return
         runtime = next(iter(requests[0].values()))["runtime"]
         options = pipeline_options(runtime)
         loaded = models.cached_pipeline(
@@ -124,29 +158,31 @@ def generate(
             "packages": provenance.package_versions(),
             "batch_size": batch_size,
         }
-        for label, edge_map, image_requests, image_paths, record_paths in zip(
-            labels, edge_maps, requests, images, records, strict=True
-        ):
-            edge_sha256 = files.file_sha256(edge_map)
-            stale = [
-                Stale(condition, seed, image, record, fingerprint)
-                for condition, request in image_requests.items()
-                for seed, image, record in zip(
-                    request["seeds"], image_paths[condition], record_paths[condition], strict=True
-                )
-                if not is_current(
-                    Path(image),
-                    Path(record),
-                    fingerprint := image_fingerprint(request, seed, edge_sha256, weights_record),
-                )
-            ]
-            total = sum(len(request["seeds"]) for request in image_requests.values())
-            logger.info("%s: %d of %d images up to date", label, total - len(stale), total)
-            if stale:
+        for label, edge_map, image_requests, image_stale in zip(labels, edge_maps, requests, stale):
+            if image_stale:
                 _generate_image(
                     logger, label, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
-                    image_requests, stale,
+                    image_requests, image_stale,
                 )
+
+
+def stale_images(
+    edge_map: str,
+    requests: Mapping[str, dict[str, Any]],
+    images: Mapping[str, Sequence[str]],
+    records: Mapping[str, Sequence[str]],
+    weights: Mapping[str, Any],
+) -> list[Stale]:
+    """The images of one control image, over its conditions and seeds, that
+    are missing or no longer :func:`is_current`."""
+    edge_sha256 = files.file_sha256(edge_map)
+    stale = []
+    for condition, request in requests.items():
+        for seed, image, record in zip(request["seeds"], images[condition], records[condition], strict=True):
+            fingerprint = image_fingerprint(request, seed, edge_sha256, weights)
+            if not is_current(Path(image), Path(record), fingerprint):
+                stale.append(Stale(condition, seed, image, record, fingerprint))
+    return stale
 
 
 def _warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationInput) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from promptsweep import files, registry
-from promptsweep.jobs import job_log
+from promptsweep.jobs import Ledger, job_log
 from promptsweep.threads import computed_alone
 
 
@@ -38,45 +38,89 @@ def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) 
 def pair_metrics(
     *,
     image_id: str,
-    prompt_id: str,
+    prompts: Sequence[str],
     seeds: Sequence[int],
     baselines: Sequence[str],
-    variants: Sequence[str],
     baseline_records: Sequence[str],
-    variant_records: Sequence[str],
+    variants: Mapping[str, Sequence[str]],
+    variant_records: Mapping[str, Sequence[str]],
+    weights: Sequence[str],
     settings: Mapping[str, Any],
-    output: str,
+    outputs: Sequence[str],
     ssim_maps: Sequence[str],
     log: str,
 ) -> None:
-    """Per seed, every pair metric of the variant against the same seed's
-    baseline, and the pair's SSIM map as a picture; a pair with an invalid
-    image is excluded from the metrics (NaN, and why)."""
+    """Every pair metric of each prompt's variants of one image against the
+    same seed's baseline, one table per prompt (``outputs``, in the order of
+    ``prompts``), and each pair's SSIM map as a picture (``ssim_maps``,
+    prompts-major, then seeds).
+
+    ``variants`` and ``variant_records`` map each prompt (or dosed condition)
+    to its per-seed files. A prompt whose table was made from inputs of the
+    same content (its images, the baselines, the learned metrics' ``weights``)
+    and the same ``settings`` is kept (:class:`promptsweep.jobs.Ledger`): after
+    one prompt changed, only its pairs are scored again.
+    """
+    tables = dict(zip(prompts, outputs, strict=True))
+    maps = {prompt_id: ssim_maps[index * len(seeds) : (index + 1) * len(seeds)] for index, prompt_id in enumerate(prompts)}
+    with job_log(log, f"pair metrics {image_id}") as logger:
+        loaded: registry.LoadedMetrics | None = None
+        for prompt_id in prompts:
+            ledger = Ledger(
+                [tables[prompt_id], *maps[prompt_id]],
+                [*baselines, *baseline_records, *variants[prompt_id], *variant_records[prompt_id], *weights],
+                {"settings": settings, "seeds": list(seeds)},
+            )
+            if ledger.current():
+                logger.info("%s: inputs unchanged, kept", prompt_id)
+                continue
+            loaded = loaded or _loaded("pair", settings, logger)
+            with ledger.recording():
+                _pair_table(
+                    logger, loaded, image_id, prompt_id, seeds, baselines, baseline_records,
+                    variants[prompt_id], variant_records[prompt_id], tables[prompt_id], maps[prompt_id],
+                )
+
+
+def _pair_table(
+    logger: logging.Logger,
+    loaded: registry.LoadedMetrics,
+    image_id: str,
+    prompt_id: str,
+    seeds: Sequence[int],
+    baselines: Sequence[str],
+    baseline_records: Sequence[str],
+    variants: Sequence[str],
+    variant_records: Sequence[str],
+    output: str,
+    ssim_maps: Sequence[str],
+) -> None:
+    """Per seed, every pair metric of one prompt's variant against the same
+    seed's baseline, and the pair's SSIM map; a pair with an invalid image is
+    excluded from the metrics (NaN, and why)."""
     from promptsweep import metrics, plots
 
-    with job_log(log, f"pair metrics {image_id}/{prompt_id}") as logger:
-        loaded = _loaded("pair", settings, logger)
-        rows = []
-        scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
-        for seed, baseline, variant, baseline_record_path, variant_record_path, ssim_map in zip(
-            seeds, baselines, variants, baseline_records, variant_records, ssim_maps, strict=True
-        ):
-            baseline_record = files.read_json(Path(baseline_record_path))
-            variant_record = files.read_json(Path(variant_record_path))
-            row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
-            row["excluded"] = _exclusion(baseline_record, variant_record)
-            pair = registry.ImagePair(
-                files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
-            )
-            files.write_png(Path(ssim_map), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
-            if not row["excluded"]:
-                scored.append((row, pair))
-            row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant, ssim_map_path=ssim_map)
-            rows.append(row)
-        _fill(rows, scored, loaded)
-        for row in rows:
-            logger.info("seed %s: %s %s", row["seed"], _values_text(row, loaded), row["excluded"])
-        files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
+    rows = []
+    scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
+    for seed, baseline, variant, baseline_record_path, variant_record_path, ssim_map in zip(
+        seeds, baselines, variants, baseline_records, variant_records, ssim_maps, strict=True
+    ):
+        baseline_record = files.read_json(Path(baseline_record_path))
+        variant_record = files.read_json(Path(variant_record_path))
+        row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
+        row["excluded"] = _exclusion(baseline_record, variant_record)
+        pair = registry.ImagePair(
+            files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
+        )
+        files.write_png(Path(ssim_map), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
+        if not row["excluded"]:
+            scored.append((row, pair))
+        row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant, ssim_map_path=ssim_map)
+        rows.append(row)
+    _fill(rows, scored, loaded)
+    for row in rows:
+        logger.info("%s seed %s: %s %s", prompt_id, row["seed"], _values_text(row, loaded), row["excluded"])
+    files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
 
 
 @computed_alone
@@ -129,31 +173,51 @@ def noise_floor(
     seeds: Sequence[int],
     baselines: Sequence[str],
     records: Sequence[str],
+    weights: Sequence[str],
     settings: Mapping[str, Any],
     output: str,
     log: str,
 ) -> None:
     """Every pair metric between baselines of one image under every two seeds:
-    the change the seed alone causes, against which prompt effects are read."""
+    the change the seed alone causes, against which prompt effects are read.
+    Kept when made from baselines and ``weights`` of the same content and the
+    same ``settings`` (:class:`promptsweep.jobs.Ledger`)."""
+    ledger = Ledger([output], [*baselines, *records, *weights], {"settings": settings, "seeds": list(seeds)})
     with job_log(log, f"noise floor {image_id}") as logger:
-        loaded = _loaded("pair", settings, logger)
-        valid = {}
-        for seed, path, record_path in zip(seeds, baselines, records, strict=True):
-            record = files.read_json(Path(record_path))
-            if record["valid"]:
-                valid[seed] = files.read_generated(path, record)
-        rows = []
-        scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
-        for index, seed_a in enumerate(seeds):
-            for seed_b in seeds[index + 1 :]:
-                row: dict[str, Any] = {"image_id": image_id, "seed_a": seed_a, "seed_b": seed_b}
-                if seed_a in valid and seed_b in valid:
-                    scored.append((row, registry.ImagePair(valid[seed_a], valid[seed_b])))
-                rows.append(row)
-        _fill(rows, scored, loaded)
-        logger.info("%d seed pairs", len(rows))
-        table = _table(rows, ["image_id", "seed_a", "seed_b"], loaded, notes=False)
-        files.write_table(Path(output), table)
+        if ledger.current():
+            logger.info("inputs unchanged, kept")
+            return
+        with ledger.recording():
+            _noise_floor_table(logger, image_id, seeds, baselines, records, settings, output)
+
+
+def _noise_floor_table(
+    logger: logging.Logger,
+    image_id: str,
+    seeds: Sequence[int],
+    baselines: Sequence[str],
+    records: Sequence[str],
+    settings: Mapping[str, Any],
+    output: str,
+) -> None:
+    loaded = _loaded("pair", settings, logger)
+    valid = {}
+    for seed, path, record_path in zip(seeds, baselines, records, strict=True):
+        record = files.read_json(Path(record_path))
+        if record["valid"]:
+            valid[seed] = files.read_generated(path, record)
+    rows = []
+    scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
+    for index, seed_a in enumerate(seeds):
+        for seed_b in seeds[index + 1 :]:
+            row: dict[str, Any] = {"image_id": image_id, "seed_a": seed_a, "seed_b": seed_b}
+            if seed_a in valid and seed_b in valid:
+                scored.append((row, registry.ImagePair(valid[seed_a], valid[seed_b])))
+            rows.append(row)
+    _fill(rows, scored, loaded)
+    logger.info("%d seed pairs", len(rows))
+    table = _table(rows, ["image_id", "seed_a", "seed_b"], loaded, notes=False)
+    files.write_table(Path(output), table)
 
 
 def _fill(rows: list[dict[str, Any]], scored: list[tuple[dict[str, Any], Any]], loaded: registry.LoadedMetrics) -> None:
