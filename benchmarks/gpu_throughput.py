@@ -15,6 +15,13 @@ QKV projections) in eager mode. One line per configuration is printed as soon as
 measured and written to ``--output`` as a JSON line, so that an interrupted run
 still leaves its figures.
 
+``--workflow`` then runs the same kind of work through the workflow: a
+study of 4 images x 11 conditions (the default prompt sheet) x 8 seeds with
+the same model, size and steps, ``snakemake --cores 4 --resources gpu=1`` in
+a scratch copy of the repository, and reports the share of the run's wall
+time that the generate jobs spent generating (from their logs), with the
+images per second inside those jobs and over the whole run.
+
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
 steps in seconds; there, compile uses the eager backend (graph capture only).
 """
@@ -24,6 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +45,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionControlNetPipeline
+from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
 
@@ -201,6 +211,90 @@ def difference_from_eager(compiled: list[np.ndarray], eager: list[np.ndarray]) -
     }
 
 
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_IMAGES = 4
+WORKFLOW_SEEDS = list(range(8))
+# A generate job's log line: "<image>: 88 images in 12.31 s (0.14 s per image; ...)".
+GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
+
+
+def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
+    """The benchmark's model as two directories in the layouts the workflow reads."""
+    if setup.model == "tiny":
+        write_tiny_model(base, controlnet)
+        return
+    pipeline = sd15_shaped_pipeline(models.resolve_dtype("auto", setup.device))
+    components = {name: module for name, module in pipeline.components.items() if name != "controlnet"}
+    StableDiffusionPipeline(**components).save_pretrained(base, safe_serialization=True)
+    pipeline.controlnet.save_pretrained(controlnet, safe_serialization=True)
+
+
+def write_workflow_study(setup: Setup, root: Path, compile_mode: str, batch_size: int) -> None:
+    """A scratch copy of the workflow with a study of WORKFLOW_IMAGES pictures,
+    the default prompt sheet and WORKFLOW_SEEDS, on the benchmark's model."""
+    for name in ("Snakefile", "workflow", "profiles", "config"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name)
+    write_model(setup, root / "model" / "base", root / "model" / "controlnet")
+    rows = ["image_id\tpath\tprompt"]
+    for index in range(WORKFLOW_IMAGES):
+        picture = np.asarray(edge_control(setup.size).rotate(90 * index))
+        path = root / "resources" / f"picture{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(path)
+        rows.append(f"picture{index}\tresources/picture{index}.png\tthing")
+    (root / "config" / "images.tsv").write_text("\n".join(rows) + "\n")
+    config = {
+        "images": "config/images.tsv",
+        "prompts": "config/prompts.tsv",
+        "seeds": WORKFLOW_SEEDS,
+        "generation": {"resolution": setup.size, "steps": setup.steps},
+        "model": {"source": "pretrained", "name": setup.model, "base": "model/base", "controlnet": "model/controlnet"},
+        "runtime": {"device": setup.device, "batch_size": batch_size, "compile": compile_mode == "on"},
+    }
+    (root / "config" / "config.yaml").write_text(json.dumps(config))
+
+
+def workflow_figures(setup: Setup, compile_mode: str, batch_size: int) -> dict[str, Any]:
+    """Run the workflow study once; the generate jobs' share of its wall time."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        write_workflow_study(setup, root, compile_mode, batch_size)
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=1", "--quiet"],
+            cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - started
+        generated = [
+            (int(count), float(seconds))
+            for log in (root / "logs" / "generate").rglob("*.log")
+            for count, seconds in GENERATION_LINE.findall(log.read_text())
+        ]
+    images = sum(count for count, _ in generated)
+    generating = sum(seconds for _, seconds in generated)
+    return {
+        "images": images,
+        "wall_seconds": round(wall, 1),
+        "generating_seconds": round(generating, 1),
+        "generating_share": round(generating / wall, 3),
+        "images_per_s_generating": round(images / generating, 3),
+        "images_per_s_overall": round(images / wall, 3),
+    }
+
+
+def workflow_line(record: dict[str, Any]) -> str:
+    head = f"workflow, compile {record['compile']}, batch {record['batch_size']}:"
+    if "error" in record:
+        return f"{head} FAILED {record['error']}"
+    return (
+        f"{head} {record['images']} images in {record['wall_seconds']:.1f} s, generating "
+        f"{record['generating_seconds']:.1f} s = {100 * record['generating_share']:.1f}% of the wall time; "
+        f"{record['images_per_s_generating']:.2f} images/s while generating, "
+        f"{record['images_per_s_overall']:.2f} overall"
+    )
+
+
 def summary_line(record: dict[str, Any]) -> str:
     head = f"compile {record['compile']:<8} batch {record['batch_size']:>2}:"
     if "error" in record:
@@ -250,6 +344,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timed-batches", type=int, default=2, help="batches timed per configuration")
     parser.add_argument("--min-images", type=int, default=8, help="images timed at least per configuration")
     parser.add_argument("--size", type=int, help="image side in px (default: 512, smoke: 64)")
+    parser.add_argument(
+        "--workflow", choices=("off", "on"), nargs="*", default=[],
+        help="also run the workflow study with these compile modes, at the first batch size",
+    )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
     return parser.parse_args(argv)
 
@@ -305,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                     record["percent_of_limit"] = round(100 * record["images_per_s"] / limit, 1) if limit else None
                 emit(record, output, summary_line(record))
                 failed += "error" in record
+        for compile_mode in arguments.workflow:
+            record = {"kind": "workflow", "compile": compile_mode, "batch_size": batch_sizes[0]}
+            record |= guarded(setup.device, workflow_figures, setup, compile_mode, batch_sizes[0])
+            emit(record, output, workflow_line(record))
+            failed += "error" in record
         print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if failed else 0
 

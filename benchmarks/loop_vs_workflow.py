@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -87,8 +88,24 @@ def generation_seconds_per_image(logs: Path) -> float:
     return seconds / images
 
 
-def workflow_seconds() -> tuple[float, float]:
-    """Wall time of the workflow, and its generation time per image."""
+# A job log line: "2026-11-26 13:01:02,345 <message>".
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.MULTILINE)
+
+
+def seconds_by_stage(logs: Path) -> dict[str, float]:
+    """Per stage (the log's first folder under logs/), the summed time from
+    each job's first to its last log line: where the workflow's time went."""
+    stages: dict[str, float] = {}
+    for log in logs.rglob("*.log"):
+        times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp in LOG_TIME.findall(log.read_text())]
+        if times:
+            stage = log.relative_to(logs).parts[0].removesuffix(".log")
+            stages[stage] = stages.get(stage, 0.0) + (max(times) - min(times)).total_seconds()
+    return dict(sorted(stages.items(), key=lambda item: -item[1]))
+
+
+def workflow_seconds() -> tuple[float, float, dict[str, float]]:
+    """Wall time of the workflow, its generation time per image, and its time by stage."""
     with tempfile.TemporaryDirectory() as scratch:
         for name in ["Snakefile", "workflow", "profiles", "config", "resources"]:
             source = REPO / name
@@ -98,7 +115,8 @@ def workflow_seconds() -> tuple[float, float]:
             [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=1", "--quiet"],
             cwd=scratch, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        return time.perf_counter() - started, generation_seconds_per_image(Path(scratch) / "logs" / "generate")
+        logs = Path(scratch) / "logs"
+        return time.perf_counter() - started, generation_seconds_per_image(logs / "generate"), seconds_by_stage(logs)
 
 
 def main() -> None:
@@ -108,10 +126,11 @@ def main() -> None:
     loop, loop_per_image = loop_seconds()
     print(f"one Python loop, one process: {loop:.1f} s; generation {loop_per_image:.3f} s per image", flush=True)
     if not arguments.loop:
-        workflow, workflow_per_image = workflow_seconds()
+        workflow, workflow_per_image, stages = workflow_seconds()
         print(f"snakemake --cores 4 --resources gpu=1: {workflow:.1f} s; generation {workflow_per_image:.3f} s per image")
         print(f"ratio workflow / loop: {workflow / loop:.2f}")
         print(f"generation ratio: {workflow_per_image / loop_per_image:.2f}")
+        print("job time by stage, first to last log line:", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items()))
 
 
 if __name__ == "__main__":
