@@ -249,7 +249,10 @@ def write_workflow_study(setup: Setup, root: Path, compile_mode: str, batch_size
         "prompts": "config/prompts.tsv",
         "seeds": WORKFLOW_SEEDS,
         "generation": {"resolution": setup.size, "steps": setup.steps},
-        "model": {"source": "pretrained", "name": setup.model, "base": "model/base", "controlnet": "model/controlnet"},
+        "model": {
+            "source": "pretrained", "name": setup.model,
+            "base": {"id": "model/base"}, "controlnet": {"id": "model/controlnet"},
+        },
         "runtime": {"device": setup.device, "batch_size": batch_size, "compile": compile_mode == "on"},
     }
     (root / "config" / "config.yaml").write_text(json.dumps(config))
