@@ -20,7 +20,9 @@ study of 4 images x 11 conditions (the default prompt sheet) x 8 seeds with
 the same model, size and steps, ``snakemake --cores 4 --resources gpu=1`` in
 a scratch copy of the repository, and reports the share of the run's wall
 time that the generate jobs spent generating (from their logs), with the
-images per second inside those jobs and over the whole run.
+images per second inside those jobs and over the whole run, and where the
+rest of the time went. ``--workflow-cores`` and ``--metric-processes`` vary
+its ``--cores`` and ``runtime.metric_processes``.
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
 steps in seconds; there, compile uses the eager backend (graph capture only).
@@ -31,15 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,6 +49,7 @@ import torch
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
+from workflow_logs import generation_timeline, generation_totals, run_workflow, seconds_by_stage
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
@@ -214,8 +216,17 @@ def difference_from_eager(compiled: list[np.ndarray], eager: list[np.ndarray]) -
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_IMAGES = 4
 WORKFLOW_SEEDS = list(range(8))
-# A generate job's log line: "<image>: 88 images in 12.31 s (0.14 s per image; ...)".
-GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """One run of the workflow study: its compile mode, batch size, ``--cores``
+    and ``runtime.metric_processes``."""
+
+    compile_mode: str
+    batch_size: int
+    cores: int
+    metric_processes: int | str
 
 
 def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
@@ -229,7 +240,7 @@ def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
     pipeline.controlnet.save_pretrained(controlnet, safe_serialization=True)
 
 
-def write_workflow_study(setup: Setup, root: Path, compile_mode: str, batch_size: int) -> None:
+def write_workflow_study(setup: Setup, root: Path, run: WorkflowRun) -> None:
     """A scratch copy of the workflow with a study of WORKFLOW_IMAGES pictures,
     the default prompt sheet and WORKFLOW_SEEDS, on the benchmark's model."""
     for name in ("Snakefile", "workflow", "profiles", "config"):
@@ -253,29 +264,26 @@ def write_workflow_study(setup: Setup, root: Path, compile_mode: str, batch_size
             "source": "pretrained", "name": setup.model,
             "base": {"id": "model/base"}, "controlnet": {"id": "model/controlnet"},
         },
-        "runtime": {"device": setup.device, "batch_size": batch_size, "compile": compile_mode == "on"},
+        "runtime": {
+            "device": setup.device, "batch_size": run.batch_size, "compile": run.compile_mode == "on",
+            "metric_processes": run.metric_processes,
+        },
     }
     (root / "config" / "config.yaml").write_text(json.dumps(config))
 
 
-def workflow_figures(setup: Setup, compile_mode: str, batch_size: int) -> dict[str, Any]:
-    """Run the workflow study once; the generate jobs' share of its wall time."""
+def workflow_figures(setup: Setup, run: WorkflowRun) -> dict[str, Any]:
+    """Run the workflow study once; the generate jobs' share of its wall time,
+    and where the rest of it went."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        write_workflow_study(setup, root, compile_mode, batch_size)
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=1", "--quiet"],
-            cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wall = time.perf_counter() - started
-        generated = [
-            (int(count), float(seconds))
-            for log in (root / "logs" / "generate").rglob("*.log")
-            for count, seconds in GENERATION_LINE.findall(log.read_text())
-        ]
-    images = sum(count for count, _ in generated)
-    generating = sum(seconds for _, seconds in generated)
+        write_workflow_study(setup, root, run)
+        started = datetime.now()
+        wall = run_workflow(root, run.cores)
+        logs = root / "logs"
+        images, generating = generation_totals(logs)
+        timeline = generation_timeline(logs, started, datetime.now())
+        stages = seconds_by_stage(logs)
     return {
         "images": images,
         "wall_seconds": round(wall, 1),
@@ -283,18 +291,26 @@ def workflow_figures(setup: Setup, compile_mode: str, batch_size: int) -> dict[s
         "generating_share": round(generating / wall, 3),
         "images_per_s_generating": round(images / generating, 3),
         "images_per_s_overall": round(images / wall, 3),
+        **timeline,
+        "job_seconds_by_stage": {stage: round(seconds, 1) for stage, seconds in stages.items()},
     }
 
 
 def workflow_line(record: dict[str, Any]) -> str:
-    head = f"workflow, compile {record['compile']}, batch {record['batch_size']}:"
+    head = (
+        f"workflow, compile {record['compile']}, batch {record['batch_size']}, --cores {record['cores']}, "
+        f"metric processes {record['metric_processes']}:"
+    )
     if "error" in record:
         return f"{head} FAILED {record['error']}"
     return (
         f"{head} {record['images']} images in {record['wall_seconds']:.1f} s, generating "
         f"{record['generating_seconds']:.1f} s = {100 * record['generating_share']:.1f}% of the wall time; "
         f"{record['images_per_s_generating']:.2f} images/s while generating, "
-        f"{record['images_per_s_overall']:.2f} overall"
+        f"{record['images_per_s_overall']:.2f} overall; {record['before_first_generate_job_seconds']:.1f} s "
+        f"before the first generate job, pipeline loads {record['pipeline_load_seconds']:.1f} s, "
+        f"{record['after_last_generate_job_seconds']:.1f} s after the last; job time by stage: "
+        + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in record["job_seconds_by_stage"].items())
     )
 
 
@@ -350,6 +366,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workflow", choices=("off", "on"), nargs="*", default=[],
         help="also run the workflow study with these compile modes, at the first batch size",
+    )
+    parser.add_argument("--workflow-cores", type=int, nargs="+", default=[4], help="the workflow's --cores, each in turn")
+    parser.add_argument(
+        "--metric-processes", nargs="+", default=["auto"],
+        help="the workflow's runtime.metric_processes (a number or auto), each in turn",
     )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
     return parser.parse_args(argv)
@@ -407,10 +428,14 @@ def main(argv: list[str] | None = None) -> int:
                 emit(record, output, summary_line(record))
                 failed += "error" in record
         for compile_mode in arguments.workflow:
-            record = {"kind": "workflow", "compile": compile_mode, "batch_size": batch_sizes[0]}
-            record |= guarded(setup.device, workflow_figures, setup, compile_mode, batch_sizes[0])
-            emit(record, output, workflow_line(record))
-            failed += "error" in record
+            for cores in arguments.workflow_cores:
+                for processes in arguments.metric_processes:
+                    run = WorkflowRun(compile_mode, batch_sizes[0], cores, processes if processes == "auto" else int(processes))
+                    record = {"kind": "workflow", "compile": compile_mode, "batch_size": run.batch_size}
+                    record |= {"cores": cores, "metric_processes": run.metric_processes}
+                    record |= guarded(setup.device, workflow_figures, setup, run)
+                    emit(record, output, workflow_line(record))
+                    failed += "error" in record
         print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if failed else 0
 

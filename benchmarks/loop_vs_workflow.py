@@ -16,16 +16,13 @@ as ``generation ratio: X``.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import yaml
+from workflow_logs import generation_totals, run_workflow, seconds_by_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,49 +71,16 @@ def loop_seconds() -> tuple[float, float]:
     return time.perf_counter() - started, generating / generated
 
 
-# A generation job's log line: "<image>: 22 images in 40.12 s (1.82 s per image; ...)".
-GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
-
-
-def generation_seconds_per_image(logs: Path) -> float:
-    """Seconds per image the workflow's generation jobs logged, over all of them."""
-    seconds, images = 0.0, 0
-    for log in logs.rglob("*.log"):
-        for count, duration in GENERATION_LINE.findall(log.read_text()):
-            seconds += float(duration)
-            images += int(count)
-    return seconds / images
-
-
-# A job log line: "2026-11-26 13:01:02,345 <message>".
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.MULTILINE)
-
-
-def seconds_by_stage(logs: Path) -> dict[str, float]:
-    """Per stage (the log's first folder under logs/), the summed time from
-    each job's first to its last log line: where the workflow's time went."""
-    stages: dict[str, float] = {}
-    for log in logs.rglob("*.log"):
-        times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp in LOG_TIME.findall(log.read_text())]
-        if times:
-            stage = log.relative_to(logs).parts[0].removesuffix(".log")
-            stages[stage] = stages.get(stage, 0.0) + (max(times) - min(times)).total_seconds()
-    return dict(sorted(stages.items(), key=lambda item: -item[1]))
-
-
 def workflow_seconds() -> tuple[float, float, dict[str, float]]:
     """Wall time of the workflow, its generation time per image, and its time by stage."""
     with tempfile.TemporaryDirectory() as scratch:
         for name in ["Snakefile", "workflow", "profiles", "config", "resources"]:
             source = REPO / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(scratch) / name)
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=1", "--quiet"],
-            cwd=scratch, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        wall = run_workflow(Path(scratch))
         logs = Path(scratch) / "logs"
-        return time.perf_counter() - started, generation_seconds_per_image(logs / "generate"), seconds_by_stage(logs)
+        images, generating = generation_totals(logs)
+        return wall, generating / images, seconds_by_stage(logs)
 
 
 def main() -> None:

@@ -1,0 +1,77 @@
+"""Running the workflow in a scratch copy, and reading where its time went
+from the job logs (shared by loop_vs_workflow.py and gpu_throughput.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+# A job log line: "2026-11-26 13:01:02,345 <message>".
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)$", re.MULTILINE)
+# A generate job's line: "<image>: 88 images in 12.31 s (0.14 s per image; ...)".
+GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
+PIPELINE_LOAD_LINE = re.compile(r"^pipeline: loaded in ([0-9.]+) s")
+
+
+def run_workflow(root: Path, cores: int = 4) -> float:
+    """Wall seconds of ``snakemake --cores 4 --resources gpu=1`` (or ``cores``) in ``root``.
+    Its output goes to ``root/snakemake.log``; a failure raises with the log's end."""
+    log = root / "snakemake.log"
+    started = time.perf_counter()
+    with log.open("w") as output:
+        finished = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1"],
+            cwd=root, stdout=output, stderr=subprocess.STDOUT,
+        )
+    wall = time.perf_counter() - started
+    if finished.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        raise RuntimeError(f"snakemake exited with {finished.returncode}; the end of its output:\n{tail}")
+    return wall
+
+
+def log_lines(log: Path) -> list[tuple[datetime, str]]:
+    return [
+        (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f"), message)
+        for stamp, message in LOG_LINE.findall(log.read_text())
+    ]
+
+
+def generation_totals(logs: Path) -> tuple[int, float]:
+    """Images the generate jobs made, and the seconds they spent generating them."""
+    images, seconds = 0, 0.0
+    for log in (logs / "generate").rglob("*.log"):
+        for count, duration in GENERATION_LINE.findall(log.read_text()):
+            images += int(count)
+            seconds += float(duration)
+    return images, seconds
+
+
+def seconds_by_stage(logs: Path) -> dict[str, float]:
+    """Per stage (the log's first folder under logs/), the summed time from
+    each job's first to its last log line: where the workflow's time went."""
+    stages: dict[str, float] = {}
+    for log in logs.rglob("*.log"):
+        times = [stamp for stamp, _ in log_lines(log)]
+        if times:
+            stage = log.relative_to(logs).parts[0].removesuffix(".log")
+            stages[stage] = stages.get(stage, 0.0) + (max(times) - min(times)).total_seconds()
+    return dict(sorted(stages.items(), key=lambda item: -item[1]))
+
+
+def generation_timeline(logs: Path, started: datetime, finished: datetime) -> dict[str, float]:
+    """When the GPU could not be generating: seconds from the workflow's start
+    to the first generate job's start, the pipeline loads, and seconds from
+    the last generate job's end to the workflow's end."""
+    lines = [log_lines(log) for log in (logs / "generate").rglob("*.log")]
+    lines = [job for job in lines if job]
+    loads = [float(match.group(1)) for job in lines for _, message in job if (match := PIPELINE_LOAD_LINE.match(message))]
+    return {
+        "before_first_generate_job_seconds": round((min(job[0][0] for job in lines) - started).total_seconds(), 1),
+        "pipeline_load_seconds": round(sum(loads), 1),
+        "after_last_generate_job_seconds": round((finished - max(job[-1][0] for job in lines)).total_seconds(), 1),
+    }
