@@ -25,7 +25,7 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
 from promptsweep import files
-from promptsweep.threads import on_compute_thread
+from promptsweep.threads import on_compute_thread, on_device_thread
 
 # Only what the pipeline needs, in safetensors: the hub repositories also hold
 # multi-GB single-file checkpoints and pickled .bin weights that must not load.
@@ -318,8 +318,10 @@ def cached_pipeline(
 
     Snakemake runs local jobs as threads of one process (the workflow profile
     sets ``force-use-threads``), so every generation job of a run shares it.
+    Looked up on the device's thread: on a GPU, not behind the metric jobs
+    that hold the compute thread, which left the GPU idle between images.
     """
-    return on_model_thread(_cached_pipeline, base, controlnet, options)
+    return on_device_thread(options.device, _cached_pipeline, base, controlnet, options)
 
 
 def _cached_pipeline(
