@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from promptsweep.threads import computed_alone, on_compute_thread, on_device_thread
+import numpy as np
+import pytest
+
+from promptsweep import quality
+from promptsweep.threads import (
+    computed_alone,
+    map_measure,
+    metric_process_count,
+    on_compute_thread,
+    on_device_thread,
+    use_metric_processes,
+)
 
 
 def thread_name() -> str:
@@ -44,3 +57,40 @@ def test_jobs_computed_alone_run_one_at_a_time() -> None:
 def test_nested_calls_do_not_deadlock() -> None:
     assert on_compute_thread(on_compute_thread, thread_name).startswith("promptsweep-compute")
     assert on_device_thread("cuda", on_device_thread, "cuda", thread_name).startswith("promptsweep-accelerator")
+
+
+def process_id(_sample: object) -> int:
+    return os.getpid()
+
+
+@pytest.fixture
+def metric_processes() -> Iterator[None]:
+    """Two metric processes for the test; none again after it."""
+    use_metric_processes(2, "cpu", 2)
+    yield
+    use_metric_processes(0, "cpu", 1)
+
+
+def test_measures_in_metric_processes_equal_those_made_here(metric_processes: None) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(5)]
+    expected = [quality.brisque(image) for image in images]
+    # Equal up to the last bits of a float64 (a sum's order in SciPy's code).
+    np.testing.assert_allclose(map_measure(quality.brisque, images), expected, rtol=1e-12)
+    workers = set(map_measure(process_id, list(range(8))))
+    assert os.getpid() not in workers and 1 <= len(workers) <= 2
+
+
+def test_without_metric_processes_measures_run_here() -> None:
+    use_metric_processes(0, "cpu", 4)
+    assert set(map_measure(process_id, list(range(4)))) == {os.getpid()}
+
+
+def test_auto_metric_processes_leave_a_cpu_model_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert metric_process_count("auto", "cpu", 16) == 0
+    # On a GPU: one fewer than the workflow's cores, at most the machine's.
+    assert metric_process_count("auto", "cuda", 4) == 3
+    assert metric_process_count("auto", "cuda:1", 64) == 15
+    assert metric_process_count("auto", "cuda", 1) == 0
+    assert metric_process_count(5, "cpu", 2) == 5

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from promptsweep import metrics
+from promptsweep.threads import map_measure
 
 Scope = Literal["pair", "image"]
 Role = Literal["change", "fidelity", "quality"]
@@ -107,8 +108,10 @@ class Metric:
 
 
 def each(function: Callable[..., float]) -> Scorer:
-    """A scorer applying a per-sample function of no model to every sample."""
-    return lambda _model, samples: [function(sample) for sample in samples]
+    """A scorer applying a per-sample function of no model to every sample,
+    spread over the metric processes, if any (so ``function`` must be a
+    module-level function)."""
+    return lambda _model, samples: map_measure(function, samples)
 
 
 # Learned metrics' loaders -------------------------------------------------
@@ -219,13 +222,12 @@ def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
 def _quality_measure(name: str) -> Scorer:
     """A scorer of one function of :mod:`promptsweep.quality`, imported on
     first use: it pulls in scipy.stats, which every parse of the workflow
-    would otherwise pay for."""
+    would otherwise pay for. Spread over the metric processes, if any."""
 
     def score(_model: Any, images: Sequence[ScoredImage]) -> list[float]:
         from promptsweep import quality
 
-        measure = getattr(quality, name)
-        return [measure(image.pixels) for image in images]
+        return map_measure(getattr(quality, name), [image.pixels for image in images])
 
     return score
 
@@ -239,6 +241,18 @@ def _edge_f1(image: ScoredImage) -> float:
     return metrics.canny_f1(image.pixels, image.edge_map, image.canny_low, image.canny_high)
 
 
+def _ssim(pair: ImagePair) -> float:
+    return pair.ssim_and_ms_ssim[0]
+
+
+def _ms_ssim(pair: ImagePair) -> float:
+    return pair.ssim_and_ms_ssim[1]
+
+
+def _psnr(pair: ImagePair) -> float:
+    return metrics.psnr(pair.baseline, pair.variant)
+
+
 # The registry ---------------------------------------------------------------
 
 METRICS: dict[str, Metric] = {
@@ -246,15 +260,15 @@ METRICS: dict[str, Metric] = {
     for metric in (
         Metric(
             "ssim", "pair", "SSIM", "", "higher is closer", "change",
-            each(lambda pair: pair.ssim_and_ms_ssim[0]),
+            each(_ssim),
         ),
         Metric(
             "ms_ssim", "pair", "MS-SSIM", "", "higher is closer", "change",
-            each(lambda pair: pair.ssim_and_ms_ssim[1]),
+            each(_ms_ssim),
         ),
         Metric(
             "psnr", "pair", "PSNR", "dB", "higher is closer", "change",
-            each(lambda pair: metrics.psnr(pair.baseline, pair.variant)),
+            each(_psnr),
         ),
         Metric(
             "lpips", "pair", "LPIPS", "", "lower is closer", "change", _lpips,

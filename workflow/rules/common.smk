@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from promptsweep import emphasis, registry
+from promptsweep import emphasis, registry, threads
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs
 from promptsweep.jobs import gallery as gallery_jobs
@@ -46,6 +46,9 @@ if config["runtime"]["compile"] and (
         "runtime.compile cannot be combined with runtime.attention_slicing or "
         "runtime.cpu_offload; set those to false, or compile to false"
     )
+threads.use_metric_processes(
+    config["runtime"]["metric_processes"], config["runtime"]["device"], workflow.cores
+)
 IMAGES = {image.image_id: image for image in read_images(Path(config["images"]))}
 PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
@@ -289,7 +292,12 @@ def generation_request(image, condition, seeds=None):
         {
             "seeds": SEEDS if seeds is None else list(seeds),
             "generation": generation_settings(config["generation"]),
-            "runtime": dict(config["runtime"]),
+            # How the metrics are spread over processes changes no image.
+            "runtime": {
+                key: value
+                for key, value in config["runtime"].items()
+                if key != "metric_processes"
+            },
         }
     )
     return request

@@ -12,7 +12,7 @@ import pandas as pd
 
 from promptsweep import files, registry
 from promptsweep.jobs import Ledger, job_log
-from promptsweep.threads import computed_alone
+from promptsweep.threads import computed_alone, map_measure
 
 
 def _loaded(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
@@ -98,10 +98,9 @@ def _pair_table(
     """Per seed, every pair metric of one prompt's variant against the same
     seed's baseline, and the pair's SSIM map; a pair with an invalid image is
     excluded from the metrics (NaN, and why)."""
-    from promptsweep import metrics, plots
-
     rows = []
     scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
+    pairs = []
     for seed, baseline, variant, baseline_record_path, variant_record_path, ssim_map in zip(
         seeds, baselines, variants, baseline_records, variant_records, ssim_maps, strict=True
     ):
@@ -112,15 +111,24 @@ def _pair_table(
         pair = registry.ImagePair(
             files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
         )
-        files.write_png(Path(ssim_map), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
+        pairs.append((pair, ssim_map))
         if not row["excluded"]:
             scored.append((row, pair))
         row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant, ssim_map_path=ssim_map)
         rows.append(row)
+    map_measure(_write_ssim_map, pairs)
     _fill(rows, scored, loaded)
     for row in rows:
         logger.info("%s seed %s: %s %s", prompt_id, row["seed"], _values_text(row, loaded), row["excluded"])
     files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
+
+
+def _write_ssim_map(pair_and_path: tuple[registry.ImagePair, str]) -> None:
+    """A pair's SSIM map as a picture (in a metric process, if there are any)."""
+    from promptsweep import metrics, plots
+
+    pair, path = pair_and_path
+    files.write_png(Path(path), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
 
 
 @computed_alone
