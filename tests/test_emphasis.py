@@ -90,13 +90,15 @@ def generated(pipeline, control, pair: EmbeddingPair) -> list[GeneratedImage]:
 
 
 def from_texts(pipeline, control, texts: GenerationInput) -> list[GeneratedImage]:
-    """The pipeline encoding the texts itself, one call for every seed."""
+    """The pipeline encoding the texts itself, once, as the generate job
+    does, and one call for every seed, from the same starting noise."""
     scheduled = generation.with_scheduler(pipeline, SETTINGS.scheduler)
+    latents = generation.initial_latents(SEEDS, control.height, control.width)
     output = scheduled(
-        prompt=[texts.prompt] * len(SEEDS), negative_prompt=[texts.negative_prompt] * len(SEEDS), image=control,
+        prompt=texts.prompt, negative_prompt=texts.negative_prompt, num_images_per_prompt=len(SEEDS), image=control,
         height=control.height, width=control.width, num_inference_steps=SETTINGS.steps,
         guidance_scale=SETTINGS.guidance_scale, generator=generation.generators(SEEDS),
-        latents=generation.initial_latents(SEEDS, control.height, control.width), output_type="np",
+        latents=latents.to(device=pipeline.device, dtype=pipeline.unet.dtype), output_type="np",
     )
     return [GeneratedImage(seed, generation.to_uint8(image), None) for seed, image in zip(SEEDS, output.images)]
 
