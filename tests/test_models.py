@@ -4,12 +4,15 @@ sources offline, the missing-weights message, and loading once."""
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
 from promptsweep import models
+from promptsweep.threads import on_compute_thread
 from promptsweep.tiny import write_tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -139,3 +142,21 @@ def test_safety_checker_files_are_fetched_only_when_used(tmp_path: Path, monkeyp
     assert (set(models.SAFETY_CHECKER_PATTERNS) <= set(requested["base"])) == safety_checker
     assert set(models.BASE_PATTERNS) <= set(requested["base"])
     assert requested["controlnet"] == models.CONTROLNET_PATTERNS
+
+
+def test_gpu_pipeline_lookup_does_not_wait_for_the_compute_thread(tiny: Path, monkeypatch) -> None:
+    """On a GPU the metric jobs hold the compute thread for seconds at a time;
+    a generate job looking up its pipeline must not queue behind them."""
+    monkeypatch.setattr(models, "_cached_pipeline", lambda *arguments: threading.current_thread().name)
+    base = models.resolve_weights(models.ModelSource(str(tiny / "base")), [], "base")
+    controlnet = models.resolve_weights(models.ModelSource(str(tiny / "controlnet")), [], "controlnet")
+    release = threading.Event()
+    busy = ThreadPoolExecutor(1).submit(on_compute_thread, release.wait, 30)
+    try:
+        lookup = ThreadPoolExecutor(1).submit(
+            models.cached_pipeline, base, controlnet, models.PipelineOptions("cuda", torch.float16)
+        )
+        assert lookup.result(timeout=10).startswith("promptsweep-accelerator")
+    finally:
+        release.set()
+        busy.result()
