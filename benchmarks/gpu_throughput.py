@@ -17,8 +17,8 @@ still leaves its figures.
 
 ``--workflow`` then runs the same kind of work through the workflow: a
 study of 4 images x 11 conditions (the default prompt sheet) x 8 seeds with
-the same model, size and steps, ``snakemake --cores 4 --resources gpu=1`` in
-a scratch copy of the repository, and reports the share of the run's wall
+the same model, size and steps, ``snakemake --cores 4 --resources gpu=1`` (or
+``--workflow-cores``) in a scratch copy of the repository, and reports the share of the run's wall
 time that the generate jobs spent generating (from their logs), with the
 images per second inside those jobs and over the whole run, and where the
 rest of the time went. ``--workflow-cores`` and ``--metric-processes`` vary

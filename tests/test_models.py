@@ -151,12 +151,11 @@ def test_gpu_pipeline_lookup_does_not_wait_for_the_compute_thread(tiny: Path, mo
     base = models.resolve_weights(models.ModelSource(str(tiny / "base")), [], "base")
     controlnet = models.resolve_weights(models.ModelSource(str(tiny / "controlnet")), [], "controlnet")
     release = threading.Event()
-    busy = ThreadPoolExecutor(1).submit(on_compute_thread, release.wait, 30)
-    try:
-        lookup = ThreadPoolExecutor(1).submit(
-            models.cached_pipeline, base, controlnet, models.PipelineOptions("cuda", torch.float16)
-        )
-        assert lookup.result(timeout=10).startswith("promptsweep-accelerator")
-    finally:
-        release.set()
-        busy.result()
+    with ThreadPoolExecutor(2) as jobs:
+        busy = jobs.submit(on_compute_thread, release.wait, 30)
+        try:
+            lookup = jobs.submit(models.cached_pipeline, base, controlnet, models.PipelineOptions("cuda", torch.float16))
+            assert lookup.result(timeout=10).startswith("promptsweep-accelerator")
+        finally:
+            release.set()
+            busy.result()

@@ -79,6 +79,8 @@ def test_measures_in_metric_processes_equal_those_made_here(metric_processes: No
     np.testing.assert_allclose(map_measure(quality.brisque, images), expected, rtol=1e-12)
     workers = set(map_measure(process_id, list(range(8))))
     assert os.getpid() not in workers and 1 <= len(workers) <= 2
+    # What a worker cannot import by name is computed here.
+    assert set(map_measure(lambda sample: os.getpid(), list(range(4)))) == {os.getpid()}
 
 
 def test_without_metric_processes_measures_run_here() -> None:
@@ -87,7 +89,7 @@ def test_without_metric_processes_measures_run_here() -> None:
 
 
 def test_auto_metric_processes_leave_a_cpu_model_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
     assert metric_process_count("auto", "cpu", 16) == 0
     # On a GPU: one fewer than the workflow's cores, at most the machine's.
     assert metric_process_count("auto", "cuda", 4) == 3

@@ -299,8 +299,8 @@ def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str 
 
 _pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
 
-# All model work of a process -- building, loading, generating -- runs on the
-# one compute thread (see promptsweep.threads for why).
+# Model work of a process runs on the one compute thread (see
+# promptsweep.threads for why); a generation pipeline's, on its device's thread.
 on_model_thread = on_compute_thread
 
 

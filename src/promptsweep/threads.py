@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ _accelerator_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_ACCE
 # runtime.metric_processes, runtime.device and the workflow's cores; the
 # pool is made (and "auto" resolved) when first needed.
 _measure_setting: tuple[int | str, str, int] = (0, "cpu", 1)
-_measure_pool: tuple[ProcessPoolExecutor, int] | None = None
+_measure_pool: tuple[ProcessPoolExecutor | None, int] | None = None
 _measure_pool_lock = threading.Lock()
 
 
@@ -72,15 +73,17 @@ def computed_alone(job: Callable[..., T]) -> Callable[..., T]:
 def metric_process_count(setting: int | str, device: str, cores: int) -> int:
     """Worker processes for per-image measures: ``auto`` is none when the
     model runs on the CPU (its cores are the model's, see above) and one
-    fewer than ``cores`` (the workflow's ``--cores``, at most this machine's)
-    otherwise, leaving one for the job threads."""
+    fewer than ``cores`` (the workflow's ``--cores``, at most the cores this
+    process may use) otherwise, leaving one for the job threads."""
     if setting != "auto":
         return int(setting)
-    from promptsweep.models import resolve_device
+    if device != "cpu":
+        from promptsweep.models import resolve_device
 
-    if resolve_device(device) == "cpu":
+        device = resolve_device(device)
+    if device == "cpu":
         return 0
-    return max(0, min(cores, os.cpu_count() or 1) - 1)
+    return max(0, min(cores, len(os.sched_getaffinity(0))) - 1)
 
 
 def use_metric_processes(setting: int | str, device: str, cores: int) -> None:
@@ -89,30 +92,55 @@ def use_metric_processes(setting: int | str, device: str, cores: int) -> None:
     (``auto`` may need to ask PyTorch whether there is a GPU)."""
     global _measure_setting, _measure_pool
     with _measure_pool_lock:
-        if _measure_pool is not None and (setting, device, cores) != _measure_setting:
+        if _measure_pool is not None:
             _measure_pool[0].shutdown()
-            _measure_pool = None
+        _measure_pool = None
         _measure_setting = (setting, device, cores)
 
 
-def _measure_workers() -> tuple[ProcessPoolExecutor, int] | None:
+def _one_thread_each() -> None:
+    """Each worker computes with one thread: the workers share the cores."""
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _measure_workers() -> tuple[ProcessPoolExecutor | None, int]:
+    """The pool and its size, made on first use (none when the size is 0)."""
     global _measure_pool
     with _measure_pool_lock:
         if _measure_pool is None:
             count = metric_process_count(*_measure_setting)
-            if count == 0:
-                return None
             # Spawned, not forked: the parent holds CUDA and running threads.
-            _measure_pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")), count
+            pool = (
+                ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread_each)
+                if count
+                else None
+            )
+            _measure_pool = pool, count
         return _measure_pool
+
+
+def _importable(function: Callable[..., Any]) -> bool:
+    module = function.__module__
+    return "<" not in function.__qualname__ and module != "__main__" and not module.startswith("snakemake")
 
 
 def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
     """``measure`` of every sample, in order: in worker processes when
-    :func:`use_metric_processes` asked for some, else here. ``measure`` must
-    be a module-level function (it is sent to the workers by name)."""
-    workers = _measure_workers() if len(samples) > 1 else None
-    if workers is None:
+    :func:`use_metric_processes` asked for some, else here.
+
+    The workers import ``measure`` by its module and name, so a lambda, a
+    nested function or a function of a Snakefile (a metric registered at run
+    time, say) is computed here."""
+    pool, count = _measure_workers()
+    if pool is None or len(samples) < 2 or not _importable(measure):
         return [measure(sample) for sample in samples]
-    pool, count = workers
-    return list(pool.map(measure, samples, chunksize=max(1, len(samples) // (4 * count))))
+    try:
+        return list(pool.map(measure, samples, chunksize=max(1, len(samples) // (4 * count))))
+    except BrokenProcessPool:
+        # A worker died (killed for memory, say): the next job gets a new pool.
+        use_metric_processes(*_measure_setting)
+        raise

@@ -46,8 +46,11 @@ if config["runtime"]["compile"] and (
         "runtime.compile cannot be combined with runtime.attention_slicing or "
         "runtime.cpu_offload; set those to false, or compile to false"
     )
+# --cores; a cluster profile gives none, and jobs run here use --local-cores.
 threads.use_metric_processes(
-    config["runtime"]["metric_processes"], config["runtime"]["device"], workflow.cores
+    config["runtime"]["metric_processes"],
+    config["runtime"]["device"],
+    workflow.resource_settings.cores or workflow.resource_settings.local_cores or 1,
 )
 IMAGES = {image.image_id: image for image in read_images(Path(config["images"]))}
 PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
