@@ -86,6 +86,12 @@ def test_measures_in_metric_processes_equal_those_made_here(metric_processes: No
 def test_without_metric_processes_measures_run_here() -> None:
     use_metric_processes(0, "cpu", 4)
     assert set(map_measure(process_id, list(range(4)))) == {os.getpid()}
+    # Measures have run without processes; the setting can still change.
+    use_metric_processes(2, "cpu", 2)
+    try:
+        assert os.getpid() not in set(map_measure(process_id, list(range(4))))
+    finally:
+        use_metric_processes(0, "cpu", 1)
 
 
 def test_auto_metric_processes_leave_a_cpu_model_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:

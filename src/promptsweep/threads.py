@@ -92,8 +92,9 @@ def use_metric_processes(setting: int | str, device: str, cores: int) -> None:
     (``auto`` may need to ask PyTorch whether there is a GPU)."""
     global _measure_setting, _measure_pool
     with _measure_pool_lock:
-        if _measure_pool is not None:
-            _measure_pool[0].shutdown()
+        pool = _measure_pool[0] if _measure_pool else None
+        if pool is not None:
+            pool.shutdown()
         _measure_pool = None
         _measure_setting = (setting, device, cores)
 
