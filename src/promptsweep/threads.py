@@ -83,7 +83,9 @@ def metric_process_count(setting: int | str, device: str, cores: int) -> int:
         device = resolve_device(device)
     if device == "cpu":
         return 0
-    return max(0, min(cores, len(os.sched_getaffinity(0))) - 1)
+    # The cores this process may use (a cluster job's share); macOS lacks affinity.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(cores, usable) - 1)
 
 
 def use_metric_processes(setting: int | str, device: str, cores: int) -> None:
