@@ -1,5 +1,6 @@
 """Faults: a killed run resumes, missing weights stop before generation, out of
-GPU memory names the remedies, invalid images are excluded and counted."""
+GPU memory names the remedies, invalid images are excluded and counted; and
+the generation job's batches, written as they come."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatc
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(generation, "generate", out_of_memory)
+    monkeypatch.setattr(generation, "generate_batch", out_of_memory)
     with pytest.raises(generate_jobs.GenerationError) as error:
         generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}])
     message = str(error.value)
@@ -124,14 +125,56 @@ def constant_images(pipeline, control, items, settings, batch_size):
 
 
 def test_invalid_images_fail_the_job_by_default(tmp_path: Path, tiny: Path, monkeypatch) -> None:
-    monkeypatch.setattr(generation, "generate", constant_images)
+    monkeypatch.setattr(generation, "generate_batch", constant_images)
     with pytest.raises(generate_jobs.GenerationError, match="on_invalid_image: exclude"):
         generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request("fail")}])
     assert not (tmp_path / "seed0.png").exists()
 
 
+def one_image_per_batch(on_invalid: str = "fail") -> dict:
+    one_per_batch = request(on_invalid)
+    one_per_batch["runtime"]["batch_size"] = 1
+    return one_per_batch
+
+
+def test_an_invalid_image_keeps_the_batches_before_it(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    def second_seed_constant(pipeline, control, items, settings, batch_size):
+        return [
+            generation.GeneratedImage(item.seed, np.full((64, 64, 3), 40 + item.seed, np.uint8),
+                                      "constant image" if item.seed == 1 else None)
+            for item in items
+        ]
+
+    monkeypatch.setattr(generation, "generate_batch", second_seed_constant)
+    paths = generation_files(tmp_path, tiny)
+    with pytest.raises(generate_jobs.GenerationError, match="seed 1: constant image"):
+        generate_jobs.generate(**paths, requests=[{"bad": one_image_per_batch()}])
+    # Seed 0's batch came first and is valid: it is kept, with its record.
+    assert files.read_json(tmp_path / "seed0.json")["sha256"] == files.file_sha256(tmp_path / "seed0.png")
+    assert not (tmp_path / "seed1.png").exists() and not (tmp_path / "seed1.json").exists()
+
+
+def test_a_batch_is_written_while_the_next_one_generates(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    """The device is not left waiting for the files of the batch before."""
+    first_written: list[bool] = []
+
+    def waits_for_the_first_image(pipeline, control, items, settings, batch_size):
+        if items[0].seed == 1:
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "seed0.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first_written.append((tmp_path / "seed0.json").exists())
+        return [generation.GeneratedImage(item.seed, np.full((64, 64, 3), 40 + item.seed, np.uint8), None)
+                for item in items]
+
+    monkeypatch.setattr(generation, "generate_batch", waits_for_the_first_image)
+    generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": one_image_per_batch()}])
+    assert first_written == [True]
+    assert files.read_json(tmp_path / "seed1.json")["images_in_batch"] == 1
+
+
 def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:
-    monkeypatch.setattr(generation, "generate", constant_images)
+    monkeypatch.setattr(generation, "generate_batch", constant_images)
     paths = generation_files(tmp_path, tiny)
     generate_jobs.generate(**paths, requests=[{"bad": request("exclude")}])
     record = files.read_json(Path(paths["records"][0]["bad"][0]))

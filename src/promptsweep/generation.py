@@ -153,6 +153,57 @@ class Item(NamedTuple):
     seed: int
 
 
+def generate_batch(
+    pipeline: StableDiffusionControlNetPipeline,
+    control: Image.Image,
+    batch: Sequence[Item],
+    settings: GenerationSettings,
+    batch_size: int,
+) -> list[GeneratedImage]:
+    """One pipeline call of exactly ``batch_size`` images: ``batch`` (at most
+    ``batch_size`` items of one control image), filled up by repeating its
+    last item; one result per item of ``batch``, in order.
+
+    Each image gets its condition's embeddings, its seed's starting noise and
+    its own generator, whatever else shares its call. The filler images are
+    dropped: an image's pixels depend on the size of its call, not on the
+    other images in it (checked on the CPU: the same bits beside other
+    conditions or at another position, 1/255 apart at batch 1 against 4). So
+    an image regenerated on its own is bit-identical to the one generated with
+    its neighbours, and a compiled model sees one shape and is never
+    recompiled.
+    """
+    if not 0 < len(batch) <= batch_size:
+        raise ValueError(f"a batch holds 1 to {batch_size} items, got {len(batch)}")
+    scheduled = with_scheduler(pipeline, settings.scheduler)
+    device = pipeline._execution_device
+    dtype = pipeline.unet.dtype
+    call = padded(list(batch), batch_size)
+    seeds = [item.seed for item in call]
+    output = scheduled(
+        prompt_embeds=torch.cat([item.embeddings.prompt_embeds for item in call]).to(device=device, dtype=dtype),
+        negative_prompt_embeds=torch.cat([item.embeddings.negative_prompt_embeds for item in call]).to(
+            device=device, dtype=dtype
+        ),
+        image=control,
+        height=control.height,
+        width=control.width,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        controlnet_conditioning_scale=settings.controlnet_scale,
+        guess_mode=settings.guess_mode,
+        eta=settings.eta,
+        generator=generators(seeds),
+        latents=initial_latents(seeds, control.height, control.width).to(device=device, dtype=dtype),
+        output_type="np",
+    )
+    flagged = output.nsfw_content_detected or [False] * len(call)
+    return [
+        GeneratedImage(item.seed, to_uint8(image), checked_problem(image, is_flagged))
+        for item, image, is_flagged in zip(batch, output.images, flagged)
+    ]
+
+
 def generate(
     pipeline: StableDiffusionControlNetPipeline,
     control: Image.Image,
@@ -161,43 +212,10 @@ def generate(
     batch_size: int,
 ) -> list[GeneratedImage]:
     """Generate ``items`` -- any conditions and seeds of one control image --
-    in pipeline calls of exactly ``batch_size`` images; one result per item,
-    in order.
-
-    Each image gets its condition's embeddings, its seed's starting noise and
-    its own generator, whatever else shares its call. The last call is
-    filled up by repeating an item (those images are dropped): an image's
-    pixels depend on the size of its call, not on the other images in it
-    (checked on the CPU: the same bits beside other conditions or at another
-    position, 1/255 apart at batch 1 against 4). So an image regenerated on
-    its own is bit-identical to the one generated with its neighbours, and a
-    compiled model sees one shape and is never recompiled.
-    """
-    scheduled = with_scheduler(pipeline, settings.scheduler)
-    device = pipeline._execution_device
-    dtype = pipeline.unet.dtype
-    results: list[GeneratedImage] = []
-    for batch in chunks(items, batch_size):
-        call = padded(batch, batch_size)
-        seeds = [item.seed for item in call]
-        output = scheduled(
-            prompt_embeds=torch.cat([item.embeddings.prompt_embeds for item in call]).to(device=device, dtype=dtype),
-            negative_prompt_embeds=torch.cat([item.embeddings.negative_prompt_embeds for item in call]).to(
-                device=device, dtype=dtype
-            ),
-            image=control,
-            height=control.height,
-            width=control.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            controlnet_conditioning_scale=settings.controlnet_scale,
-            guess_mode=settings.guess_mode,
-            eta=settings.eta,
-            generator=generators(seeds),
-            latents=initial_latents(seeds, control.height, control.width).to(device=device, dtype=dtype),
-            output_type="np",
-        )
-        flagged = output.nsfw_content_detected or [False] * len(call)
-        for item, image, is_flagged in zip(batch, output.images, flagged):
-            results.append(GeneratedImage(item.seed, to_uint8(image), checked_problem(image, is_flagged)))
-    return results
+    in pipeline calls of exactly ``batch_size`` images
+    (:func:`generate_batch`); one result per item, in order."""
+    return [
+        image
+        for batch in chunks(items, batch_size)
+        for image in generate_batch(pipeline, control, batch, settings, batch_size)
+    ]

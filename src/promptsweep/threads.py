@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -45,19 +45,30 @@ _measure_pool_lock = threading.Lock()
 def on_compute_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``function`` on the process's compute thread and return its result
     (directly, when called from that thread)."""
-    if threading.current_thread().name.startswith(_NAME):
-        return function(*args, **kwargs)
-    return _compute_thread.submit(function, *args, **kwargs).result()
+    return on_device_thread("cpu", function, *args, **kwargs)
+
+
+def submit_to_device_thread(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """Queue model work for ``device`` on its thread -- the compute thread for
+    the CPU, the accelerator thread for any other device -- without waiting
+    for it. Work queued one after another runs back to back, so a job can
+    queue all its batches and write each one's images while the next is
+    generated. Called from that thread, ``function`` runs at once."""
+    name, thread = (_NAME, _compute_thread) if device == "cpu" else (_ACCELERATOR_NAME, _accelerator_thread)
+    if not threading.current_thread().name.startswith(name):
+        return thread.submit(function, *args, **kwargs)
+    done: Future[T] = Future()
+    try:
+        done.set_result(function(*args, **kwargs))
+    except Exception as error:  # noqa: BLE001 -- handed to the caller through the future
+        done.set_exception(error)
+    return done
 
 
 def on_device_thread(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run model work for ``device`` on its thread: the compute thread for the
-    CPU, the accelerator thread for any other device."""
-    if device == "cpu":
-        return on_compute_thread(function, *args, **kwargs)
-    if threading.current_thread().name.startswith(_ACCELERATOR_NAME):
-        return function(*args, **kwargs)
-    return _accelerator_thread.submit(function, *args, **kwargs).result()
+    """Run model work for ``device`` on its thread (see
+    :func:`submit_to_device_thread`) and return its result."""
+    return submit_to_device_thread(device, function, *args, **kwargs).result()
 
 
 def computed_alone(job: Callable[..., T]) -> Callable[..., T]:

@@ -8,11 +8,17 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from promptsweep import edges, files
 from promptsweep.conditions import GenerationInput
 from promptsweep.jobs import job_log
+
+if TYPE_CHECKING:  # the model code is imported by the jobs that generate
+    from PIL.Image import Image
+
+    from promptsweep.emphasis import ConditionEmbeddings
+    from promptsweep.generation import GeneratedImage
 
 
 class GenerationError(RuntimeError):
@@ -215,7 +221,7 @@ def _generate_image(
 
     from promptsweep import emphasis, generation
     from promptsweep.study import GenerationSettings
-    from promptsweep.threads import on_device_thread
+    from promptsweep.threads import on_device_thread, submit_to_device_thread
 
     control = edges.control_image(files.read_png(Path(edge_map)))
     conditions = list(dict.fromkeys(item.condition for item in stale))
@@ -241,19 +247,55 @@ def _generate_image(
             device, generation.text_embeddings, pipeline, texts
         )
     items = [generation.Item(pairs[item.condition], item.seed) for item in stale]
+    shared_settings = settings.pop()
+    # Every batch is queued at once: the device generates them back to back
+    # while this thread checks and writes the images of each one as it comes.
     started = time.perf_counter()
+    queued = [
+        submit_to_device_thread(device, _timed_batch, pipeline, control, batch, shared_settings, batch_size)
+        for batch in generation.chunks(items, batch_size)
+    ]
     try:
-        generated = on_device_thread(device, generation.generate, pipeline, control, items, settings.pop(), batch_size)
-    except torch.cuda.OutOfMemoryError as error:
-        raise GenerationError(
-            f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
-        ) from None
-    seconds = time.perf_counter() - started
-    logger.info(
-        "%s: %d images in %.2f s (%.2f s per image; %d conditions, batches of %d)",
-        label, len(items), seconds, seconds / len(items), len(conditions), batch_size,
-    )
+        for batch_stale, batch in zip(generation.chunks(stale, batch_size), queued, strict=True):
+            try:
+                generated, batch_seconds = batch.result()
+            except torch.cuda.OutOfMemoryError as error:
+                raise GenerationError(
+                    f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
+                ) from None
+            if batch is queued[-1]:
+                # Logged before the last batch is written: its time stamp ends the generating.
+                seconds = time.perf_counter() - started
+                logger.info(
+                    "%s: %d images in %.2f s (%.2f s per image; %d conditions, batches of %d)",
+                    label, len(items), seconds, seconds / len(items), len(conditions), batch_size,
+                )
+            _fail_on_invalid_images(label, requests, batch_stale, generated)
+            for item, image in zip(batch_stale, generated, strict=True):
+                _write_image(
+                    logger, item, image, requests[item.condition], embedded[item.condition], edge_map, control,
+                    {**job_provenance, "images_in_batch": len(generated),
+                     "wall_seconds_per_image": batch_seconds / len(generated)},
+                )
+    finally:
+        for batch in queued:  # those not started yet, when one failed
+            batch.cancel()
 
+
+def _timed_batch(*arguments: Any) -> tuple[list[GeneratedImage], float]:
+    """:func:`promptsweep.generation.generate_batch`'s images, and its seconds."""
+    from promptsweep import generation
+
+    started = time.perf_counter()
+    images = generation.generate_batch(*arguments)
+    return images, time.perf_counter() - started
+
+
+def _fail_on_invalid_images(
+    label: str, requests: Mapping[str, dict[str, Any]], stale: Sequence[Stale], generated: Sequence[GeneratedImage]
+) -> None:
+    """Raise before anything of a batch is written if one of its images is
+    invalid and its condition says ``on_invalid_image: fail``."""
     problems = [
         (item, image) for item, image in zip(stale, generated, strict=True)
         if image.problem and requests[item.condition]["runtime"]["on_invalid_image"] == "fail"
@@ -264,34 +306,43 @@ def _generate_image(
             f"{label}: {details}. Set runtime.on_invalid_image: exclude to record such "
             "images and leave them out of every metric instead"
         )
-    for item, image in zip(stale, generated, strict=True):
-        request = requests[item.condition]
-        if image.problem:
-            logger.warning("%s seed %d excluded: %s", item.condition, item.seed, image.problem)
-        files.write_png(Path(item.image), image.pixels)
-        files.write_json(
-            Path(item.record),
-            {
-                "image_id": request["image_id"],
-                "condition": request["condition"],
-                "prompt": request["prompt"],
-                "negative_prompt": request["negative_prompt"],
-                "method": embedded[item.condition].method,
-                "dose": embedded[item.condition].dose,
-                "embedding_norms": embedded[item.condition].norms,
-                **({"embedding": request["embedding"]} if "embedding" in request else {}),
-                "edge_map": edge_map,
-                "generation": request["generation"],
-                "resolution": [control.width, control.height],
-                "runtime": request["runtime"],
-                **job_provenance,
-                "images_in_batch_run": len(items),
-                "wall_seconds_per_image": seconds / len(items),
-                "seed": image.seed,
-                "image": item.image,
-                "sha256": files.file_sha256(item.image),
-                "fingerprint": item.fingerprint,
-                "valid": image.problem is None,
-                "problem": image.problem,
-            },
-        )
+
+
+def _write_image(
+    logger: logging.Logger,
+    item: Stale,
+    image: GeneratedImage,
+    request: Mapping[str, Any],
+    embedded: ConditionEmbeddings,
+    edge_map: str,
+    control: Image,
+    provenance: dict[str, Any],
+) -> None:
+    """One generated image and its record: what it was made from and how."""
+    if image.problem:
+        logger.warning("%s seed %d excluded: %s", item.condition, item.seed, image.problem)
+    files.write_png(Path(item.image), image.pixels)
+    files.write_json(
+        Path(item.record),
+        {
+            "image_id": request["image_id"],
+            "condition": request["condition"],
+            "prompt": request["prompt"],
+            "negative_prompt": request["negative_prompt"],
+            "method": embedded.method,
+            "dose": embedded.dose,
+            "embedding_norms": embedded.norms,
+            **({"embedding": request["embedding"]} if "embedding" in request else {}),
+            "edge_map": edge_map,
+            "generation": request["generation"],
+            "resolution": [control.width, control.height],
+            "runtime": request["runtime"],
+            **provenance,
+            "seed": image.seed,
+            "image": item.image,
+            "sha256": files.file_sha256(item.image),
+            "fingerprint": item.fingerprint,
+            "valid": image.problem is None,
+            "problem": image.problem,
+        },
+    )
