@@ -96,6 +96,10 @@ GENERATED_CONDITIONS = [*CONDITIONS, *DOSE_CONDITIONS]
 VARIANTS = [*PROMPTS, *DOSE_CONDITIONS]
 SEARCH_SLOTS = ["baseline", "chosen", "best_word"]
 IMAGES_PER_GENERATION_JOB = config["images_per_generation_job"]
+# Jobs that hold the GPU are started first whenever a core frees up. Without
+# this, an image's four analysis jobs, ready when its generation ended, took
+# the free cores, and the next generation waited for one of them to finish.
+GPU_JOB_PRIORITY = 1
 for metric in registry.learned_metrics():
     for path in metric.weight_files(config["metrics"][metric.config_key]):
         if not path.exists():

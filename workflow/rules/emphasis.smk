@@ -112,6 +112,7 @@ if SEARCH is not None:
             records=search_generated("{image}", "{candidate}", "json"),
         log:
             "logs/search/generate/{image}/{candidate}.log",
+        priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
         params:
@@ -197,6 +198,7 @@ if SEARCH is not None:
             records=evaluation_generated("{image}", "{slot}", "json"),
         log:
             "logs/search/evaluation/{image}/{slot}.log",
+        priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
         params:

@@ -16,6 +16,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
             update(directory(generated_folder("{image}"))),
         log:
             "logs/generate/{image}.log",
+        priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
         params:
@@ -44,6 +45,7 @@ else:
                 update([directory(generated_folder(image)) for image in shard]),
             log:
                 f"logs/generate/shard{shard_index}.log",
+            priority: GPU_JOB_PRIORITY
             resources:
                 gpu=1,
             params:
