@@ -21,7 +21,9 @@ the same model, size and steps, ``snakemake --cores 4 --resources gpu=1`` (or
 ``--workflow-cores``) in a scratch copy of the repository, and reports the share of the run's wall
 time that the generate jobs spent generating (from their logs), with the
 images per second inside those jobs and over the whole run, and where the
-rest of the time went. ``--workflow-cores`` and ``--metric-processes`` vary
+rest of the time went: before the first generate job, after the last, and
+between the first image queued and the last one generated (the gaps between
+batches and between generate jobs). ``--workflow-cores`` and ``--metric-processes`` vary
 its ``--cores`` and ``runtime.metric_processes``.
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
@@ -309,7 +311,9 @@ def workflow_line(record: dict[str, Any]) -> str:
         f"{record['images_per_s_generating']:.2f} images/s while generating, "
         f"{record['images_per_s_overall']:.2f} overall; {record['before_first_generate_job_seconds']:.1f} s "
         f"before the first generate job, pipeline loads {record['pipeline_load_seconds']:.1f} s, "
-        f"{record['after_last_generate_job_seconds']:.1f} s after the last; job time by stage: "
+        f"{record['after_last_generate_job_seconds']:.1f} s after the last; from the first image queued to the last "
+        f"generated ({record['generation_span_seconds']:.1f} s), generating "
+        f"{100 * record['generating_share_of_span']:.1f}% of the time; job time by stage: "
         + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in record["job_seconds_by_stage"].items())
     )
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 # A job log line: "2026-11-26 13:01:02,345 <message>".
@@ -63,15 +63,34 @@ def seconds_by_stage(logs: Path) -> dict[str, float]:
     return dict(sorted(stages.items(), key=lambda item: -item[1]))
 
 
+def generating_periods(logs: Path) -> list[tuple[datetime, datetime]]:
+    """When the generate jobs were generating, in time order: each job's line
+    "N images in S s" is stamped when its last batch came back, S seconds
+    after its first was queued."""
+    periods = []
+    for log in (logs / "generate").rglob("*.log"):
+        for stamp, message in log_lines(log):
+            if match := GENERATION_LINE.search(message):
+                periods.append((stamp - timedelta(seconds=float(match.group(2))), stamp))
+    return sorted(periods)
+
+
 def generation_timeline(logs: Path, started: datetime, finished: datetime) -> dict[str, float]:
     """When the GPU could not be generating: seconds from the workflow's start
     to the first generate job's start, the pipeline loads, and seconds from
-    the last generate job's end to the workflow's end."""
+    the last generate job's end to the workflow's end; and how much of the
+    span from the first image queued to the last one generated it spent
+    generating (what the gaps between batches and jobs cost)."""
     lines = [log_lines(log) for log in (logs / "generate").rglob("*.log")]
     lines = [job for job in lines if job]
     loads = [float(match.group(1)) for job in lines for _, message in job if (match := PIPELINE_LOAD_LINE.match(message))]
+    periods = generating_periods(logs)
+    span = (periods[-1][1] - periods[0][0]).total_seconds()
+    generating = sum((end - start).total_seconds() for start, end in periods)
     return {
         "before_first_generate_job_seconds": round((min(job[0][0] for job in lines) - started).total_seconds(), 1),
         "pipeline_load_seconds": round(sum(loads), 1),
         "after_last_generate_job_seconds": round((finished - max(job[-1][0] for job in lines)).total_seconds(), 1),
+        "generation_span_seconds": round(span, 1),
+        "generating_share_of_span": round(generating / span, 3),
     }
