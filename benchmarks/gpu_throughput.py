@@ -23,7 +23,7 @@ time that the generate jobs spent generating (from their logs), with the
 images per second inside those jobs and over the whole run, and where the
 rest of the time went: before the first generate job, after the last, and
 between the first image queued and the last one generated (the gaps between
-batches and between generate jobs). ``--workflow-cores`` and ``--metric-processes`` vary
+generate jobs; a job's batches are queued back to back). ``--workflow-cores`` and ``--metric-processes`` vary
 its ``--cores`` and ``runtime.metric_processes``.
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2

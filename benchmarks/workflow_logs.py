@@ -80,11 +80,13 @@ def generation_timeline(logs: Path, started: datetime, finished: datetime) -> di
     to the first generate job's start, the pipeline loads, and seconds from
     the last generate job's end to the workflow's end; and how much of the
     span from the first image queued to the last one generated it spent
-    generating (what the gaps between batches and jobs cost)."""
+    generating (what the gaps between generate jobs cost)."""
     lines = [log_lines(log) for log in (logs / "generate").rglob("*.log")]
     lines = [job for job in lines if job]
     loads = [float(match.group(1)) for job in lines for _, message in job if (match := PIPELINE_LOAD_LINE.match(message))]
     periods = generating_periods(logs)
+    if not periods:
+        raise ValueError(f"no generate job under {logs} logged its images: nothing was generated")
     span = (periods[-1][1] - periods[0][0]).total_seconds()
     generating = sum((end - start).total_seconds() for start, end in periods)
     return {

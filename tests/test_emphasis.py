@@ -85,7 +85,7 @@ def pipeline_embedding(pipeline, text: str) -> torch.Tensor:
 
 
 def generated(pipeline, control, pair: EmbeddingPair) -> list[GeneratedImage]:
-    """``generation.generate`` of ``pair`` on every seed, as the generation job calls it."""
+    """``generation.generate`` of ``pair`` on every seed: the generation job's batches."""
     return generate(pipeline, control, [Item(pair, seed) for seed in SEEDS], SETTINGS, batch_size=2)
 
 
@@ -583,7 +583,7 @@ def test_weighted_text_goes_through_compel(pipeline, control) -> None:
 
 @pytest.mark.parametrize(("prompt", "name"), [(POSITIVE, "pos3"), (NEGATIVE, "neg3")])
 def test_dose_request_at_one_generates_the_word_variant(pipeline, control, word_images, prompt, name) -> None:
-    """The generation job's path: a request, its embeddings, generation.generate."""
+    """The generation job's path: a request, its embeddings, their batches."""
     request = emphasis.embedding_request(
         condition_input(IMAGE, None), {prompt.prompt_id: condition_input(IMAGE, prompt)}, [(prompt.prompt_id, 1.0)]
     )

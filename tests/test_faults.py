@@ -137,7 +137,7 @@ def one_image_per_batch(on_invalid: str = "fail") -> dict:
     return one_per_batch
 
 
-def test_an_invalid_image_keeps_the_batches_before_it(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+def test_an_invalid_image_fails_the_job_before_its_batch_is_written(tmp_path: Path, tiny: Path, monkeypatch) -> None:
     def second_seed_constant(pipeline, control, items, settings, batch_size):
         return [
             generation.GeneratedImage(item.seed, np.full((64, 64, 3), 40 + item.seed, np.uint8),
@@ -149,7 +149,7 @@ def test_an_invalid_image_keeps_the_batches_before_it(tmp_path: Path, tiny: Path
     paths = generation_files(tmp_path, tiny)
     with pytest.raises(generate_jobs.GenerationError, match="seed 1: constant image"):
         generate_jobs.generate(**paths, requests=[{"bad": one_image_per_batch()}])
-    # Seed 0's batch came first and is valid: it is kept, with its record.
+    # Seed 0's batch came first and was valid: it was written, with its record.
     assert files.read_json(tmp_path / "seed0.json")["sha256"] == files.file_sha256(tmp_path / "seed0.png")
     assert not (tmp_path / "seed1.png").exists() and not (tmp_path / "seed1.json").exists()
 
@@ -160,7 +160,7 @@ def test_a_batch_is_written_while_the_next_one_generates(tmp_path: Path, tiny: P
 
     def waits_for_the_first_image(pipeline, control, items, settings, batch_size):
         if items[0].seed == 1:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 5
             while not (tmp_path / "seed0.json").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
             first_written.append((tmp_path / "seed0.json").exists())
@@ -171,6 +171,7 @@ def test_a_batch_is_written_while_the_next_one_generates(tmp_path: Path, tiny: P
     generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": one_image_per_batch()}])
     assert first_written == [True]
     assert files.read_json(tmp_path / "seed1.json")["images_in_batch"] == 1
+    assert "square: 2 images in" in (tmp_path / "job.log").read_text()
 
 
 def test_excluded_images_are_recorded_and_left_out_of_metrics(tmp_path: Path, tiny: Path, monkeypatch) -> None:

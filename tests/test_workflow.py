@@ -3,7 +3,9 @@ reduced study (2 images x (baseline + 3 prompts) x 2 seeds, 64 px, 2 steps)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -230,6 +232,21 @@ def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:
     # The gallery folder travels inside the archive, under the report's data.
     gallery_files = {Path(name).name for name in names if "/data/raw/" in name}
     assert {"index.html", "data.js", "gallery.js", "gallery.css"} <= gallery_files
+
+
+def test_generation_goes_first_when_a_core_frees_up(finished_study: Study) -> None:
+    """Generate jobs have priority: when an image's generation ends, the next
+    generate job takes one of the freed cores (--cores 2) at once, rather than
+    waiting for that image's analysis jobs, which are ready at the same time."""
+    first_run = min((finished_study.root / ".snakemake/log").glob("*.snakemake.log"))
+    events = re.findall(
+        r"^(?:localrule (\w+):|Finished jobid: \d+ \(Rule: (\w+)\))", first_run.read_text(), re.MULTILINE
+    )
+    after_first_generation = events[events.index(("", "generate")) + 1 :]
+    started_before_any_finished = list(
+        itertools.takewhile(bool, (started for started, _ in after_first_generation))
+    )
+    assert "generate" in started_before_any_finished
 
 
 def test_several_images_per_generation_job(study: Study) -> None:

@@ -548,7 +548,7 @@ def embedding_request(
 
 @dataclass(frozen=True)
 class ConditionEmbeddings:
-    """What a generation job hands to ``generation.generate`` and records."""
+    """What a generation job hands to ``generation.generate_batch`` and records."""
 
     pair: EmbeddingPair | None
     """None: the texts go to the pipeline as today (method "text")."""

@@ -66,8 +66,8 @@ def with_scheduler(
 ) -> StableDiffusionControlNetPipeline:
     """A pipeline sharing the loaded modules but with its own scheduler.
 
-    Schedulers keep per-call state; a fresh one per job keeps concurrent jobs
-    from sharing it.
+    Schedulers keep per-call state; a fresh one per pipeline call keeps
+    concurrent jobs from sharing it.
     """
     scheduler_class = SCHEDULERS[scheduler]
     components = dict(pipeline.components)

@@ -287,7 +287,7 @@ def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str 
     negligible at throughput batch sizes. ``fullgraph=True`` turns a graph break
     -- a silent fall back to eager for part of the model -- into an error.
     ``dynamic=False`` specialises the kernels on the input shape: the batch
-    size, which ``generation.generate`` keeps fixed when compiled (``pad``), and the image
+    size, which ``generation.generate_batch`` keeps fixed (``padded``), and the image
     size; each new shape compiles again. ``backend="eager"`` only captures the
     graphs (a quick check on a CPU).
     """

@@ -248,28 +248,37 @@ def _generate_image(
         )
     items = [generation.Item(pairs[item.condition], item.seed) for item in stale]
     shared_settings = settings.pop()
+    batches = generation.chunks(items, batch_size)
+    started = time.perf_counter()
+
+    def generate_last(*arguments: Any) -> tuple[list[GeneratedImage], float]:
+        """The last batch, then the job's line, on the device's thread: its
+        time stamp is when the device finished, not when the images were written."""
+        last = _timed_batch(*arguments)
+        seconds = time.perf_counter() - started
+        logger.info(
+            "%s: %d images in %.2f s (%.2f s per image; %d conditions, batches of %d)",
+            label, len(items), seconds, seconds / len(items), len(conditions), batch_size,
+        )
+        return last
+
     # Every batch is queued at once: the device generates them back to back
     # while this thread checks and writes the images of each one as it comes.
-    started = time.perf_counter()
     queued = [
-        submit_to_device_thread(device, _timed_batch, pipeline, control, batch, shared_settings, batch_size)
-        for batch in generation.chunks(items, batch_size)
+        submit_to_device_thread(
+            device, generate_last if batch is batches[-1] else _timed_batch,
+            pipeline, control, batch, shared_settings, batch_size,
+        )
+        for batch in batches
     ]
     try:
-        for batch_stale, batch in zip(generation.chunks(stale, batch_size), queued, strict=True):
+        for batch_stale, pending in zip(generation.chunks(stale, batch_size), queued, strict=True):
             try:
-                generated, batch_seconds = batch.result()
+                generated, batch_seconds = pending.result()
             except torch.cuda.OutOfMemoryError as error:
                 raise GenerationError(
                     f"{label}: out of GPU memory ({str(error).splitlines()[0]}); {OOM_REMEDIES}"
                 ) from None
-            if batch is queued[-1]:
-                # Logged before the last batch is written: its time stamp ends the generating.
-                seconds = time.perf_counter() - started
-                logger.info(
-                    "%s: %d images in %.2f s (%.2f s per image; %d conditions, batches of %d)",
-                    label, len(items), seconds, seconds / len(items), len(conditions), batch_size,
-                )
             _fail_on_invalid_images(label, requests, batch_stale, generated)
             for item, image in zip(batch_stale, generated, strict=True):
                 _write_image(
@@ -278,8 +287,10 @@ def _generate_image(
                      "wall_seconds_per_image": batch_seconds / len(generated)},
                 )
     finally:
-        for batch in queued:  # those not started yet, when one failed
-            batch.cancel()
+        # When one failed, the batches not started yet are dropped; the one
+        # the device is running finishes first.
+        for pending in queued:
+            pending.cancel()
 
 
 def _timed_batch(*arguments: Any) -> tuple[list[GeneratedImage], float]:
