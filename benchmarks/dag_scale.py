@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,18 +23,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from workflow_logs import copy_workflow
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "workflow", "profiles", "config"]
 
 
 def write_study(root: Path, n_images: int, n_prompts: int, n_seeds: int) -> None:
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
+    copy_workflow(root)
     picture = root / "resources" / "picture.png"
     picture.parent.mkdir(parents=True)
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(picture)

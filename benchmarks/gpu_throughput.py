@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -51,7 +50,7 @@ import torch
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
-from workflow_logs import generation_timeline, generation_totals, run_workflow, seconds_by_stage
+from workflow_logs import copy_workflow, generation_timeline, generation_totals, run_workflow, seconds_by_stage
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
@@ -215,7 +214,6 @@ def difference_from_eager(compiled: list[np.ndarray], eager: list[np.ndarray]) -
     }
 
 
-REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_IMAGES = 4
 WORKFLOW_SEEDS = list(range(8))
 
@@ -245,9 +243,7 @@ def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
 def write_workflow_study(setup: Setup, root: Path, run: WorkflowRun) -> None:
     """A scratch copy of the workflow with a study of WORKFLOW_IMAGES pictures,
     the default prompt sheet and WORKFLOW_SEEDS, on the benchmark's model."""
-    for name in ("Snakefile", "workflow", "profiles", "config"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name)
+    copy_workflow(root)
     write_model(setup, root / "model" / "base", root / "model" / "controlnet")
     rows = ["image_id\tpath\tprompt"]
     for index in range(WORKFLOW_IMAGES):

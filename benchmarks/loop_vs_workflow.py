@@ -16,15 +16,12 @@ as ``generation ratio: X``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from workflow_logs import generation_totals, run_workflow, seconds_by_stage
-
-REPO = Path(__file__).resolve().parents[1]
+from workflow_logs import REPO, copy_workflow, generation_totals, run_workflow, seconds_by_stage
 
 
 def loop_seconds() -> tuple[float, float]:
@@ -74,9 +71,7 @@ def loop_seconds() -> tuple[float, float]:
 def workflow_seconds() -> tuple[float, float, dict[str, float]]:
     """Wall time of the workflow, its generation time per image, and its time by stage."""
     with tempfile.TemporaryDirectory() as scratch:
-        for name in ["Snakefile", "workflow", "profiles", "config", "resources"]:
-            source = REPO / name
-            (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(scratch) / name)
+        copy_workflow(Path(scratch), extra=["resources"])
         wall = run_workflow(Path(scratch))
         logs = Path(scratch) / "logs"
         images, generating = generation_totals(logs)

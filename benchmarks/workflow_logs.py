@@ -1,14 +1,31 @@
 """Running the workflow in a scratch copy, and reading where its time went
-from the job logs (shared by loop_vs_workflow.py and gpu_throughput.py)."""
+from the job logs (shared by the benchmarks that run the workflow)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "workflow", "profiles", "config")
+
+
+def copy_workflow(root: Path, extra: Sequence[str] = ()) -> None:
+    """The repository's workflow files, and ``extra`` ones (``resources``),
+    copied into ``root`` without Python caches."""
+    for name in (*WORKFLOW_FILES, *extra):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+
 
 # A job log line: "2026-11-26 13:01:02,345 <message>".
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)$", re.MULTILINE)
