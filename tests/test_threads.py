@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from promptsweep import quality
+from promptsweep import quality, registry
 from promptsweep.threads import (
     computed_alone,
     map_measure,
@@ -81,6 +81,39 @@ def test_measures_in_metric_processes_equal_those_made_here(metric_processes: No
     assert os.getpid() not in workers and 1 <= len(workers) <= 2
     # What a worker cannot import by name is computed here.
     assert set(map_measure(lambda sample: os.getpid(), list(range(4)))) == {os.getpid()}
+
+
+def ssim_already_computed(pair: registry.ImagePair) -> float:
+    """1 where this pair object's SSIM statistics were computed before this call."""
+    return float("ssim_and_ms_ssim" in vars(pair))
+
+
+def pid_of_worker(_sample: object) -> float:
+    return float(os.getpid())
+
+
+def test_per_sample_metrics_share_one_pass_in_metric_processes(metric_processes: None) -> None:
+    """A worker gets each pair once for every per-sample metric, so SSIM and
+    MS-SSIM come from one computation of the pair's statistics."""
+    rng = np.random.default_rng(1)
+    pairs = [
+        registry.ImagePair(*(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))) for _ in range(4)
+    ]
+    loaded = registry.LoadedMetrics(
+        metrics=[
+            registry.METRICS["ssim"], registry.METRICS["ms_ssim"],
+            registry.Metric("shared", "pair", "shared", "", "higher is closer", "change",
+                            registry.each(ssim_already_computed)),
+            registry.Metric("pid", "pair", "pid", "", "higher is closer", "change", registry.each(pid_of_worker)),
+        ],
+        models={}, notes={}, warnings=[],
+    )
+    values = loaded.score(pairs)
+    assert values["shared"] == [1.0] * len(pairs)
+    assert os.getpid() not in values["pid"]
+    expected = [registry.ImagePair(pair.baseline, pair.variant).ssim_and_ms_ssim for pair in pairs]
+    assert values["ssim"] == [ssim for ssim, _ in expected]
+    assert values["ms_ssim"] == [ms_ssim for _, ms_ssim in expected]
 
 
 def test_without_metric_processes_measures_run_here() -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from promptsweep import metrics
-from promptsweep.threads import map_measure
+from promptsweep.threads import importable, map_measure
 
 Scope = Literal["pair", "image"]
 Role = Literal["change", "fidelity", "quality"]
@@ -107,11 +107,34 @@ class Metric:
         return f"{self.display_name} ({self.unit})" if self.unit else self.display_name
 
 
-def each(function: Callable[..., float]) -> Scorer:
+@dataclass(frozen=True)
+class PerSample:
     """A scorer applying a per-sample function of no model to every sample,
-    spread over the metric processes, if any (so ``function`` must be a
-    module-level function)."""
-    return lambda _model, samples: map_measure(function, samples)
+    spread over the metric processes, if any. :meth:`LoadedMetrics.score`
+    computes all of a job's per-sample metrics in one pass, so that a worker
+    gets each sample once and a pair's SSIM statistics serve both SSIM and
+    MS-SSIM (:attr:`ImagePair.ssim_and_ms_ssim`)."""
+
+    function: Callable[[Any], float]
+    """Module-level, to run in the metric processes; else it runs in the job."""
+
+    def __call__(self, _model: Any, samples: Sequence[Any]) -> list[float]:
+        return map_measure(self.function, samples)
+
+
+def each(function: Callable[[Any], float]) -> Scorer:
+    """A scorer applying ``function`` of no model to every sample."""
+    return PerSample(function)
+
+
+@dataclass(frozen=True)
+class _AllOf:
+    """Several per-sample functions of one sample, in one call."""
+
+    functions: tuple[Callable[[Any], float], ...]
+
+    def __call__(self, sample: Any) -> tuple[float, ...]:
+        return tuple(float(function(sample)) for function in self.functions)
 
 
 # Learned metrics' loaders -------------------------------------------------
@@ -219,17 +242,18 @@ def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     )
 
 
-def _quality_measure(name: str) -> Scorer:
-    """A scorer of one function of :mod:`promptsweep.quality`, imported on
+@dataclass(frozen=True)
+class _QualityMeasure:
+    """One function of :mod:`promptsweep.quality` on an image, imported on
     first use: it pulls in scipy.stats, which every parse of the workflow
-    would otherwise pay for. Spread over the metric processes, if any."""
+    would otherwise pay for."""
 
-    def score(_model: Any, images: Sequence[ScoredImage]) -> list[float]:
+    name: str
+
+    def __call__(self, image: ScoredImage) -> float:
         from promptsweep import quality
 
-        return map_measure(getattr(quality, name), [image.pixels for image in images])
-
-    return score
+        return getattr(quality, self.name)(image.pixels)
 
 
 def _local_files(setting: Mapping[str, Any]) -> list[Path]:
@@ -288,23 +312,23 @@ METRICS: dict[str, Metric] = {
         # Image quality, with no weights (a maintained library where it has the measure).
         Metric(
             "sharpness", "image", "sharpness (Laplacian variance)", "gray levels²", "higher is better", "quality",
-            _quality_measure("sharpness"),
+            each(_QualityMeasure("sharpness")),
         ),
         Metric(
             "colorfulness", "image", "colourfulness (Hasler-Süsstrunk)", "RGB levels", "higher is better", "quality",
-            _quality_measure("colorfulness"),
+            each(_QualityMeasure("colorfulness")),
         ),
         Metric(
             "rms_contrast", "image", "RMS contrast", "", "higher is better", "quality",
-            _quality_measure("rms_contrast"),
+            each(_QualityMeasure("rms_contrast")),
         ),
         Metric(
             "entropy", "image", "gray-level entropy", "bits", "higher is better", "quality",
-            _quality_measure("entropy"),
+            each(_QualityMeasure("entropy")),
         ),
         Metric(
             "brisque", "image", "BRISQUE", "", "lower is better", "quality",
-            _quality_measure("brisque"),
+            each(_QualityMeasure("brisque")),
         ),
         # Image quality from local weights.
         Metric(
@@ -374,14 +398,25 @@ class LoadedMetrics:
     """Notes of metrics the config asked for: the job logs warn about them."""
 
     def score(self, samples: Sequence[Any]) -> dict[str, list[float]]:
-        """Every metric's values for ``samples``; NaN where not computed."""
-        nan = [float("nan")] * len(samples)
-        return {
-            metric.name: nan
-            if metric.name in self.notes or not samples
-            else [float(value) for value in metric.score(self.models.get(metric.name), samples)]
-            for metric in self.metrics
+        """Every metric's values for ``samples``; NaN where not computed.
+        The per-sample metrics that the metric processes can import are
+        computed together, in one pass over the samples (see :class:`PerSample`)."""
+        if not samples:
+            return {metric.name: [] for metric in self.metrics}
+        computed = [metric for metric in self.metrics if metric.name not in self.notes]
+        together = {
+            metric.name: metric.score for metric in computed
+            if isinstance(metric.score, PerSample) and importable(metric.score.function)
         }
+        values: dict[str, list[float]] = {}
+        if together:
+            rows = map_measure(_AllOf(tuple(scorer.function for scorer in together.values())), samples)
+            values = {name: [row[index] for row in rows] for index, name in enumerate(together)}
+        for metric in computed:
+            if metric.name not in values:
+                values[metric.name] = [float(value) for value in metric.score(self.models.get(metric.name), samples)]
+        nan = [float("nan")] * len(samples)
+        return {metric.name: values.get(metric.name, nan) for metric in self.metrics}
 
     def note_columns(self) -> dict[str, str]:
         """The note column of every learned metric, "" where it was computed."""

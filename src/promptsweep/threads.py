@@ -137,9 +137,12 @@ def _measure_workers() -> tuple[ProcessPoolExecutor | None, int]:
         return _measure_pool
 
 
-def _importable(function: Callable[..., Any]) -> bool:
-    module = function.__module__
-    return "<" not in function.__qualname__ and module != "__main__" and not module.startswith("snakemake")
+def importable(function: Callable[..., Any]) -> bool:
+    """Whether a worker process can import ``function`` (for a callable
+    object, its class) by module and name."""
+    named = function if hasattr(function, "__qualname__") else type(function)
+    module = named.__module__
+    return "<" not in named.__qualname__ and module != "__main__" and not module.startswith("snakemake")
 
 
 def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
@@ -150,7 +153,7 @@ def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
     nested function or a function of a Snakefile (a metric registered at run
     time, say) is computed here."""
     pool, count = _measure_workers()
-    if pool is None or len(samples) < 2 or not _importable(measure):
+    if pool is None or len(samples) < 2 or not importable(measure):
         return [measure(sample) for sample in samples]
     try:
         return list(pool.map(measure, samples, chunksize=max(1, len(samples) // (4 * count))))
