@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,13 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     finished = Study(tmp_path_factory.mktemp("study"))
     finished.snakemake()
     return finished
+
+
+@pytest.fixture
+def metric_processes() -> Iterator[None]:
+    """Two metric processes for the test; none again after it."""
+    from promptsweep.threads import use_metric_processes
+
+    use_metric_processes(2, "cpu", 2)
+    yield
+    use_metric_processes(0, "cpu", 1)

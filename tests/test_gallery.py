@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import headless_chromium
-from promptsweep import files, gallery, metrics, plots
+from promptsweep import files, gallery, metrics, plots, threads
+from promptsweep.jobs import plots as plot_jobs
 
 IMAGES = ("cat", "dog", "owl")
 PROMPTS = (("good", "positive", math.nan), ("pos5@0.5", "positive", 0.5), ("bad", "negative", math.nan))
@@ -117,6 +118,28 @@ def test_contact_sheet_draws_a_map_under_each_variant(tmp_path: Path) -> None:
     with Image.open(path) as sheet:
         assert sheet.height > sheet.width / 3  # two rows: pictures, then maps
     assert path.with_suffix(".svg").is_file()
+
+
+def test_contact_sheet_job_draws_the_same_maps_in_metric_processes(
+    study_pairs: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The sheet's SSIM maps, computed by the workers when there are some,
+    land under their own variants; the job logs when it is done (benchmarks
+    read a job's time from its first and last lines)."""
+    rows = study_pairs[(study_pairs["image_id"] == "cat") & (study_pairs["seed"] == 0)]
+    arguments = {
+        "image_id": "cat", "edge_map": rows["edge_path"].iloc[0],
+        "labels": ["baseline", *rows["prompt_id"]], "images": [rows["baseline_path"].iloc[0], *rows["variant_path"]],
+        "title": "cat, seed 0", "tiny": False,
+    }
+    plot_jobs.contact_sheet(**arguments, output=str(tmp_path / "here.png"), log=str(tmp_path / "here.log"))
+    threads.use_metric_processes(2, "cpu", 2)
+    try:
+        plot_jobs.contact_sheet(**arguments, output=str(tmp_path / "workers.png"), log=str(tmp_path / "workers.log"))
+    finally:
+        threads.use_metric_processes(0, "cpu", 1)
+    assert (tmp_path / "workers.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    assert (tmp_path / "workers.log").read_text().splitlines()[-1].endswith(f"4 panels in {tmp_path / 'workers.png'}")
 
 
 # --- the gallery's pure parts -----------------------------------------------
@@ -223,6 +246,46 @@ def test_gallery_ssim_map_is_the_pairs_map(gallery_index: Path, study_pairs: pd.
         # Lossy: close to the map's colours, not equal.
         difference = np.abs(np.asarray(written.convert("RGB"), dtype=float) - expected)
     assert difference.mean() < 4
+
+
+class PidOfWriter:
+    """Runs a picture-writing function and returns the id of the process it ran in."""
+
+    def __init__(self, write: Callable[[gallery.Picture], None]) -> None:
+        self.write = write
+
+    def __call__(self, picture: gallery.Picture) -> int:
+        self.write(picture)
+        return os.getpid()
+
+
+def test_gallery_pictures_are_written_in_metric_processes(
+    metric_processes: None,
+    study_pairs: pd.DataFrame,
+    gallery_index: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With metric processes, the workers encode the pictures, and the gallery
+    is the one written without them, byte for byte, even from relative paths
+    in a working directory the workers were not started in."""
+    writers: list[int] = []
+    monkeypatch.setattr(
+        gallery, "map_measure", lambda write, pictures: writers.extend(threads.map_measure(PidOfWriter(write), pictures))
+    )
+    threads.map_measure(abs, [1, -1])  # the workers start here, in this directory
+    study_root = Path(study_pairs["edge_path"][0]).parents[1]
+    relative = study_pairs.copy()
+    for column in gallery.PATH_COLUMNS:
+        relative[column] = [os.path.relpath(path, study_root) for path in relative[column]]
+    monkeypatch.chdir(study_root)
+    index = gallery.write_gallery(relative, tmp_path / "gallery", "Synthetic study")
+
+    assert writers and os.getpid() not in writers
+    assert len(writers) == len(gallery.unique_pictures(gallery.plan_pictures(study_pairs)))
+    written = {path.relative_to(index.parent): path.read_bytes() for path in index.parent.rglob("*.webp")}
+    expected = {path.relative_to(gallery_index.parent): path.read_bytes() for path in gallery_index.parent.rglob("*.webp")}
+    assert written == expected
 
 
 # --- the page in headless Chromium -------------------------------------------

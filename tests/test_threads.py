@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -61,14 +60,6 @@ def test_nested_calls_do_not_deadlock() -> None:
 
 def process_id(_sample: object) -> int:
     return os.getpid()
-
-
-@pytest.fixture
-def metric_processes() -> Iterator[None]:
-    """Two metric processes for the test; none again after it."""
-    use_metric_processes(2, "cpu", 2)
-    yield
-    use_metric_processes(0, "cpu", 1)
 
 
 def test_measures_in_metric_processes_equal_those_made_here(metric_processes: None) -> None:
