@@ -98,6 +98,9 @@ def test_selection_never_reads_evaluation_seeds(dose_study: Study) -> None:
 
 def test_second_run_does_nothing(dose_study: Study) -> None:
     assert dose_study.planned_jobs() == {}
+    # The search's local rules exist only in such a run: no warning either way.
+    dry_run = dose_study.snakemake("--dry-run")
+    assert "not present in the Snakefile" not in dry_run.stdout + dry_run.stderr
 
 
 def test_a_new_dose_is_generated_in_each_images_job(dose_study: Study) -> None:

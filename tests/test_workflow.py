@@ -97,6 +97,11 @@ def test_second_run_does_nothing(finished_study: Study) -> None:
     assert finished_study.planned_jobs() == {}
 
 
+def test_a_run_without_the_latent_search_does_not_warn_about_its_rules(finished_study: Study) -> None:
+    result = finished_study.snakemake("--dry-run")
+    assert "not present in the Snakefile" not in result.stdout + result.stderr
+
+
 def planned_after_edit(study: Study, relative_path: str, old: str, new: str) -> dict[str, int]:
     """The jobs a run would do after replacing ``old`` by ``new`` in one file;
     the file is restored afterwards."""

@@ -8,10 +8,6 @@ localrules:
     condition_image_metrics,
     dose_response,
     dose_response_plot,
-    search_image_metrics,
-    search_selection,
-    evaluation_image_metrics,
-    latent_search,
 
 
 rule condition_image_metrics:
@@ -102,6 +98,14 @@ rule dose_response_plot:
 
 
 if SEARCH is not None:
+
+    # Declared with the search's rules: a local rule that does not exist
+    # makes Snakemake warn at every run.
+    localrules:
+        search_image_metrics,
+        search_selection,
+        evaluation_image_metrics,
+        latent_search,
 
     rule search_generate:
         input:
