@@ -8,18 +8,20 @@ from __future__ import annotations
 import copy
 import io
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image, ImageFile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from promptsweep import edges
+from promptsweep import edges, files
 from promptsweep import study as sheets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -474,3 +476,19 @@ def test_unreadable_image_fails_only_its_own_jobs(study) -> None:  # type: ignor
         assert (results / "generated" / image / "baseline" / "seed0.png").is_file()
     assert not (results / "edges" / "broken.png").exists()
     assert not (results / "generated" / "broken").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_results_get_the_permissions_of_any_new_file(tmp_path: Path, umask: int) -> None:
+    """Written atomically, yet readable as the umask allows (a lab's shared
+    results, a web server's gallery), with no temporary file left behind."""
+    previous = os.umask(umask)
+    try:
+        files.write_json(tmp_path / "record.json", {"a": 1})
+        files.write_png(tmp_path / "image.png", np.zeros((4, 4, 3), np.uint8))
+        files.write_table(tmp_path / "table.csv", pd.DataFrame({"a": [1]}))
+        files.write_text(tmp_path / "notes.txt", "text")
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["record.json", "image.png", "table.csv", "notes.txt"], 0o666 & ~umask)

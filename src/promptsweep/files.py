@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +23,17 @@ from PIL import Image
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it when the block succeeds."""
+    """A temporary path beside ``path`` that replaces it when the block succeeds.
+
+    The file is made with a new file's permissions (0666 less the umask), not
+    ``tempfile.mkstemp``'s 0600, which made every result readable by its owner
+    alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
-    )
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{path.suffix}")
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
