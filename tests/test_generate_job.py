@@ -10,7 +10,13 @@ import numpy as np
 from promptsweep import files
 import os
 
-from promptsweep.jobs.generate import folder_problems, image_fingerprint, is_current
+from promptsweep.jobs.generate import (
+    GENERATED_LIST,
+    folder_problems,
+    image_fingerprint,
+    is_current,
+    write_generated_list,
+)
 
 REQUEST = {
     "image_id": "square", "condition": "good", "prompt": "thing, good", "negative_prompt": "",
@@ -94,3 +100,20 @@ def test_folder_problems_are_what_was_done_by_hand(tmp_path: Path) -> None:
         f"{tmp_path}/good/seed1.png is missing",
         f"{tmp_path}/bad/seed0.json is missing",
     ]
+
+
+def test_an_image_deleted_with_its_record_is_a_problem_only_if_its_job_made_it(tmp_path: Path) -> None:
+    images = {"good": [str(tmp_path / "good/seed0.png"), str(tmp_path / "good/seed1.png")]}
+    for path in images["good"]:
+        files.write_png(Path(path), np.zeros((8, 8, 3), np.uint8))
+        files.write_json(Path(path).with_suffix(".json"), {})
+    write_generated_list(tmp_path, images)
+    (tmp_path / ".done").touch()
+    names = ["good/seed0.png", "good/seed1.png", "good/seed2.png"]  # seed 2: new, never generated
+    assert folder_problems(tmp_path, names, ".done") == []
+    for path in (tmp_path / "good/seed1.png", tmp_path / "good/seed1.json"):
+        path.unlink()
+    assert folder_problems(tmp_path, names, ".done") == [f"{tmp_path}/good/seed1.png and its record were deleted"]
+    # A folder from before the list existed: taken as new, as it always was.
+    (tmp_path / GENERATED_LIST).unlink()
+    assert folder_problems(tmp_path, names, ".done") == []

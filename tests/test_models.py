@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from promptsweep import models
-from promptsweep.threads import on_compute_thread
+from promptsweep.threads import on_compute_thread, resolve_device
 from promptsweep.tiny import write_tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -117,7 +117,7 @@ def test_device_and_dtype_defaults() -> None:
     assert models.resolve_dtype("auto", "cpu") == torch.float32
     assert models.resolve_dtype("auto", "cuda") == torch.float16
     assert models.resolve_dtype("bfloat16", "cuda") == torch.bfloat16
-    assert models.resolve_device("cpu") == "cpu"
+    assert resolve_device("cpu") == "cpu"
 
 
 @pytest.mark.parametrize("safety_checker", [False, True])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -126,3 +128,20 @@ def test_auto_metric_processes_leave_a_cpu_model_its_cores(monkeypatch: pytest.M
     assert metric_process_count("auto", "cuda:1", 64) == 15
     assert metric_process_count("auto", "cuda", 1) == 0
     assert metric_process_count(5, "cpu", 2) == 5
+
+
+def test_resolving_the_device_and_loading_learned_metrics_do_not_import_the_model_code() -> None:
+    """Only generate jobs import diffusers: its lazy modules fail ("cannot
+    import name") when another thread imports them at the same time, as the
+    compute thread did when the first metric job resolved runtime.device."""
+    script = (
+        "import sys\n"
+        "from promptsweep import registry, threads\n"
+        "threads.metric_process_count('auto', 'auto', 4)\n"
+        "registry.load_metrics('pair', {'lpips': {'network': 'alex', 'backbone': None, 'linear': None},"
+        " 'clip_model': None, 'aesthetic': {'clip_model': None, 'mlp': None},"
+        " 'pickscore': {'processor': None, 'model': None}})\n"
+        "print(sorted(name for name in ('diffusers', 'transformers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -209,16 +209,20 @@ def test_image_edited_or_deleted_by_hand_is_detected_then_rebuilt(finished_study
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "results/generated/square/good/seed0.png was changed after it was generated" in output
-    assert "Delete results/generated/square and run again" in output
+    assert "Run again with --forcerun generate to regenerate exactly those images" in output
     image.unlink()
     result = finished_study.snakemake("--dry-run", check=False)
     assert result.returncode != 0
     assert "results/generated/square/good/seed0.png is missing" in result.stdout + result.stderr
-    blocks = generated_files(finished_study.root / "results/generated/blocks")
-    shutil.rmtree(folder)
-    finished_study.snakemake()
+    image.with_suffix(".json").unlink()
+    result = finished_study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "results/generated/square/good/seed0.png and its record were deleted" in result.stdout + result.stderr
+    others = {path: path.stat().st_mtime_ns for path in finished_study.root.glob("results/generated/*/*/*.png")}
+    finished_study.snakemake("--forcerun", "generate")
     assert image.read_bytes() == original  # regenerated bit-identically from the same seed
-    assert generated_files(finished_study.root / "results/generated/blocks") == blocks
+    assert {path: path.stat().st_mtime_ns for path in others} == others  # no other image rewritten
+    assert finished_study.planned_jobs() == {}
 
 
 def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:

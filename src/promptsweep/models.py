@@ -25,7 +25,7 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
 from promptsweep import files
-from promptsweep.threads import on_compute_thread, on_device_thread
+from promptsweep.threads import on_device_thread
 
 # Only what the pipeline needs, in safetensors: the hub repositories also hold
 # multi-GB single-file checkpoints and pickled .bin weights that must not load.
@@ -186,13 +186,6 @@ def _missing_message(source: ModelSource, patterns: list[str], role: str, reason
     )
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` is CUDA when present, else CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``auto`` is float16 on CUDA and float32 on the CPU (fp16 is slow or unsupported there)."""
     if dtype == "auto":
@@ -298,10 +291,6 @@ def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str 
 
 
 _pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
-
-# Model work of a process runs on the one compute thread (see
-# promptsweep.threads for why); a generation pipeline's, on its device's thread.
-on_model_thread = on_compute_thread
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from promptsweep import metrics
-from promptsweep.threads import importable, map_measure
+from promptsweep.threads import importable, map_measure, on_compute_thread
 
 Scope = Literal["pair", "image"]
 Role = Literal["change", "fidelity", "quality"]
@@ -151,10 +151,9 @@ def _load_lpips(lpips: Mapping[str, Any]) -> Any:
             "(config/config.yaml says which files they name)",
             configured=bool(paths),
         )
-    from promptsweep.models import on_model_thread  # imports torch: only when LPIPS is wanted
 
     try:
-        return on_model_thread(learned.load_lpips, lpips["network"], str(paths["backbone"]), str(paths["linear"]))
+        return on_compute_thread(learned.load_lpips, lpips["network"], str(paths["backbone"]), str(paths["linear"]))
     except (OSError, learned.WeightsError) as error:
         raise NotComputed(
             f"LPIPS not computed: {error}; correct metrics.lpips in your config", configured=True
@@ -169,9 +168,8 @@ def _lpips_files(lpips: Mapping[str, Any]) -> list[Path]:
 
 def _lpips(model: Any, pairs: Sequence[ImagePair]) -> list[float]:
     from promptsweep import learned
-    from promptsweep.models import on_model_thread
 
-    return on_model_thread(
+    return on_compute_thread(
         learned.lpips_distances, model, [pair.baseline for pair in pairs], [pair.variant for pair in pairs]
     )
 
@@ -180,10 +178,9 @@ def _load_clip(source: str | None) -> Any:
     if not source:
         raise NotComputed("CLIP score not computed: metrics.clip_model is not set", configured=False)
     from promptsweep import learned
-    from promptsweep.models import on_model_thread
 
     try:
-        return on_model_thread(learned.load_clip, source)
+        return on_compute_thread(learned.load_clip, source)
     except OSError as error:
         reason = str(error).splitlines()[0]
         raise NotComputed(
@@ -193,9 +190,8 @@ def _load_clip(source: str | None) -> Any:
 
 def _clip_score(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     from promptsweep import learned
-    from promptsweep.models import on_model_thread
 
-    return on_model_thread(
+    return on_compute_thread(
         learned.clip_scores, model, [image.pixels for image in images], [image.prompt for image in images]
     )
 
@@ -213,10 +209,9 @@ def _load_from_files(
             configured=len(unset) < len(keys),
         )
     from promptsweep import learned, preference
-    from promptsweep.models import on_model_thread
 
     try:
-        return on_model_thread(getattr(preference, loader), *(setting[key] for key in keys))
+        return on_compute_thread(getattr(preference, loader), *(setting[key] for key in keys))
     except (OSError, learned.WeightsError) as error:
         raise NotComputed(
             f"{display_name} not computed: {str(error).splitlines()[0]}; correct metrics.{config_key} in your config",
@@ -226,18 +221,16 @@ def _load_from_files(
 
 def _aesthetic(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     from promptsweep import preference
-    from promptsweep.models import on_model_thread
 
-    return on_model_thread(preference.aesthetic_scores, model, [image.pixels for image in images])
+    return on_compute_thread(preference.aesthetic_scores, model, [image.pixels for image in images])
 
 
 def _pickscore(model: Any, images: Sequence[ScoredImage]) -> list[float]:
     from promptsweep import preference
-    from promptsweep.models import on_model_thread
 
     # Against the subject, not each image's own prompt: PickScores are
     # comparable under one text only, and the deltas compare conditions.
-    return on_model_thread(
+    return on_compute_thread(
         preference.pickscore_scores, model, [image.pixels for image in images], [image.subject for image in images]
     )
 

@@ -81,6 +81,20 @@ def computed_alone(job: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when present, else CPU.
+
+    Here, not beside the model code: asking PyTorch imports only torch, while
+    the model code imports diffusers, whose lazy modules fail ("cannot import
+    name") when a second thread imports them at the same time, as a generate
+    job does."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def metric_process_count(setting: int | str, device: str, cores: int) -> int:
     """Worker processes for per-image measures: ``auto`` is none when the
     model runs on the CPU (its cores are the model's, see above) and one
@@ -88,11 +102,7 @@ def metric_process_count(setting: int | str, device: str, cores: int) -> int:
     process may use) otherwise, leaving one for the job threads."""
     if setting != "auto":
         return int(setting)
-    if device != "cpu":
-        from promptsweep.models import resolve_device
-
-        device = resolve_device(device)
-    if device == "cpu":
+    if resolve_device(device) == "cpu":
         return 0
     # The cores this process may use (a cluster job's share); macOS lacks affinity.
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,5 +1,6 @@
 import re
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -216,12 +217,29 @@ def pair_files(image):
     }
 
 
-def check_generated_folders():
-    """Stop before anything runs when a generated image or record was deleted
-    or changed by hand: Snakemake tracks the folders, not the files in them."""
+def generate_rule(image):
+    """The name of the rule whose job generates ``image``."""
+    if IMAGES_PER_GENERATION_JOB == 1:
+        return "generate"
+    return f"generate_shard{list(IMAGES).index(image) // IMAGES_PER_GENERATION_JOB}"
+
+
+def unchanged_by_hand(images, _wildcards=None):
+    """An input function that adds no input: it stops the run while the DAG is
+    built, before anything runs, when a generated image or record of
+    ``images`` was deleted or changed by hand (Snakemake tracks the folders,
+    not the files in them). A run that forces the images' generate rule
+    (--forcerun, --forceall; known only once the workflow is parsed) goes on:
+    the job regenerates exactly the images that are missing or no longer match
+    their records. A cluster job's process skips it: the run that submitted
+    the job checked."""
+    dag = workflow.dag_settings
+    generating_rule = generate_rule(images[0])
+    if not workflow.is_main_process or dag.forceall or generating_rule in dag.forcerun:
+        return []
     problems = [
         problem
-        for image in IMAGES
+        for image in images
         for problem in generate_jobs.folder_problems(
             Path(generated_folder(image)),
             [
@@ -233,14 +251,13 @@ def check_generated_folders():
         )
     ]
     if problems:
-        folders = sorted({problem.split()[0].split("/")[2] for problem in problems})
         raise WorkflowError(
             "; ".join(problems[:5])
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            + ". Delete "
-            + ", ".join(generated_folder(image) for image in folders[:5])
-            + " and run again to regenerate them (bit-identically, from the same seeds)"
+            + f". Run again with --forcerun {generating_rule} to regenerate exactly those "
+            "images (bit-identically, from the same seeds)"
         )
+    return []
 
 
 def generated_input(wildcards):
@@ -393,6 +410,3 @@ def evaluation_conditions(slot):
         "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
         "best_word": [BASELINE, *SEARCH.word_prompts],
     }[slot]
-
-
-check_generated_folders()

@@ -12,6 +12,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
         input:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
+            unchanged=lambda wildcards: unchanged_by_hand([wildcards.image]),
         output:
             update(directory(generated_folder("{image}"))),
         log:
@@ -29,6 +30,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
                 images=[generated_by_condition(wildcards.image, "png")],
                 records=[generated_by_condition(wildcards.image, "json")],
                 log=log[0],
+                folders=output,
             )
 
 else:
@@ -41,6 +43,7 @@ else:
             input:
                 edge_maps=[f"results/edges/{image}.png" for image in shard],
                 weights="results/models/weights.json",
+                unchanged=partial(unchanged_by_hand, shard),
             output:
                 update([directory(generated_folder(image)) for image in shard]),
             log:
@@ -65,4 +68,5 @@ else:
                         for image in params.shard
                     ],
                     log=log[0],
+                    folders=output,
                 )

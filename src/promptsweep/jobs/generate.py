@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from promptsweep import edges, files
+from promptsweep import edges, files, threads
 from promptsweep.conditions import GenerationInput
 from promptsweep.jobs import job_log
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:  # the model code is imported by the jobs that generate
 
     from promptsweep.emphasis import ConditionEmbeddings
     from promptsweep.generation import GeneratedImage
+
+
+# The modules that import torch, diffusers and transformers for generation.
+MODEL_CODE = ("promptsweep.generation", "promptsweep.models", "promptsweep.provenance")
 
 
 class GenerationError(RuntimeError):
@@ -34,7 +39,7 @@ OOM_REMEDIES = (
 def pipeline_options(runtime: dict[str, Any]) -> Any:
     from promptsweep import models
 
-    device = models.resolve_device(runtime["device"])
+    device = threads.resolve_device(runtime["device"])
     return models.PipelineOptions(
         device=device,
         dtype=models.resolve_dtype(runtime["dtype"], device),
@@ -69,18 +74,37 @@ def is_current(image: Path, record: Path, fingerprint: str) -> bool:
     return recorded.get("fingerprint") == fingerprint and recorded.get("sha256") == files.file_sha256(image)
 
 
+# In each control image's folder: the images its last generate job left
+# there, one path (relative to the folder) per line.
+GENERATED_LIST = ".generated"
+
+
+def write_generated_list(folder: Path, images: Mapping[str, Sequence[str]]) -> None:
+    """List in ``folder`` the images of every condition (``images`` maps each
+    to its per-seed paths), as :func:`folder_problems` reads them; a list that
+    is already so is left as it is."""
+    listed = "".join(f"{Path(path).relative_to(folder)}\n" for paths in images.values() for path in paths)
+    path = folder / GENERATED_LIST
+    if not (path.exists() and path.read_text() == listed):
+        files.write_text(path, listed)
+
+
 def folder_problems(folder: Path, images: Sequence[str], mark: str) -> list[str]:
     """What was done by hand to a finished generation folder: each of
     ``images`` (paths relative to ``folder``) changed after the folder was
     finished (newer than its ``mark`` file, which Snakemake touches when the
-    job ends), or present without its record, or its record without it. An
-    image missing together with its record is taken as new (another seed or
-    condition, whose changed request runs the job again anyway), and an
-    unfinished folder (no mark) has no problems: its job runs again too."""
+    job ends), present without its record or its record without it, or
+    deleted with its record although the folder's job generated it (it is in
+    the folder's :data:`GENERATED_LIST`). An image missing with its record and
+    not in that list is new (another seed or condition, whose changed request
+    runs the job again anyway), and an unfinished folder (no mark) has no
+    problems: its job runs again too."""
     finished = folder / mark
     if not finished.exists():
         return []
     finished_at = finished.stat().st_mtime
+    listed = folder / GENERATED_LIST
+    generated = set(listed.read_text().splitlines()) if listed.exists() else set()
     problems = []
     for name in images:
         image, record = folder / name, (folder / name).with_suffix(".json")
@@ -89,6 +113,8 @@ def folder_problems(folder: Path, images: Sequence[str], mark: str) -> list[str]
         elif image.exists() != record.exists():
             missing = record if image.exists() else image
             problems.append(f"{missing} is missing")
+        elif not image.exists() and name in generated:
+            problems.append(f"{image} and its record were deleted")
     return problems
 
 
@@ -110,6 +136,7 @@ def generate(
     images: Sequence[Mapping[str, Sequence[str]]],
     records: Sequence[Mapping[str, Sequence[str]]],
     log: str,
+    folders: Sequence[str] = (),
 ) -> None:
     """Generate the conditions of one or more control images in one job,
     loading the pipeline once, and write an image and a record per
@@ -119,7 +146,10 @@ def generate(
     control image i; ``requests[i]`` maps each of its conditions to the
     request that holds everything its images depend on (texts, seeds,
     generation settings, runtime options), and ``images[i]`` and
-    ``records[i]`` map the condition to its per-seed paths.
+    ``records[i]`` map the condition to its per-seed paths. ``folders[i]``,
+    when given, is the folder that holds all of control image i's files (a
+    generate rule's output): once they are all written, it gets their list
+    (:func:`write_generated_list`).
 
     An image whose record shows the same :func:`image_fingerprint` is kept
     as it is: the workflow reruns this job when any one condition's request
@@ -127,11 +157,15 @@ def generate(
     images that are generated go through the pipeline in batches of
     ``runtime.batch_size``, across conditions.
     """
-    from promptsweep import generation, models, provenance
-
     labels = [next(iter(image_requests.values()))["image_id"] for image_requests in requests]
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
     with job_log(log, f"generate {name}") as logger:
+        # First, even when every image is up to date: diffusers' and
+        # transformers' lazy modules fail ("cannot import name") when two
+        # threads import them at once, and the jobs that load learned metrics
+        # run after a generate job, once this import is done.
+        for module in MODEL_CODE:
+            importlib.import_module(module)
         weights_record = files.read_json(Path(weights))
         stale = [
             stale_images(edge_map, image_requests, image_paths, record_paths, weights_record)
@@ -142,34 +176,50 @@ def generate(
         for label, image_requests, image_stale in zip(labels, requests, stale):
             total = sum(len(request["seeds"]) for request in image_requests.values())
             logger.info("%s: %d of %d images up to date", label, total - len(image_stale), total)
-        if not any(stale):
-            return
-        runtime = next(iter(requests[0].values()))["runtime"]
-        options = pipeline_options(runtime)
-        loaded = models.cached_pipeline(
-            models.ResolvedWeights.from_record(weights_record["base"]),
-            models.ResolvedWeights.from_record(weights_record["controlnet"]),
-            options,
-        )
-        if loaded.load_seconds is None:
-            logger.info("pipeline: reused (already loaded in this process)")
-        else:
-            logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
-        batch_size = generation.resolve_batch_size(runtime["batch_size"], options.device)
-        # Provenance shared by every image of the job, looked up once.
-        job_provenance = {
-            "model": weights_record,
-            "device": provenance.device_description(options.device),
-            "dtype": str(options.dtype).removeprefix("torch."),
-            "packages": provenance.package_versions(),
-            "batch_size": batch_size,
-        }
-        for label, edge_map, image_requests, image_stale in zip(labels, edge_maps, requests, stale):
-            if image_stale:
-                _generate_image(
-                    logger, label, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
-                    image_requests, image_stale,
-                )
+        if any(stale):
+            _generate_stale(logger, labels, edge_maps, requests, stale, weights_record)
+        for folder, image_paths in zip(folders, images):
+            write_generated_list(Path(folder), image_paths)
+
+
+def _generate_stale(
+    logger: logging.Logger,
+    labels: Sequence[str],
+    edge_maps: Sequence[str],
+    requests: Sequence[Mapping[str, dict[str, Any]]],
+    stale: Sequence[Sequence[Stale]],
+    weights_record: Mapping[str, Any],
+) -> None:
+    """Load the pipeline (once per process) and generate every control
+    image's ``stale`` images, as :func:`generate` describes."""
+    from promptsweep import generation, models, provenance
+
+    runtime = next(iter(requests[0].values()))["runtime"]
+    options = pipeline_options(runtime)
+    loaded = models.cached_pipeline(
+        models.ResolvedWeights.from_record(weights_record["base"]),
+        models.ResolvedWeights.from_record(weights_record["controlnet"]),
+        options,
+    )
+    if loaded.load_seconds is None:
+        logger.info("pipeline: reused (already loaded in this process)")
+    else:
+        logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
+    batch_size = generation.resolve_batch_size(runtime["batch_size"], options.device)
+    # Provenance shared by every image of the job, looked up once.
+    job_provenance = {
+        "model": weights_record,
+        "device": provenance.device_description(options.device),
+        "dtype": str(options.dtype).removeprefix("torch."),
+        "packages": provenance.package_versions(),
+        "batch_size": batch_size,
+    }
+    for label, edge_map, image_requests, image_stale in zip(labels, edge_maps, requests, stale):
+        if image_stale:
+            _generate_image(
+                logger, label, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
+                image_requests, image_stale,
+            )
 
 
 def stale_images(

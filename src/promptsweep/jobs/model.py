@@ -10,11 +10,11 @@ from promptsweep.jobs import job_log
 
 
 def tiny_model(*, output: str, log: str) -> None:
-    from promptsweep.models import on_model_thread
+    from promptsweep.threads import on_compute_thread
     from promptsweep.tiny import write_tiny_model
 
     with job_log(log, "tiny model") as logger:
-        on_model_thread(write_tiny_model, Path(output) / "base", Path(output) / "controlnet")
+        on_compute_thread(write_tiny_model, Path(output) / "base", Path(output) / "controlnet")
         logger.info("wrote the tiny model to %s", output)
 
 
