@@ -217,7 +217,7 @@ def pair_files(image):
     }
 
 
-def generate_rule(image):
+def generating_rule(image):
     """The name of the rule whose job generates ``image``."""
     if IMAGES_PER_GENERATION_JOB == 1:
         return "generate"
@@ -234,8 +234,8 @@ def unchanged_by_hand(images, _wildcards=None):
     their records. A cluster job's process skips it: the run that submitted
     the job checked."""
     dag = workflow.dag_settings
-    generating_rule = generate_rule(images[0])
-    if not workflow.is_main_process or dag.forceall or generating_rule in dag.forcerun:
+    rule_name = generating_rule(images[0])
+    if not workflow.is_main_process or dag.forceall or rule_name in dag.forcerun:
         return []
     problems = [
         problem
@@ -254,7 +254,7 @@ def unchanged_by_hand(images, _wildcards=None):
         raise WorkflowError(
             "; ".join(problems[:5])
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            + f". Run again with --forcerun {generating_rule} to regenerate exactly those "
+            + f". Run again with --forcerun {rule_name} to regenerate exactly those "
             "images (bit-identically, from the same seeds)"
         )
     return []
