@@ -10,19 +10,21 @@ from promptsweep.jobs import job_log
 
 
 def tiny_model(*, output: str, log: str) -> None:
-    from promptsweep.threads import on_compute_thread
-    from promptsweep.tiny import write_tiny_model
-
     with job_log(log, "tiny model") as logger:
+        from promptsweep.threads import on_compute_thread
+        from promptsweep.tiny import write_tiny_model  # imports the model code: inside the log, as below
+
         on_compute_thread(write_tiny_model, Path(output) / "base", Path(output) / "controlnet")
         logger.info("wrote the tiny model to %s", output)
 
 
 def model_weights(*, model: dict[str, Any], tiny_directory: str | None, output: str, log: str) -> None:
     """Locate the weights (fetching if allowed) and record their identity."""
-    from promptsweep import models
-
     with job_log(log, "model") as logger:
+        # Inside the log: importing the model code takes seconds, and the
+        # job's time is read from its log.
+        from promptsweep import models
+
         if model["source"] == "tiny":
             assert tiny_directory is not None
             base_source = models.ModelSource(str(Path(tiny_directory) / "base"))
