@@ -118,6 +118,24 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny: Path, monkeypatc
     assert not (tmp_path / "seed0.png").exists()
 
 
+def test_a_job_stopped_while_regenerating_leaves_its_folder_unfinished(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+    """A killed job cannot be restored by Snakemake: its folder must then read
+    as unfinished (its job runs again), not as images changed by hand."""
+    generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}], folders=[str(tmp_path)])
+    (tmp_path / generate_jobs.FINISHED_MARK).touch()
+    names = ["seed0.png", "seed1.png"]
+    (tmp_path / "seed1.png").unlink()
+    assert generate_jobs.folder_problems(tmp_path, names, generate_jobs.FINISHED_MARK) != []
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill leaves behind, without the kill
+
+    monkeypatch.setattr(generation, "generate_batch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}], folders=[str(tmp_path)])
+    assert generate_jobs.folder_problems(tmp_path, names, generate_jobs.FINISHED_MARK) == []
+
+
 def constant_images(pipeline, control, items, settings, batch_size):
     from promptsweep.generation import GeneratedImage
 

@@ -274,12 +274,11 @@ def test_gallery_pictures_are_written_in_metric_processes(
         gallery, "map_measure", lambda write, pictures: writers.extend(threads.map_measure(PidOfWriter(write), pictures))
     )
     threads.map_measure(abs, [1, -1])  # the workers start here, in this directory
-    study_root = Path(study_pairs["edge_path"][0]).parents[1]
     relative = study_pairs.copy()
     for column in gallery.PATH_COLUMNS:
-        relative[column] = [os.path.relpath(path, study_root) for path in relative[column]]
-    monkeypatch.chdir(study_root)
-    index = gallery.write_gallery(relative, tmp_path / "gallery", "Synthetic study")
+        relative[column] = [os.path.relpath(path, tmp_path) for path in relative[column]]
+    monkeypatch.chdir(tmp_path)
+    index = gallery.write_gallery(relative, Path("gallery"), "Synthetic study").absolute()
 
     assert writers and os.getpid() not in writers
     assert len(writers) == len(gallery.unique_pictures(gallery.plan_pictures(study_pairs)))

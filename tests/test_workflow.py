@@ -209,7 +209,7 @@ def test_image_edited_or_deleted_by_hand_is_detected_then_rebuilt(finished_study
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "results/generated/square/good/seed0.png was changed after it was generated" in output
-    assert "Run again with --forcerun generate to regenerate exactly those images" in output
+    assert "Run again with --forcerun results/generated/square to regenerate exactly those images" in output
     image.unlink()
     result = finished_study.snakemake("--dry-run", check=False)
     assert result.returncode != 0
@@ -219,7 +219,9 @@ def test_image_edited_or_deleted_by_hand_is_detected_then_rebuilt(finished_study
     assert result.returncode != 0
     assert "results/generated/square/good/seed0.png and its record were deleted" in result.stdout + result.stderr
     others = {path: path.stat().st_mtime_ns for path in finished_study.root.glob("results/generated/*/*/*.png")}
-    finished_study.snakemake("--forcerun", "generate")
+    forced = finished_study.snakemake("--dry-run", "--quiet", "rules", "--forcerun", "results/generated/square/").stdout
+    assert re.search(r"^generate\s+1$", forced, re.MULTILINE)
+    finished_study.snakemake("--forcerun", "results/generated/square/")
     assert image.read_bytes() == original  # regenerated bit-identically from the same seed
     assert {path: path.stat().st_mtime_ns for path in others} == others  # no other image rewritten
     assert finished_study.planned_jobs() == {}

@@ -30,7 +30,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{path.suffix}")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{path.suffix}")
     os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield temporary
@@ -70,9 +70,9 @@ def read_generated(path: Path | str, record: dict[str, Any]) -> np.ndarray:
     if file_sha256(path) != record["sha256"]:
         raise ChangedResultError(
             f"{path} was changed after it was generated (its sha256 differs from "
-            f"the one in {Path(path).with_suffix('.json').name}); delete its image's "
-            "folder under results/generated (under results/search, the file) and run "
-            "again to regenerate it"
+            f"the one in {Path(path).with_suffix('.json').name}); to regenerate it, run "
+            "again with --forcerun and its image's folder (results/generated/<image>), "
+            "or, under results/search, delete the file and run again"
         )
     return read_png(Path(path))
 

@@ -22,8 +22,10 @@ images on 2 cores), and its libsvm model must not be called from two threads.
 from __future__ import annotations
 
 import functools
+import importlib
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -79,6 +81,15 @@ def computed_alone(job: Callable[..., T]) -> Callable[..., T]:
         return on_compute_thread(job, *args, **kwargs)
 
     return run
+
+
+def import_on_compute_thread(modules: Sequence[str]) -> None:
+    """Import ``modules`` (the model code: torch, diffusers, transformers) on
+    the compute thread, where the learned metrics' loaders import theirs:
+    diffusers' and transformers' lazy modules fail ("cannot import name") when
+    two threads import them at once. Modules already imported cost nothing."""
+    if not all(module in sys.modules for module in modules):
+        on_compute_thread(lambda: [importlib.import_module(module) for module in modules])
 
 
 def resolve_device(device: str) -> str:
@@ -150,6 +161,8 @@ def _measure_workers() -> tuple[ProcessPoolExecutor | None, int]:
 def importable(function: Callable[..., Any]) -> bool:
     """Whether a worker process can import ``function`` (for a callable
     object, its class) by module and name."""
+    if isinstance(function, functools.partial):
+        return importable(function.func)
     named = function if hasattr(function, "__qualname__") else type(function)
     module = named.__module__
     return "<" not in named.__qualname__ and module != "__main__" and not module.startswith("snakemake")

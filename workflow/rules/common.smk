@@ -1,6 +1,7 @@
+import os
 import re
 from dataclasses import asdict
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -217,47 +218,61 @@ def pair_files(image):
     }
 
 
-def generating_rule(image):
-    """The name of the rule whose job generates ``image``."""
-    if IMAGES_PER_GENERATION_JOB == 1:
-        return "generate"
-    return f"generate_shard{list(IMAGES).index(image) // IMAGES_PER_GENERATION_JOB}"
-
-
-def unchanged_by_hand(images, _wildcards=None):
-    """An input function that adds no input: it stops the run while the DAG is
-    built, before anything runs, when a generated image or record of
-    ``images`` was deleted or changed by hand (Snakemake tracks the folders,
-    not the files in them). A run that forces the images' generate rule
-    (--forcerun, --forceall; known only once the workflow is parsed) goes on:
-    the job regenerates exactly the images that are missing or no longer match
-    their records. A cluster job's process skips it: the run that submitted
-    the job checked."""
-    dag = workflow.dag_settings
-    rule_name = generating_rule(images[0])
-    if not workflow.is_main_process or dag.forceall or rule_name in dag.forcerun:
-        return []
-    problems = [
-        problem
-        for image in images
-        for problem in generate_jobs.folder_problems(
+@cache
+def folders_changed_by_hand():
+    """Per image, what was done by hand to its generated folder
+    (``generate_jobs.folder_problems``), looked at once per run."""
+    return {
+        image: generate_jobs.folder_problems(
             Path(generated_folder(image)),
             [
                 str(Path(path).relative_to(generated_folder(image)))
                 for condition in GENERATED_CONDITIONS
                 for path in generated(image, condition, "png")
             ],
-            mark=".snakemake_timestamp",
+            mark=generate_jobs.FINISHED_MARK,
         )
-    ]
-    if problems:
-        raise WorkflowError(
-            "; ".join(problems[:5])
-            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            + f". Run again with --forcerun {rule_name} to regenerate exactly those "
-            "images (bit-identically, from the same seeds)"
-        )
-    return []
+        for image in IMAGES
+    }
+
+
+def forced_targets():
+    """What --forcerun names, as paths or rule names (known only once the
+    workflow is parsed; a folder may be typed with a trailing slash)."""
+    return {os.path.normpath(target) for target in workflow.dag_settings.forcerun}
+
+
+def unchanged_by_hand(rule_name, images, _wildcards=None):
+    """An input function of the generate rules that adds no input: it stops
+    the run while the DAG is built, before anything runs, when a generated
+    image or record of ``images`` was deleted or changed by hand (Snakemake
+    tracks the folders, not the files in them), naming every such file of the
+    study. A run that forces the job (--forcerun with ``rule_name`` or one of
+    the images' folders, --forceall) goes on: the job regenerates exactly the
+    images that are missing or no longer match their records. A cluster job's
+    process skips it: the run that submitted the job checked."""
+    forced = forced_targets()
+    if (
+        not workflow.is_main_process
+        or workflow.dag_settings.forceall
+        or rule_name in forced
+        or any(generated_folder(image) in forced for image in images)
+        or not any(folders_changed_by_hand()[image] for image in images)
+    ):
+        return []
+    unforced = {
+        image: problems
+        for image, problems in folders_changed_by_hand().items()
+        if problems and generated_folder(image) not in forced
+    }
+    listed = [problem for problems in unforced.values() for problem in problems]
+    raise WorkflowError(
+        "; ".join(listed[:5])
+        + (f" (and {len(listed) - 5} more)" if len(listed) > 5 else "")
+        + ". Run again with --forcerun "
+        + " ".join(generated_folder(image) for image in unforced)
+        + " to regenerate exactly those images (bit-identically, from the same seeds)"
+    )
 
 
 def generated_input(wildcards):

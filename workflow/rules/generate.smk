@@ -12,7 +12,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
         input:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
-            unchanged=lambda wildcards: unchanged_by_hand([wildcards.image]),
+            unchanged=lambda wildcards: unchanged_by_hand("generate", [wildcards.image]),
         output:
             update(directory(generated_folder("{image}"))),
         log:
@@ -43,7 +43,9 @@ else:
             input:
                 edge_maps=[f"results/edges/{image}.png" for image in shard],
                 weights="results/models/weights.json",
-                unchanged=partial(unchanged_by_hand, shard),
+                unchanged=partial(
+                    unchanged_by_hand, f"generate_shard{shard_index}", shard
+                ),
             output:
                 update([directory(generated_folder(image)) for image in shard]),
             log:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import time
@@ -77,6 +76,8 @@ def is_current(image: Path, record: Path, fingerprint: str) -> bool:
 # In each control image's folder: the images its last generate job left
 # there, one path (relative to the folder) per line.
 GENERATED_LIST = ".generated"
+# The file Snakemake touches in a directory output when its job ends.
+FINISHED_MARK = ".snakemake_timestamp"
 
 
 def write_generated_list(folder: Path, images: Mapping[str, Sequence[str]]) -> None:
@@ -160,12 +161,7 @@ def generate(
     labels = [next(iter(image_requests.values()))["image_id"] for image_requests in requests]
     name = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
     with job_log(log, f"generate {name}") as logger:
-        # First, even when every image is up to date: diffusers' and
-        # transformers' lazy modules fail ("cannot import name") when two
-        # threads import them at once, and the jobs that load learned metrics
-        # run after a generate job, once this import is done.
-        for module in MODEL_CODE:
-            importlib.import_module(module)
+        threads.import_on_compute_thread(MODEL_CODE)
         weights_record = files.read_json(Path(weights))
         stale = [
             stale_images(edge_map, image_requests, image_paths, record_paths, weights_record)
@@ -176,9 +172,14 @@ def generate(
         for label, image_requests, image_stale in zip(labels, requests, stale):
             total = sum(len(request["seeds"]) for request in image_requests.values())
             logger.info("%s: %d of %d images up to date", label, total - len(image_stale), total)
+        for folder, image_stale in zip(folders, stale, strict=True) if folders else ():
+            if image_stale:
+                # Unfinished until Snakemake touches it again: images of a job
+                # killed here are then redone, not taken as changed by hand.
+                (Path(folder) / FINISHED_MARK).unlink(missing_ok=True)
         if any(stale):
             _generate_stale(logger, labels, edge_maps, requests, stale, weights_record)
-        for folder, image_paths in zip(folders, images):
+        for folder, image_paths in zip(folders, images, strict=True) if folders else ():
             write_generated_list(Path(folder), image_paths)
 
 

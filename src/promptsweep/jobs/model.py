@@ -10,9 +10,13 @@ from promptsweep.jobs import job_log
 
 
 def tiny_model(*, output: str, log: str) -> None:
+    from promptsweep.threads import import_on_compute_thread, on_compute_thread
+
     with job_log(log, "tiny model") as logger:
-        from promptsweep.threads import on_compute_thread
-        from promptsweep.tiny import write_tiny_model  # imports the model code: inside the log, as below
+        # Inside the log: importing the model code takes seconds, and the
+        # job's time is read from its log.
+        import_on_compute_thread(["promptsweep.tiny"])
+        from promptsweep.tiny import write_tiny_model
 
         on_compute_thread(write_tiny_model, Path(output) / "base", Path(output) / "controlnet")
         logger.info("wrote the tiny model to %s", output)
@@ -20,9 +24,10 @@ def tiny_model(*, output: str, log: str) -> None:
 
 def model_weights(*, model: dict[str, Any], tiny_directory: str | None, output: str, log: str) -> None:
     """Locate the weights (fetching if allowed) and record their identity."""
+    from promptsweep.threads import import_on_compute_thread
+
     with job_log(log, "model") as logger:
-        # Inside the log: importing the model code takes seconds, and the
-        # job's time is read from its log.
+        import_on_compute_thread(["promptsweep.models"])  # inside the log, as above
         from promptsweep import models
 
         if model["source"] == "tiny":
