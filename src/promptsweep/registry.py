@@ -57,6 +57,11 @@ class ImagePair:
         # MS-SSIM's first scale is the SSIM: computed once for both metrics.
         return metrics.ssim_and_ms_ssim(self.baseline, self.variant)
 
+    def ssim_map(self) -> np.ndarray:
+        """The pair's local SSIM, one value per pixel (:func:`metrics.ssim_map`);
+        a module-level name, so metric processes can compute it."""
+        return metrics.ssim_map(self.baseline, self.variant)
+
 
 @dataclass(frozen=True)
 class ScoredImage:

@@ -125,10 +125,10 @@ def _pair_table(
 
 def _write_ssim_map(pair_and_path: tuple[registry.ImagePair, str]) -> None:
     """A pair's SSIM map as a picture (in a metric process, if there are any)."""
-    from promptsweep import metrics, plots
+    from promptsweep import plots
 
     pair, path = pair_and_path
-    files.write_png(Path(path), plots.ssim_map_picture(metrics.ssim_map(pair.baseline, pair.variant)))
+    files.write_png(Path(path), plots.ssim_map_picture(pair.ssim_map()))
 
 
 @computed_alone

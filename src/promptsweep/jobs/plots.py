@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from promptsweep import files, registry
 from promptsweep.jobs import job_log
 from promptsweep.threads import computed_alone, map_measure
@@ -68,16 +66,11 @@ def contact_sheet(
     with job_log(log, f"sheet {image_id}") as logger:
         panels = [(label, files.read_png(Path(path))) for label, path in zip(labels, images, strict=True)]
         baseline = panels[0][1]
-        maps = map_measure(_ssim_map, [(baseline, picture) for _, picture in panels[1:]])
+        maps = map_measure(
+            registry.ImagePair.ssim_map, [registry.ImagePair(baseline, picture) for _, picture in panels[1:]]
+        )
         plots.contact_sheet(
             files.read_png(Path(edge_map)), panels, title, tiny, output,
             maps=list(zip(labels[1:], maps, strict=True)),
         )
         logger.info("%d panels in %s", len(panels), output)
-
-
-def _ssim_map(images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The SSIM map of two images (in a metric process, if there are any)."""
-    from promptsweep import metrics
-
-    return metrics.ssim_map(*images)
