@@ -26,7 +26,6 @@ from PIL import Image
 from workflow_logs import copy_workflow
 
 
-
 def write_study(root: Path, n_images: int, n_prompts: int, n_seeds: int) -> None:
     copy_workflow(root)
     picture = root / "resources" / "picture.png"
