@@ -9,16 +9,17 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from promptsweep import metrics
 
 
+SKIMAGE_SSIM_SETTINGS = dict(
+    channel_axis=2,
+    gaussian_weights=True,
+    sigma=1.5,
+    use_sample_covariance=False,
+    data_range=255,
+)
+
+
 def skimage_ssim(image_a: np.ndarray, image_b: np.ndarray) -> float:
-    return structural_similarity(
-        image_a,
-        image_b,
-        channel_axis=2,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=255,
-    )
+    return structural_similarity(image_a, image_b, **SKIMAGE_SSIM_SETTINGS)
 
 
 def random_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -139,6 +140,24 @@ def test_ssim_map_interior_mean_is_ssim(astronaut, chelsea):
         assert ssim_map.shape == image_a.shape[:2]
         assert interior(ssim_map).mean() == pytest.approx(
             metrics.ssim(image_a, image_b), abs=1e-9
+        )
+
+
+def test_ssim_map_equals_skimage_full_map_border_included(astronaut, chelsea):
+    noisy = np.clip(
+        chelsea + np.random.default_rng(7).normal(0, 25, chelsea.shape), 0, 255
+    ).astype(np.uint8)
+    pairs = [
+        (astronaut, np.roll(astronaut, 5, axis=1)),
+        (chelsea, noisy),
+        (random_image((11, 17, 3), seed=2), random_image((11, 17, 3), seed=3)),
+    ]
+    for image_a, image_b in pairs:
+        _, channel_maps = structural_similarity(
+            image_a, image_b, full=True, **SKIMAGE_SSIM_SETTINGS
+        )
+        np.testing.assert_allclose(
+            metrics.ssim_map(image_a, image_b), channel_maps.mean(axis=2), atol=1e-9
         )
 
 
