@@ -119,6 +119,22 @@ def _brisque_model() -> Any:
         def scale_features(self, features: Any) -> Any:
             return super().scale_features([np.asarray(value).item() for value in features])
 
+        # The package's normalised luminances, (I - mu) / (sqrt|E[I^2] - mu^2| + 1/255)
+        # under its zero-padded 7x7 Gaussian window, with that window applied
+        # as its two 1-D factors: 18 of BRISQUE's 24 s for 88 images at 512 px
+        # went to scipy's 2-D convolution.
+        def calculate_mscn_coefficients(self, image: np.ndarray, kernel_size: int = 6, sigma: float = 7 / 6) -> Any:
+            offsets = np.arange(kernel_size) - kernel_size // 2
+            window = np.exp(-(offsets**2) / (2 * sigma**2))
+            window /= window.sum()
+
+            def windowed(values: np.ndarray) -> np.ndarray:
+                return cv2.sepFilter2D(values, cv2.CV_64F, window, window, borderType=cv2.BORDER_CONSTANT)
+
+            local_mean = windowed(image)
+            local_deviation = np.sqrt(np.abs(local_mean**2 - windowed(image**2)))
+            return (image - local_mean) / (local_deviation + 1 / 255)
+
     return _ScalarFeatureBrisque(url=False)
 
 
@@ -134,7 +150,8 @@ def brisque(image: np.ndarray) -> float:
     photographs (the LIVE database in the paper).
 
     Computed by the ``brisque`` package with the regressor and feature
-    scaling it ships (brisque/models/svm.txt, normalize.pickle). ``nan`` when
+    scaling it ships (brisque/models/svm.txt, normalize.pickle); its Gaussian
+    window is applied in two 1-D passes (see :func:`_brisque_model`). ``nan`` when
     the image has flat regions the fit is undefined on, such as a uniform or
     a piecewise-flat image (a safety checker's black frame, for one).
 
