@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,11 @@ import pandas as pd
 from PIL import Image
 
 
+# A temporary name is ".{name}.{random hex digits}{suffix}".
+_TEMPORARY_DIGITS = 12
+_TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{_TEMPORARY_DIGITS}}}(\.[^.]+)?")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces it when the block succeeds.
@@ -30,7 +36,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{path.suffix}")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:_TEMPORARY_DIGITS]}{path.suffix}")
     os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield temporary
@@ -38,6 +44,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process
+    left in ``folder`` and its subfolders (its ``finally`` never ran), and
+    return them. Only for a folder that no running job writes to."""
+    left = [path for path in Path(folder).rglob(".*") if path.is_file() and _TEMPORARY_NAME.fullmatch(path.name)]
+    for path in left:
+        path.unlink()
+    return left
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:

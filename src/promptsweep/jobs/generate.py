@@ -177,6 +177,10 @@ def generate(
                 # Unfinished until Snakemake touches it again: images of a job
                 # killed here are then redone, not taken as changed by hand.
                 (Path(folder) / FINISHED_MARK).unlink(missing_ok=True)
+                # A job killed mid-write left its temporary file; Snakemake
+                # keeps the folder (an update() output), so nothing else would.
+                for path in files.remove_unfinished_writes(Path(folder)):
+                    logger.info("removed %s, left by a job that was stopped while writing it", path)
         if any(stale):
             _generate_stale(logger, labels, edge_maps, requests, stale, weights_record)
         for folder, image_paths in zip(folders, images, strict=True) if folders else ():
