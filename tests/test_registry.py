@@ -3,13 +3,16 @@ table, with no other edit."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from promptsweep import conditions, files, registry, tables
+from promptsweep import conditions, files, registry, tables, threads
 from promptsweep.jobs import metrics as metric_jobs
 from promptsweep.jobs import tables as table_jobs
 from promptsweep.study import ImageSpec, PromptSpec, condition_input
@@ -117,6 +120,46 @@ def test_a_registered_metric_reaches_every_table_with_no_other_edit(tmp_path: Pa
     # Unregistered again: the tables no longer have it.
     assert "brightness_shift" not in tables.pair_columns()
     assert "red_share_variant" not in table_jobs.summary_columns()
+
+
+class WithPid:
+    """Runs a per-sample function and returns its result with the id of the process it ran in."""
+
+    def __init__(self, function: Callable[[Any], Any]) -> None:
+        self.function = function
+
+    def __call__(self, sample: Any) -> tuple[Any, int]:
+        return self.function(sample), os.getpid()
+
+
+def test_metric_jobs_decode_images_in_metric_processes_into_the_same_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs' images are decoded and checked in the metric processes, from
+    relative paths in a working directory the workers were not started in."""
+    alone = run_metric_jobs(tmp_path / "alone")
+    decoded_in: list[int] = []
+
+    def recorded(function: Callable[[Any], Any], samples: list[Any]) -> list[Any]:
+        results = threads.map_measure(WithPid(function), samples)
+        if function is metric_jobs._checked_pixels:
+            decoded_in.extend(pid for _, pid in results)
+        return [result for result, _ in results]
+
+    monkeypatch.setattr(metric_jobs, "map_measure", recorded)
+    threads.use_metric_processes(2, "cpu", 2)
+    try:
+        threads.map_measure(abs, [1, -1])  # the workers start here, in this directory
+        monkeypatch.chdir(tmp_path)
+        shared = run_metric_jobs(Path("shared"))
+    finally:
+        threads.use_metric_processes(0, "cpu", 1)
+    # Per image: 6 for the pairs, 6 for the per-image metrics, 2 for the noise floor.
+    assert len(decoded_in) == 28 and os.getpid() not in decoded_in
+    for name, path in alone.items():
+        expected, written = pd.read_csv(path), pd.read_csv(Path(shared[name]))
+        values = [column for column in expected.columns if not column.endswith("_path")]
+        pd.testing.assert_frame_equal(written[values], expected[values])
 
 
 def test_a_metric_name_is_registered_once() -> None:

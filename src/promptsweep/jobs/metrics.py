@@ -4,10 +4,13 @@ and each two baselines of different seeds (the noise floor)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from promptsweep import files, registry
@@ -64,7 +67,7 @@ def pair_metrics(
     tables = dict(zip(prompts, outputs, strict=True))
     maps = {prompt_id: ssim_maps[index * len(seeds) : (index + 1) * len(seeds)] for index, prompt_id in enumerate(prompts)}
     with job_log(log, f"pair metrics {image_id}") as logger:
-        loaded: registry.LoadedMetrics | None = None
+        ledgers = {}
         for prompt_id in prompts:
             ledger = Ledger(
                 [tables[prompt_id], *maps[prompt_id]],
@@ -73,54 +76,84 @@ def pair_metrics(
             )
             if ledger.current():
                 logger.info("%s: inputs unchanged, kept", prompt_id)
-                continue
-            loaded = loaded or _loaded("pair", settings, logger)
-            with ledger.recording():
-                _pair_table(
-                    logger, loaded, image_id, prompt_id, seeds, baselines, baseline_records,
-                    variants[prompt_id], variant_records[prompt_id], tables[prompt_id], maps[prompt_id],
-                )
+            else:
+                ledgers[prompt_id] = ledger
+        if not ledgers:
+            return
+        loaded = _loaded("pair", settings, logger)
+        with ExitStack() as recording:
+            for ledger in ledgers.values():
+                recording.enter_context(ledger.recording())
+            read = _read_generated(
+                [*baselines, *(path for prompt_id in ledgers for path in variants[prompt_id])],
+                [*baseline_records, *(path for prompt_id in ledgers for path in variant_records[prompt_id])],
+            )
+            per_prompt = {
+                prompt_id: read[(index + 1) * len(seeds) : (index + 2) * len(seeds)]
+                for index, prompt_id in enumerate(ledgers)
+            }
+            _pair_tables(
+                logger, loaded, image_id, seeds, read[: len(seeds)], per_prompt,
+                {prompt_id: tables[prompt_id] for prompt_id in ledgers}, maps,
+            )
 
 
-def _pair_table(
+class _Generated(NamedTuple):
+    path: str
+    record: dict[str, Any]
+    pixels: np.ndarray
+
+
+def _read_generated(images: Sequence[str], records: Sequence[str]) -> list[_Generated]:
+    """Each generated image with its record, its pixels checked against it
+    and decoded in the metric processes, if any: decoding 88 images at 512 px
+    took 1 s, which the job would otherwise spend alone."""
+    read_records = [files.read_json(Path(path)) for path in records]
+    # Absolute: a metric process keeps the working directory it started in.
+    pixels = map_measure(
+        _checked_pixels, [(os.path.abspath(path), record) for path, record in zip(images, read_records, strict=True)]
+    )
+    return [_Generated(*image) for image in zip(images, read_records, pixels, strict=True)]
+
+
+def _checked_pixels(path_and_record: tuple[str, dict[str, Any]]) -> np.ndarray:
+    return files.read_generated(*path_and_record)
+
+
+def _pair_tables(
     logger: logging.Logger,
     loaded: registry.LoadedMetrics,
     image_id: str,
-    prompt_id: str,
     seeds: Sequence[int],
-    baselines: Sequence[str],
-    baseline_records: Sequence[str],
-    variants: Sequence[str],
-    variant_records: Sequence[str],
-    output: str,
-    ssim_maps: Sequence[str],
+    baselines: Sequence[_Generated],
+    variants: Mapping[str, Sequence[_Generated]],
+    tables: Mapping[str, str],
+    ssim_maps: Mapping[str, Sequence[str]],
 ) -> None:
-    """Per seed, every pair metric of one prompt's variant against the same
-    seed's baseline, and the pair's SSIM map; a pair with an invalid image is
-    excluded from the metrics (NaN, and why)."""
+    """Per prompt of ``variants`` and seed, every pair metric of the variant
+    against the same seed's baseline, and the pair's SSIM map; a pair with an
+    invalid image is excluded from the metrics (NaN, and why). All prompts'
+    pairs are scored in one pass, so that many metric processes are all busy."""
     rows = []
     scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
-    pairs = []
-    for seed, baseline, variant, baseline_record_path, variant_record_path, ssim_map in zip(
-        seeds, baselines, variants, baseline_records, variant_records, ssim_maps, strict=True
-    ):
-        baseline_record = files.read_json(Path(baseline_record_path))
-        variant_record = files.read_json(Path(variant_record_path))
-        row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
-        row["excluded"] = _exclusion(baseline_record, variant_record)
-        pair = registry.ImagePair(
-            files.read_generated(baseline, baseline_record), files.read_generated(variant, variant_record)
-        )
-        pairs.append((pair, ssim_map))
-        if not row["excluded"]:
-            scored.append((row, pair))
-        row.update(loaded.note_columns(), baseline_path=baseline, variant_path=variant, ssim_map_path=ssim_map)
-        rows.append(row)
-    map_measure(_write_ssim_map, pairs)
+    pictures = []
+    for prompt_id, prompt_variants in variants.items():
+        for seed, baseline, variant, ssim_map in zip(seeds, baselines, prompt_variants, ssim_maps[prompt_id], strict=True):
+            row: dict[str, Any] = {"image_id": image_id, "prompt_id": prompt_id, "seed": seed}
+            row["excluded"] = _exclusion(baseline.record, variant.record)
+            pair = registry.ImagePair(baseline.pixels, variant.pixels)
+            pictures.append((pair, ssim_map))
+            if not row["excluded"]:
+                scored.append((row, pair))
+            row.update(loaded.note_columns(), baseline_path=baseline.path, variant_path=variant.path, ssim_map_path=ssim_map)
+            rows.append(row)
+    map_measure(_write_ssim_map, pictures)
     _fill(rows, scored, loaded)
-    for row in rows:
-        logger.info("%s seed %s: %s %s", prompt_id, row["seed"], _values_text(row, loaded), row["excluded"])
-    files.write_table(Path(output), _table(rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
+    for prompt_id, output in tables.items():
+        prompt_rows = [row for row in rows if row["prompt_id"] == prompt_id]
+        for row in prompt_rows:
+            logger.info("%s seed %s: %s %s", prompt_id, row["seed"], _values_text(row, loaded), row["excluded"])
+        files.write_table(Path(output), _table(prompt_rows, ["image_id", "prompt_id", "seed"], loaded, trailing=["excluded"]))
 
 
 def _write_ssim_map(pair_and_path: tuple[registry.ImagePair, str]) -> None:
@@ -160,12 +193,12 @@ def image_metrics(
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
         scored: list[tuple[dict[str, Any], registry.ScoredImage]] = []
-        for (condition, seed), image_path, record_path in zip(keys, images, records, strict=True):
-            record = files.read_json(Path(record_path))
-            pixels = files.read_generated(image_path, record)
+        for (condition, seed), image in zip(keys, _read_generated(images, records), strict=True):
             row: dict[str, Any] = {"image_id": image_id, "condition": condition, "seed": seed}
-            if record["valid"]:
-                scored.append((row, registry.ScoredImage(pixels, record["prompt"], subject, reference, canny_low, canny_high)))
+            if image.record["valid"]:
+                scored.append(
+                    (row, registry.ScoredImage(image.pixels, image.record["prompt"], subject, reference, canny_low, canny_high))
+                )
             row.update(loaded.note_columns())
             rows.append(row)
         _fill(rows, scored, loaded)
@@ -209,11 +242,8 @@ def _noise_floor_table(
     output: str,
 ) -> None:
     loaded = _loaded("pair", settings, logger)
-    valid = {}
-    for seed, path, record_path in zip(seeds, baselines, records, strict=True):
-        record = files.read_json(Path(record_path))
-        if record["valid"]:
-            valid[seed] = files.read_generated(path, record)
+    read = zip(seeds, _read_generated(baselines, records), strict=True)
+    valid = {seed: image.pixels for seed, image in read if image.record["valid"]}
     rows = []
     scored: list[tuple[dict[str, Any], registry.ImagePair]] = []
     for index, seed_a in enumerate(seeds):
