@@ -149,13 +149,18 @@ def test_metric_jobs_decode_images_in_metric_processes_into_the_same_tables(
     monkeypatch.setattr(metric_jobs, "map_measure", recorded)
     threads.use_metric_processes(2, "cpu", 2)
     try:
-        threads.map_measure(abs, [1, -1])  # the workers start here, in this directory
+        (tmp_path / "start").mkdir()
+        monkeypatch.chdir(tmp_path / "start")
+        threads.map_measure(abs, [1, -1])  # the workers start here, in another directory
         monkeypatch.chdir(tmp_path)
         shared = run_metric_jobs(Path("shared"))
     finally:
         threads.use_metric_processes(0, "cpu", 1)
     # Per image: 6 for the pairs, 6 for the per-image metrics, 2 for the noise floor.
     assert len(decoded_in) == 28 and os.getpid() not in decoded_in
+    pairs = pd.read_csv(Path(shared["pairs"]))
+    assert all((tmp_path / path).is_file() for path in pairs["ssim_map_path"])
+    assert not list((tmp_path / "start").iterdir())
     for name, path in alone.items():
         expected, written = pd.read_csv(path), pd.read_csv(Path(shared[name]))
         values = [column for column in expected.columns if not column.endswith("_path")]

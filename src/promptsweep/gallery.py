@@ -24,7 +24,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -250,11 +250,7 @@ def write_gallery(
     planned = plan_pictures(pairs)
     # In metric processes, when the run has them: encoding the pictures was the
     # longest job after the last generation (36 s for 676 pictures at 512 px).
-    # A worker keeps the working directory it was started in: absolute paths.
-    map_measure(
-        partial(write_picture, output_dir=output_dir.absolute(), thumbnail_side=thumbnail_side),
-        [replace(picture, sources=tuple(path.absolute() for path in picture.sources)) for picture in unique_pictures(planned)],
-    )
+    map_measure(partial(write_picture, output_dir=output_dir, thumbnail_side=thumbnail_side), unique_pictures(planned))
     metrics_shown = metric_columns(pairs)
     data = {
         "title": title,

@@ -14,9 +14,10 @@ Generation on a GPU is the exception: it runs on a thread of its own, so that
 the CPU jobs of the images already generated overlap with it instead of
 leaving the GPU idle. Its cores are then free for the metrics, whose
 per-image measures (:func:`map_measure`) run in worker processes: threads
-would not help, as BRISQUE, three quarters of it a SciPy convolution, ran
-no faster on two threads than on one (1.94 s against 1.70 s for eight 512 px
-images on 2 cores), and its libsvm model must not be called from two threads.
+would not help, as BRISQUE, three quarters of it a SciPy convolution then,
+ran no faster on two threads than on one (1.94 s against 1.70 s for eight
+512 px images on 2 cores), and its libsvm model must not be called from two
+threads.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -168,9 +170,25 @@ def importable(function: Callable[..., Any]) -> bool:
     return "<" not in named.__qualname__ and module != "__main__" and not module.startswith("snakemake")
 
 
+@dataclass(frozen=True)
+class _InDirectory:
+    """``function``, called in ``directory``: a worker process keeps the
+    working directory it started in, and relative paths must mean there
+    what they mean to the job that passed them."""
+
+    function: Callable[[Any], Any]
+    directory: str
+
+    def __call__(self, sample: Any) -> Any:
+        if os.getcwd() != self.directory:
+            os.chdir(self.directory)
+        return self.function(sample)
+
+
 def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
     """``measure`` of every sample, in order: in worker processes when
-    :func:`use_metric_processes` asked for some, else here.
+    :func:`use_metric_processes` asked for some, else here. Either way,
+    relative paths are relative to this process's working directory.
 
     The workers import ``measure`` by its module and name, so a lambda, a
     nested function or a function of a Snakefile (a metric registered at run
@@ -179,7 +197,8 @@ def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
     if pool is None or len(samples) < 2 or not importable(measure):
         return [measure(sample) for sample in samples]
     try:
-        return list(pool.map(measure, samples, chunksize=max(1, len(samples) // (4 * count))))
+        chunk = max(1, len(samples) // (4 * count))
+        return list(pool.map(_InDirectory(measure, os.getcwd()), samples, chunksize=chunk))
     except BrokenProcessPool:
         # A worker died (killed for memory, say): the next job gets a new pool.
         use_metric_processes(*_measure_setting)

@@ -4,9 +4,9 @@ and each two baselines of different seeds (the noise floor)."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,7 +62,9 @@ def pair_metrics(
     to its per-seed files. A prompt whose table was made from inputs of the
     same content (its images, the baselines, the learned metrics' ``weights``)
     and the same ``settings`` is kept (:class:`promptsweep.jobs.Ledger`): after
-    one prompt changed, only its pairs are scored again.
+    one prompt changed, only its pairs are scored again. The other prompts'
+    pairs are scored together, up to :data:`_PAIRS_PER_PASS` in one pass; a
+    pass that fails leaves all its prompts to be scored again.
     """
     tables = dict(zip(prompts, outputs, strict=True))
     maps = {prompt_id: ssim_maps[index * len(seeds) : (index + 1) * len(seeds)] for index, prompt_id in enumerate(prompts)}
@@ -81,21 +83,32 @@ def pair_metrics(
         if not ledgers:
             return
         loaded = _loaded("pair", settings, logger)
-        with ExitStack() as recording:
-            for ledger in ledgers.values():
-                recording.enter_context(ledger.recording())
-            read = _read_generated(
-                [*baselines, *(path for prompt_id in ledgers for path in variants[prompt_id])],
-                [*baseline_records, *(path for prompt_id in ledgers for path in variant_records[prompt_id])],
-            )
-            per_prompt = {
-                prompt_id: read[(index + 1) * len(seeds) : (index + 2) * len(seeds)]
-                for index, prompt_id in enumerate(ledgers)
-            }
-            _pair_tables(
-                logger, loaded, image_id, seeds, read[: len(seeds)], per_prompt,
-                {prompt_id: tables[prompt_id] for prompt_id in ledgers}, maps,
-            )
+        baseline_images = _read_generated(baselines, baseline_records)
+        for scored_together in _passes(list(ledgers), len(seeds)):
+            with ExitStack() as recording:
+                for prompt_id in scored_together:
+                    recording.enter_context(ledgers[prompt_id].recording())
+                read = iter(_read_generated(
+                    list(chain(*(variants[prompt_id] for prompt_id in scored_together))),
+                    list(chain(*(variant_records[prompt_id] for prompt_id in scored_together))),
+                ))
+                _pair_tables(
+                    logger, loaded, image_id, seeds, baseline_images,
+                    {prompt_id: [next(read) for _ in variants[prompt_id]] for prompt_id in scored_together},
+                    {prompt_id: tables[prompt_id] for prompt_id in scored_together}, maps,
+                )
+
+
+# Pairs scored in one pass: enough for many metric processes to be all busy,
+# few enough to hold (128 variants at 512 px are 100 MB).
+_PAIRS_PER_PASS = 128
+
+
+def _passes(prompts: list[str], pairs_per_prompt: int) -> list[list[str]]:
+    """``prompts`` in consecutive groups of at most :data:`_PAIRS_PER_PASS`
+    pairs (at least one prompt each)."""
+    size = max(1, _PAIRS_PER_PASS // max(1, pairs_per_prompt))
+    return [prompts[start : start + size] for start in range(0, len(prompts), size)]
 
 
 class _Generated(NamedTuple):
@@ -109,10 +122,7 @@ def _read_generated(images: Sequence[str], records: Sequence[str]) -> list[_Gene
     and decoded in the metric processes, if any: decoding 88 images at 512 px
     took 1 s, which the job would otherwise spend alone."""
     read_records = [files.read_json(Path(path)) for path in records]
-    # Absolute: a metric process keeps the working directory it started in.
-    pixels = map_measure(
-        _checked_pixels, [(os.path.abspath(path), record) for path, record in zip(images, read_records, strict=True)]
-    )
+    pixels = map_measure(_checked_pixels, list(zip(images, read_records, strict=True)))
     return [_Generated(*image) for image in zip(images, read_records, pixels, strict=True)]
 
 
