@@ -110,3 +110,16 @@ def metric_processes() -> Iterator[None]:
     use_metric_processes(2, "cpu", 2)
     yield
     use_metric_processes(0, "cpu", 1)
+
+
+def killed_while_writing(path: Path) -> None:
+    """A process killed inside :func:`promptsweep.files.atomic_path` for
+    ``path``, its temporary file half-written: the context's ``finally``
+    never runs."""
+    script = (
+        "import os, sys; from pathlib import Path; from promptsweep import files\n"
+        "writing = files.atomic_path(Path(sys.argv[1]))\n"
+        "writing.__enter__().write_bytes(b'half a file')\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True)

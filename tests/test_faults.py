@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Study
+from conftest import Study, killed_while_writing
 from promptsweep import files, generation, models
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
@@ -136,18 +136,6 @@ def test_a_job_stopped_while_regenerating_leaves_its_folder_unfinished(tmp_path:
     assert generate_jobs.folder_problems(tmp_path, names, generate_jobs.FINISHED_MARK) == []
 
 
-def killed_while_writing(path: Path) -> None:
-    """A process killed inside :func:`files.atomic_path`, its temporary file
-    half-written: the context's ``finally`` never runs."""
-    script = (
-        "import os, sys; from pathlib import Path; from promptsweep import files\n"
-        "writing = files.atomic_path(Path(sys.argv[1]))\n"
-        "writing.__enter__().write_bytes(b'half a picture')\n"
-        "os._exit(0)\n"
-    )
-    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
-
-
 def test_a_regenerating_job_removes_what_a_killed_write_left(tmp_path: Path, tiny: Path) -> None:
     generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}], folders=[str(tmp_path)])
     (tmp_path / "seed1.png").unlink()
@@ -156,10 +144,15 @@ def test_a_regenerating_job_removes_what_a_killed_write_left(tmp_path: Path, tin
     killed_while_writing(tmp_path / "seed1.json")
     left = sorted(path.name for path in tmp_path.glob(".seed1.*"))
     assert len(left) == 2
+    # Look alike, but no temporary of this job's files: kept.
+    kept = {".notes.0123456789ab", ".seed0.png.0123456789ab.json", ".other.png.0123456789ab.png"}
+    for name in kept:
+        (tmp_path / name).write_text("not the job's")
     before = {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
 
     generate_jobs.generate(**generation_files(tmp_path, tiny), requests=[{"bad": request()}], folders=[str(tmp_path)])
     assert not list(tmp_path.glob(".seed1.*"))
+    assert {path.name for path in tmp_path.glob(".*")} == kept | {generate_jobs.GENERATED_LIST}
     assert (tmp_path / "seed1.png").exists()
     assert (tmp_path / "seed0.png").stat().st_mtime_ns == before[tmp_path / "seed0.png"]
     log = (tmp_path / "job.log").read_text()

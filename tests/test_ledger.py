@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import killed_while_writing
 from promptsweep.jobs import Ledger
 
 
@@ -45,3 +46,16 @@ def test_a_failed_job_leaves_no_ledger(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), ledger.recording():
         raise RuntimeError("the job failed after it had begun writing")
     assert not Ledger([str(output)], [str(source)], {}).current()
+
+
+def test_recording_removes_what_a_killed_write_of_an_output_left(tmp_path: Path) -> None:
+    """The outputs are update() outputs, which Snakemake keeps after a kill."""
+    source, output = tmp_path / "input.txt", tmp_path / "output.txt"
+    source.write_text("one")
+    killed_while_writing(output)
+    assert len(list(tmp_path.glob(".output.txt.*"))) == 1
+    kept = {".notes.0123456789ab", ".output.txt.0123456789ab.json"}
+    for name in kept:
+        (tmp_path / name).write_text("not the job's")
+    make(Ledger([str(output)], [str(source)], {"text": "!"}), output, "one!")
+    assert {path.name for path in tmp_path.glob(".*")} == kept | {".output.txt.inputs"}

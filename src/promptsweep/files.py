@@ -12,7 +12,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,9 @@ import pandas as pd
 from PIL import Image
 
 
-# A temporary name is ".{name}.{random hex digits}{suffix}".
+# A target's temporary name: ".{name}.{random hex digits}{suffix}".
 _TEMPORARY_DIGITS = 12
-_TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{_TEMPORARY_DIGITS}}}(\.[^.]+)?")
+_TEMPORARY_NAME = re.compile(rf"\.(?P<target>.+)\.[0-9a-f]{{{_TEMPORARY_DIGITS}}}(?P<suffix>.*)")
 
 
 @contextmanager
@@ -46,11 +46,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(temporary)
 
 
-def remove_unfinished_writes(folder: Path) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_path` that a killed process
-    left in ``folder`` and its subfolders (its ``finally`` never ran), and
-    return them. Only for a folder that no running job writes to."""
-    left = [path for path in Path(folder).rglob(".*") if path.is_file() and _TEMPORARY_NAME.fullmatch(path.name)]
+def remove_unfinished_writes(targets: Iterable[Path | str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` made for
+    ``targets`` and that a killed process left (its ``finally`` never ran),
+    and return them. Only for targets that no running process writes."""
+    names_by_folder: dict[Path, set[str]] = {}
+    for target in map(Path, targets):
+        names_by_folder.setdefault(target.parent, set()).add(target.name)
+    left = []
+    for folder, names in names_by_folder.items():
+        for path in folder.glob(".*") if folder.is_dir() else ():
+            match = _TEMPORARY_NAME.fullmatch(path.name)
+            if match and match["target"] in names and match["suffix"] == Path(match["target"]).suffix:
+                left.append(path)
     for path in left:
         path.unlink()
     return left

@@ -106,7 +106,12 @@ class Ledger:
     @contextmanager
     def recording(self) -> Iterator[None]:
         """Around making the outputs: the ledger is removed meanwhile, so
-        outputs a failed job leaves are not trusted, and written after."""
+        outputs a failed job leaves are not trusted, and written after. The
+        outputs are update() outputs, which Snakemake keeps: what a job
+        killed while writing them left is removed first."""
+        from promptsweep import files
+
         self.path.unlink(missing_ok=True)
+        files.remove_unfinished_writes(self.outputs)
         yield
         self.path.write_text(self.digest)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from itertools import chain
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -172,15 +173,18 @@ def generate(
         for label, image_requests, image_stale in zip(labels, requests, stale):
             total = sum(len(request["seeds"]) for request in image_requests.values())
             logger.info("%s: %d of %d images up to date", label, total - len(image_stale), total)
-        for folder, image_stale in zip(folders, stale, strict=True) if folders else ():
+        for folder, image_paths, record_paths, image_stale in (
+            zip(folders, images, records, stale, strict=True) if folders else ()
+        ):
             if image_stale:
                 # Unfinished until Snakemake touches it again: images of a job
                 # killed here are then redone, not taken as changed by hand.
                 (Path(folder) / FINISHED_MARK).unlink(missing_ok=True)
-                # A job killed mid-write left its temporary file; Snakemake
-                # keeps the folder (an update() output), so nothing else would.
-                for path in files.remove_unfinished_writes(Path(folder)):
-                    logger.info("removed %s, left by a job that was stopped while writing it", path)
+            # Snakemake keeps the folder (an update() output): what a job
+            # killed while writing left there, nothing else would remove.
+            written = [Path(folder) / GENERATED_LIST, *chain(*image_paths.values(), *record_paths.values())]
+            for path in files.remove_unfinished_writes(written):
+                logger.info("removed %s, left by a job that was stopped while writing it", path)
         if any(stale):
             _generate_stale(logger, labels, edge_maps, requests, stale, weights_record)
         for folder, image_paths in zip(folders, images, strict=True) if folders else ():
