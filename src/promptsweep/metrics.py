@@ -60,6 +60,7 @@ def _gaussian_mean(channel: np.ndarray) -> np.ndarray:
         (WINDOW_SIZE, WINDOW_SIZE),
         _GAUSSIAN_SIGMA,
         borderType=cv2.BORDER_REFLECT,
+        hint=cv2.ALGO_HINT_ACCURATE,  # an OpenCV build may default to approximating
     )
 
 

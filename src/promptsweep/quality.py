@@ -124,6 +124,8 @@ def _brisque_model() -> Any:
         # as its two 1-D factors: 18 of BRISQUE's 24 s for 88 images at 512 px
         # went to scipy's 2-D convolution.
         def calculate_mscn_coefficients(self, image: np.ndarray, kernel_size: int = 6, sigma: float = 7 / 6) -> Any:
+            if kernel_size % 2 == 0:  # centred differently by OpenCV; the package itself uses 7
+                return super().calculate_mscn_coefficients(image, kernel_size, sigma)
             offsets = np.arange(kernel_size) - kernel_size // 2
             window = np.exp(-(offsets**2) / (2 * sigma**2))
             window /= window.sum()
