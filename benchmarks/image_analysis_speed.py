@@ -107,7 +107,9 @@ def run_in_process(source: str, folder: Path, processes: int) -> dict[str, float
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join([source, str(Path(__file__).parent)]) + os.pathsep
                        + os.environ.get("PYTHONPATH", "")}
         command = [sys.executable, __file__, "--time-jobs", str(folder), output, str(processes)]
-        finished = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
+        finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+        if finished.returncode:
+            raise SystemExit(f"timing the jobs with {source} failed:\n{finished.stderr}")
         return json.loads(finished.stdout.splitlines()[-1])
 
 
