@@ -6,8 +6,8 @@ import hashlib
 import json
 import logging
 import time
-from itertools import chain
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
