@@ -24,7 +24,8 @@ images per second inside those jobs and over the whole run, and where the
 rest of the time went: before the first generate job, after the last, and
 between the first image queued and the last one generated (the gaps between
 generate jobs; a job's batches are queued back to back). ``--workflow-cores`` and ``--metric-processes`` vary
-its ``--cores`` and ``runtime.metric_processes``.
+its ``--cores`` and ``runtime.metric_processes``; ``--workflow-logs`` keeps
+each run's job logs and Snakemake output, to read its timeline afterwards.
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
 steps in seconds; there, compile uses the eager backend (graph capture only).
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -228,6 +230,20 @@ class WorkflowRun:
     cores: int
     metric_processes: int | str
 
+    @property
+    def label(self) -> str:
+        return f"compile-{self.compile_mode}_batch{self.batch_size}_cores{self.cores}_processes-{self.metric_processes}"
+
+
+def keep_logs(root: Path, destination: Path) -> None:
+    """The workflow's job logs and Snakemake's own output, copied out of its
+    scratch copy: as much of them as a failed run wrote."""
+    destination.mkdir(parents=True, exist_ok=True)
+    if (root / "logs").is_dir():
+        shutil.copytree(root / "logs", destination / "logs", dirs_exist_ok=True)
+    if (root / "snakemake.log").is_file():
+        shutil.copy2(root / "snakemake.log", destination / "snakemake.log")
+
 
 def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
     """The benchmark's model as two directories in the layouts the workflow reads."""
@@ -270,14 +286,19 @@ def write_workflow_study(setup: Setup, root: Path, run: WorkflowRun) -> None:
     (root / "config" / "config.yaml").write_text(json.dumps(config))
 
 
-def workflow_figures(setup: Setup, run: WorkflowRun) -> dict[str, Any]:
+def workflow_figures(setup: Setup, run: WorkflowRun, kept_logs: Path | None) -> dict[str, Any]:
     """Run the workflow study once; the generate jobs' share of its wall time,
-    and where the rest of it went."""
+    and where the rest of it went. With ``kept_logs``, the run's job logs and
+    Snakemake's output are copied there, to read its timeline afterwards."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         write_workflow_study(setup, root, run)
         started = datetime.now()
-        wall = run_workflow(root, run.cores)
+        try:
+            wall = run_workflow(root, run.cores)
+        finally:
+            if kept_logs is not None:
+                keep_logs(root, kept_logs / run.label)
         logs = root / "logs"
         images, generating = generation_totals(logs)
         timeline = generation_timeline(logs, started, datetime.now())
@@ -373,6 +394,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="the workflow's runtime.metric_processes (a number or auto), each in turn",
     )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
+    parser.add_argument(
+        "--workflow-logs", type=Path, help="copy each workflow run's job logs and Snakemake output to a folder here"
+    )
     return parser.parse_args(argv)
 
 
@@ -433,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = WorkflowRun(compile_mode, batch_sizes[0], cores, processes if processes == "auto" else int(processes))
                     record = {"kind": "workflow", "compile": compile_mode, "batch_size": run.batch_size}
                     record |= {"cores": cores, "metric_processes": run.metric_processes}
-                    record |= guarded(setup.device, workflow_figures, setup, run)
+                    record |= guarded(setup.device, workflow_figures, setup, run, arguments.workflow_logs)
                     emit(record, output, workflow_line(record))
                     failed += "error" in record
         print(f"total {time.perf_counter() - started:.0f} s", flush=True)
