@@ -237,8 +237,13 @@ class WorkflowRun:
 
 def keep_logs(root: Path, destination: Path) -> None:
     """The workflow's job logs and Snakemake's own output, copied out of its
-    scratch copy: as much of them as a failed run wrote."""
-    destination.mkdir(parents=True, exist_ok=True)
+    scratch copy: as much of them as a failed run wrote. A repeated run gets
+    the next free ``_runN`` folder."""
+    repeat = 1
+    while destination.with_name(f"{destination.name}_run{repeat}").exists():
+        repeat += 1
+    destination = destination.with_name(f"{destination.name}_run{repeat}")
+    destination.mkdir(parents=True)
     if (root / "logs").is_dir():
         shutil.copytree(root / "logs", destination / "logs", dirs_exist_ok=True)
     if (root / "snakemake.log").is_file():
