@@ -15,7 +15,6 @@ import pytest
 from promptsweep import quality, registry
 from promptsweep.threads import (
     computed_alone,
-    computed_alone_without_metric_processes,
     map_measure,
     metric_process_count,
     on_compute_thread,
@@ -55,32 +54,6 @@ def test_jobs_computed_alone_run_one_at_a_time() -> None:
         names = list(pool.map(lambda _: job(), range(8)))
     assert max(overlaps) == 1
     assert {name.split("_")[0] for name in names} == {"promptsweep-compute"}
-
-
-@computed_alone_without_metric_processes
-def job_meeting_another(meeting: threading.Barrier) -> str:
-    """Waits until a second job is inside it too: it fails unless two run at once."""
-    meeting.wait()
-    return thread_name()
-
-
-def test_jobs_that_measure_in_metric_processes_run_beside_each_other(metric_processes: None) -> None:
-    meeting = threading.Barrier(2, timeout=10)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="job") as pool:
-        names = list(pool.map(lambda _: job_meeting_another(meeting), range(2)))
-    assert all(name.startswith("job") for name in names)
-    # What the job computes here, outside the processes, is still computed alone.
-    assert map_measure(lambda _sample: thread_name(), [1]) == [on_compute_thread(thread_name)]
-
-
-def test_without_metric_processes_they_run_alone_on_the_compute_thread() -> None:
-    meeting = threading.Barrier(2, timeout=0.5)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = [pool.submit(job_meeting_another, meeting) for _ in range(2)]
-        with pytest.raises(threading.BrokenBarrierError):
-            outcomes[0].result()
-    assert on_compute_thread(thread_name).startswith("promptsweep-compute")
-    assert map_measure(lambda _sample: thread_name(), [1, 2]) == [on_compute_thread(thread_name)] * 2
 
 
 def test_nested_calls_do_not_deadlock() -> None:

@@ -17,9 +17,7 @@ per-image measures (:func:`map_measure`) run in worker processes: threads
 would not help, as BRISQUE, three quarters of it a SciPy convolution then,
 ran no faster on two threads than on one (1.94 s against 1.70 s for eight
 512 px images on 2 cores), and its libsvm model must not be called from two
-threads. With metric processes, the metric, table and gallery jobs therefore
-run beside each other (:func:`computed_alone_without_metric_processes`);
-plots stay on the compute thread, as pyplot keeps global state.
+threads.
 """
 
 from __future__ import annotations
@@ -83,24 +81,6 @@ def computed_alone(job: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(job)
     def run(*args: Any, **kwargs: Any) -> T:
         return on_compute_thread(job, *args, **kwargs)
-
-    return run
-
-
-def computed_alone_without_metric_processes(job: Callable[..., T]) -> Callable[..., T]:
-    """A job that sends its heavy computing to :func:`map_measure`: with
-    metric processes, its body runs on its own job thread, beside other jobs;
-    without, on the compute thread (:func:`computed_alone`).
-
-    On an H100, the jobs after the last image ran one after another on the
-    compute thread, the metric jobs mostly waiting for the metric processes:
-    16 s of the run's last 19. What such a body still computes in this
-    process -- tables, a bootstrap -- is light beside that."""
-
-    @functools.wraps(job)
-    def run(*args: Any, **kwargs: Any) -> T:
-        _pool, count = _measure_workers()
-        return job(*args, **kwargs) if count else on_compute_thread(job, *args, **kwargs)
 
     return run
 
@@ -215,8 +195,7 @@ def map_measure(measure: Callable[[Any], T], samples: Sequence[Any]) -> list[T]:
     time, say) is computed here."""
     pool, count = _measure_workers()
     if pool is None or len(samples) < 2 or not importable(measure):
-        # Here means on the compute thread, whichever thread the job runs on.
-        return on_compute_thread(lambda: [measure(sample) for sample in samples])
+        return [measure(sample) for sample in samples]
     try:
         chunk = max(1, len(samples) // (4 * count))
         return list(pool.map(_InDirectory(measure, os.getcwd()), samples, chunksize=chunk))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from promptsweep import files, registry, tables
 from promptsweep.jobs import job_log
-from promptsweep.threads import computed_alone_without_metric_processes
+from promptsweep.threads import computed_alone
 
 
 def gallery_pairs(pairs: pd.DataFrame, edge_maps: Mapping[str, str]) -> pd.DataFrame:
@@ -61,7 +61,7 @@ def dosed_gallery_pairs(
     return dosed.drop(columns=["condition", *(m.note_column for m in registry.learned_metrics("pair"))], errors="ignore")
 
 
-@computed_alone_without_metric_processes
+@computed_alone
 def gallery(
     *,
     pairs: str,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from promptsweep import files, registry
 from promptsweep.jobs import Ledger, job_log
-from promptsweep.threads import computed_alone_without_metric_processes, map_measure
+from promptsweep.threads import computed_alone, map_measure
 
 
 def _loaded(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
@@ -37,7 +37,7 @@ def _exclusion(baseline_record: dict[str, Any], variant_record: dict[str, Any]) 
     return "; ".join(reasons)
 
 
-@computed_alone_without_metric_processes
+@computed_alone
 def pair_metrics(
     *,
     image_id: str,
@@ -174,7 +174,7 @@ def _write_ssim_map(pair_and_path: tuple[registry.ImagePair, str]) -> None:
     files.write_png(Path(path), plots.ssim_map_picture(pair.ssim_map()))
 
 
-@computed_alone_without_metric_processes
+@computed_alone
 def image_metrics(
     *,
     image_id: str,
@@ -217,7 +217,7 @@ def image_metrics(
         files.write_table(Path(output), table)
 
 
-@computed_alone_without_metric_processes
+@computed_alone
 def noise_floor(
     *,
     image_id: str,

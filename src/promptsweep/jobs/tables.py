@@ -11,7 +11,7 @@ import pandas as pd
 
 from promptsweep import files, registry, tables
 from promptsweep.jobs import job_log
-from promptsweep.threads import computed_alone_without_metric_processes
+from promptsweep.threads import computed_alone
 from promptsweep.study import PromptSpec
 
 
@@ -35,7 +35,7 @@ def pairs_table(
         logger.info("%d pairs, %d excluded", len(pairs), int((pairs["excluded"] != "").sum()))
 
 
-@computed_alone_without_metric_processes
+@computed_alone
 def summary_tables(
     *,
     pairs: str,
