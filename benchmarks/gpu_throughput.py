@@ -25,7 +25,9 @@ rest of the time went: before the first generate job, after the last, and
 between the first image queued and the last one generated (the gaps between
 generate jobs; a job's batches are queued back to back). ``--workflow-cores`` and ``--metric-processes`` vary
 its ``--cores`` and ``runtime.metric_processes``; ``--workflow-logs`` keeps
-each run's job logs and Snakemake output, to read its timeline afterwards.
+each run's job logs and Snakemake output, to read its timeline afterwards,
+and ``--workflow-timeout`` stops a run that would outlast the time at hand
+with its logs kept.
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
 steps in seconds; there, compile uses the eager backend (graph capture only).
@@ -291,16 +293,17 @@ def write_workflow_study(setup: Setup, root: Path, run: WorkflowRun) -> None:
     (root / "config" / "config.yaml").write_text(json.dumps(config))
 
 
-def workflow_figures(setup: Setup, run: WorkflowRun, kept_logs: Path | None) -> dict[str, Any]:
+def workflow_figures(setup: Setup, run: WorkflowRun, kept_logs: Path | None, timeout: float | None) -> dict[str, Any]:
     """Run the workflow study once; the generate jobs' share of its wall time,
     and where the rest of it went. With ``kept_logs``, the run's job logs and
-    Snakemake's output are copied there, to read its timeline afterwards."""
+    Snakemake's output are copied there, to read its timeline afterwards,
+    also from a run stopped after ``timeout`` seconds."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         write_workflow_study(setup, root, run)
         started = datetime.now()
         try:
-            wall = run_workflow(root, run.cores)
+            wall = run_workflow(root, run.cores, timeout)
         finally:
             if kept_logs is not None:
                 keep_logs(root, kept_logs / run.label)
@@ -400,6 +403,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
     parser.add_argument(
+        "--workflow-timeout", type=float,
+        help="stop a workflow run after this many seconds, reporting it as failed (its logs are still kept)",
+    )
+    parser.add_argument(
         "--workflow-logs", type=Path, help="copy each workflow run's job logs and Snakemake output to a folder here"
     )
     return parser.parse_args(argv)
@@ -462,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
                     run = WorkflowRun(compile_mode, batch_sizes[0], cores, processes if processes == "auto" else int(processes))
                     record = {"kind": "workflow", "compile": compile_mode, "batch_size": run.batch_size}
                     record |= {"cores": cores, "metric_processes": run.metric_processes}
-                    record |= guarded(setup.device, workflow_figures, setup, run, arguments.workflow_logs)
+                    record |= guarded(
+                        setup.device, workflow_figures, setup, run, arguments.workflow_logs, arguments.workflow_timeout
+                    )
                     emit(record, output, workflow_line(record))
                     failed += "error" in record
         print(f"total {time.perf_counter() - started:.0f} s", flush=True)

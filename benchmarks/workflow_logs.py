@@ -34,21 +34,29 @@ GENERATION_LINE = re.compile(r": (\d+) images in ([0-9.]+) s \(")
 PIPELINE_LOAD_LINE = re.compile(r"^pipeline: loaded in ([0-9.]+) s")
 
 
-def run_workflow(root: Path, cores: int = 4) -> float:
+def run_workflow(root: Path, cores: int = 4, timeout: float | None = None) -> float:
     """Wall seconds of ``snakemake --cores 4 --resources gpu=1`` (or ``cores``) in ``root``.
-    Its output goes to ``root/snakemake.log``; a failure raises with the log's end."""
+    Its output goes to ``root/snakemake.log``; a failure, or a run longer than
+    ``timeout`` seconds (then stopped), raises with the log's end."""
     log = root / "snakemake.log"
     started = time.perf_counter()
     with log.open("w") as output:
-        finished = subprocess.run(
-            [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1"],
-            cwd=root, stdout=output, stderr=subprocess.STDOUT,
-        )
+        try:
+            finished = subprocess.run(
+                [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1"],
+                cwd=root, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"snakemake did not finish in {timeout:.0f} s (stopped); {log_end(log)}") from None
     wall = time.perf_counter() - started
     if finished.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        raise RuntimeError(f"snakemake exited with {finished.returncode}; the end of its output:\n{tail}")
+        raise RuntimeError(f"snakemake exited with {finished.returncode}; {log_end(log)}")
     return wall
+
+
+def log_end(log: Path) -> str:
+    tail = "\n".join(log.read_text().splitlines()[-40:])
+    return f"the end of its output:\n{tail}"
 
 
 def log_lines(log: Path) -> list[tuple[datetime, str]]:
