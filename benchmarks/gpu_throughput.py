@@ -24,10 +24,10 @@ images per second inside those jobs and over the whole run, and where the
 rest of the time went: before the first generate job, after the last, and
 between the first image queued and the last one generated (the gaps between
 generate jobs; a job's batches are queued back to back). ``--workflow-cores`` and ``--metric-processes`` vary
-its ``--cores`` and ``runtime.metric_processes``; ``--workflow-logs`` keeps
+its ``--cores`` and ``runtime.metric_processes``. ``--workflow-logs`` keeps
 each run's job logs and Snakemake output, to read its timeline afterwards,
 and ``--workflow-timeout`` stops a run that would outlast the time at hand
-with its logs kept.
+(its logs are kept too, with ``--workflow-logs``).
 
 ``--smoke`` runs the same code on the CPU with the tiny model at 64 px and 2
 steps in seconds; there, compile uses the eager backend (graph capture only).
@@ -233,23 +233,30 @@ class WorkflowRun:
     metric_processes: int | str
 
     @property
-    def label(self) -> str:
+    def folder_name(self) -> str:
         return f"compile-{self.compile_mode}_batch{self.batch_size}_cores{self.cores}_processes-{self.metric_processes}"
 
 
-def keep_logs(root: Path, destination: Path) -> None:
-    """The workflow's job logs and Snakemake's own output, copied out of its
-    scratch copy: as much of them as a failed run wrote. A repeated run gets
-    the next free ``_runN`` folder."""
+def unused_folder(parent: Path, name: str) -> Path:
+    """A new folder ``parent/name_runN``, N the first number not taken yet
+    (by an earlier run, or a benchmark beside this one)."""
     repeat = 1
-    while destination.with_name(f"{destination.name}_run{repeat}").exists():
-        repeat += 1
-    destination = destination.with_name(f"{destination.name}_run{repeat}")
-    destination.mkdir(parents=True)
+    while True:
+        folder = parent / f"{name}_run{repeat}"
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            repeat += 1
+
+
+def keep_logs(root: Path, folder: Path) -> None:
+    """The workflow's job logs and Snakemake's own output, copied out of its
+    scratch copy into ``folder``: as much of them as a failed run wrote."""
     if (root / "logs").is_dir():
-        shutil.copytree(root / "logs", destination / "logs", dirs_exist_ok=True)
+        shutil.copytree(root / "logs", folder / "logs")
     if (root / "snakemake.log").is_file():
-        shutil.copy2(root / "snakemake.log", destination / "snakemake.log")
+        shutil.copy2(root / "snakemake.log", folder / "snakemake.log")
 
 
 def write_model(setup: Setup, base: Path, controlnet: Path) -> None:
@@ -293,11 +300,14 @@ def write_workflow_study(setup: Setup, root: Path, run: WorkflowRun) -> None:
     (root / "config" / "config.yaml").write_text(json.dumps(config))
 
 
-def workflow_figures(setup: Setup, run: WorkflowRun, kept_logs: Path | None, timeout: float | None) -> dict[str, Any]:
+def workflow_figures(
+    setup: Setup, run: WorkflowRun, logs_parent: Path | None, timeout: float | None
+) -> dict[str, Any]:
     """Run the workflow study once; the generate jobs' share of its wall time,
-    and where the rest of it went. With ``kept_logs``, the run's job logs and
-    Snakemake's output are copied there, to read its timeline afterwards,
-    also from a run stopped after ``timeout`` seconds."""
+    and where the rest of it went. With ``logs_parent``, the run's job logs
+    and Snakemake's output are copied to a new folder in it, to read its
+    timeline afterwards, also from a run stopped after ``timeout`` seconds."""
+    kept = unused_folder(logs_parent, run.folder_name) if logs_parent is not None else None
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         write_workflow_study(setup, root, run)
@@ -305,13 +315,15 @@ def workflow_figures(setup: Setup, run: WorkflowRun, kept_logs: Path | None, tim
         try:
             wall = run_workflow(root, run.cores, timeout)
         finally:
-            if kept_logs is not None:
-                keep_logs(root, kept_logs / run.label)
+            if kept is not None:
+                keep_logs(root, kept)
+                print(f"workflow logs kept in {kept}", flush=True)
         logs = root / "logs"
         images, generating = generation_totals(logs)
         timeline = generation_timeline(logs, started, datetime.now())
         stages = seconds_by_stage(logs)
     return {
+        **({"logs": str(kept)} if kept is not None else {}),
         "images": images,
         "wall_seconds": round(wall, 1),
         "generating_seconds": round(generating, 1),
@@ -403,11 +415,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 20, smoke: 2)")
     parser.add_argument(
-        "--workflow-timeout", type=float,
-        help="stop a workflow run after this many seconds, reporting it as failed (its logs are still kept)",
+        "--workflow-timeout", type=float, metavar="SECONDS",
+        help="stop a workflow run (Snakemake and the processes it started) after this many seconds of Snakemake "
+        "(writing the study's model before it is not counted) and report it as failed",
     )
     parser.add_argument(
-        "--workflow-logs", type=Path, help="copy each workflow run's job logs and Snakemake output to a folder here"
+        "--workflow-logs", type=Path, metavar="DIR",
+        help="copy each workflow run's job logs and Snakemake output to DIR/<run>_runN (N: the first free number), "
+        "also when the run fails or is stopped",
     )
     return parser.parse_args(argv)
 
@@ -424,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     limit = images_per_second_limit(setup, card)
     settings = GenerationSettings(steps=setup.steps, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    if arguments.workflow_logs is not None:
+        arguments.workflow_logs.mkdir(parents=True, exist_ok=True)  # a bad DIR fails here, not after a run
     with tempfile.TemporaryDirectory() as scratch, arguments.output.open("w") as output:
         started = time.perf_counter()
         pipeline = build_pipeline(setup, Path(scratch))

@@ -3,8 +3,11 @@ from the job logs (shared by the benchmarks that run the workflow)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,27 +39,52 @@ PIPELINE_LOAD_LINE = re.compile(r"^pipeline: loaded in ([0-9.]+) s")
 
 def run_workflow(root: Path, cores: int = 4, timeout: float | None = None) -> float:
     """Wall seconds of ``snakemake --cores 4 --resources gpu=1`` (or ``cores``) in ``root``.
-    Its output goes to ``root/snakemake.log``; a failure, or a run longer than
-    ``timeout`` seconds (then stopped), raises with the log's end."""
+    Its output goes to ``root/snakemake.log``. A failure raises with that
+    output's end; so does a run longer than ``timeout`` seconds, stopped
+    with every process it started."""
     log = root / "snakemake.log"
     started = time.perf_counter()
     with log.open("w") as output:
+        # A session of its own, so that stopping it reaches the metric worker processes too.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1"],
+            cwd=root, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
         try:
-            finished = subprocess.run(
-                [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1"],
-                cwd=root, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
-            )
+            returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"snakemake did not finish in {timeout:.0f} s (stopped); {log_end(log)}") from None
+            end = log_end(log)  # before Snakemake's own lines on being stopped
+            stop_session(process)
+            raise RuntimeError(f"snakemake did not finish in {timeout:.0f} s and was stopped; {end}") from None
+        except BaseException:  # Ctrl-C no longer reaches a process of another session
+            stop_session(process)
+            raise
     wall = time.perf_counter() - started
-    if finished.returncode:
-        raise RuntimeError(f"snakemake exited with {finished.returncode}; {log_end(log)}")
+    if returncode:
+        raise RuntimeError(f"snakemake exited with {returncode}; {log_end(log)}")
     return wall
 
 
+STOP_GRACE_SECONDS = 10
+
+
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """``process`` and every process it started: asked to end, and killed
+    after STOP_GRACE_SECONDS."""
+    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def log_end(log: Path) -> str:
-    tail = "\n".join(log.read_text().splitlines()[-40:])
-    return f"the end of its output:\n{tail}"
+    """Snakemake's last error line (or last line), then its last 40 lines:
+    an error record that keeps one line keeps the telling one."""
+    lines = log.read_text().splitlines()
+    headline = ([line for line in lines if "Error" in line] or [line for line in lines if line.strip()] or ["(none)"])[-1]
+    return f"{headline.strip()}\nthe end of its output:\n" + "\n".join(lines[-40:])
 
 
 def log_lines(log: Path) -> list[tuple[datetime, str]]:
