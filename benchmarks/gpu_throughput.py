@@ -54,7 +54,14 @@ import torch
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from gpu_check import edge_control, sd15_shaped_pipeline
 from PIL import Image
-from workflow_logs import copy_workflow, generation_timeline, generation_totals, run_workflow, seconds_by_stage
+from workflow_logs import (
+    copy_workflow,
+    generation_timeline,
+    generation_totals,
+    jobs_after_last_generate_job,
+    run_workflow,
+    seconds_by_stage,
+)
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
@@ -322,6 +329,7 @@ def workflow_figures(
         images, generating = generation_totals(logs)
         timeline = generation_timeline(logs, started, datetime.now())
         stages = seconds_by_stage(logs)
+        after = jobs_after_last_generate_job(logs)
     return {
         **({"logs": str(kept)} if kept is not None else {}),
         "images": images,
@@ -332,6 +340,7 @@ def workflow_figures(
         "images_per_s_overall": round(images / wall, 3),
         **timeline,
         "job_seconds_by_stage": {stage: round(seconds, 1) for stage, seconds in stages.items()},
+        "jobs_after_last_generate_job": [[job, round(start, 1), round(end, 1)] for job, start, end in after],
     }
 
 
@@ -352,6 +361,8 @@ def workflow_line(record: dict[str, Any]) -> str:
         f"generated ({record['generation_span_seconds']:.1f} s), generating "
         f"{100 * record['generating_share_of_span']:.1f}% of the time; job time by stage: "
         + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in record["job_seconds_by_stage"].items())
+        + "\n  after the last generate job (job: its first and last log line, s after it): "
+        + ", ".join(f"{job} {start:+.1f} {end:+.1f}" for job, start, end in record["jobs_after_last_generate_job"])
     )
 
 

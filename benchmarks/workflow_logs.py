@@ -1,5 +1,10 @@
 """Running the workflow in a scratch copy, and reading where its time went
-from the job logs (shared by the benchmarks that run the workflow)."""
+from the job logs (shared by the benchmarks that run the workflow).
+
+    python benchmarks/workflow_logs.py LOGS_FOLDER
+
+prints each job's first and last log line, in seconds from the first job's
+start, for a run's logs kept by ``gpu_throughput.py --workflow-logs``."""
 
 from __future__ import annotations
 
@@ -104,16 +109,39 @@ def generation_totals(logs: Path) -> tuple[int, float]:
     return images, seconds
 
 
+def job_spans(logs: Path) -> list[tuple[str, datetime, datetime]]:
+    """Each job that logged: its log's path under ``logs`` without ``.log``
+    (``pair_metrics/picture0``) and the times of its first and last log
+    lines, in the order the jobs started."""
+    spans = []
+    for log in logs.rglob("*.log"):
+        times = [stamp for stamp, _ in log_lines(log)]
+        if times:
+            spans.append((log.relative_to(logs).with_suffix("").as_posix(), min(times), max(times)))
+    return sorted(spans, key=lambda span: span[1])
+
+
 def seconds_by_stage(logs: Path) -> dict[str, float]:
     """Per stage (the log's first folder under logs/), the summed time from
     each job's first to its last log line: where the workflow's time went."""
     stages: dict[str, float] = {}
-    for log in logs.rglob("*.log"):
-        times = [stamp for stamp, _ in log_lines(log)]
-        if times:
-            stage = log.relative_to(logs).parts[0].removesuffix(".log")
-            stages[stage] = stages.get(stage, 0.0) + (max(times) - min(times)).total_seconds()
+    for job, start, end in job_spans(logs):
+        stage = job.split("/")[0]
+        stages[stage] = stages.get(stage, 0.0) + (end - start).total_seconds()
     return dict(sorted(stages.items(), key=lambda item: -item[1]))
+
+
+def jobs_after_last_generate_job(logs: Path) -> list[tuple[str, float, float]]:
+    """The jobs still running or started after the last generate job's last
+    log line, with their first and last lines in seconds after it: what the
+    run's end waited for."""
+    spans = job_spans(logs)
+    last_generated = max(end for job, _start, end in spans if job.startswith("generate/"))
+    return [
+        (job, (start - last_generated).total_seconds(), (end - last_generated).total_seconds())
+        for job, start, end in spans
+        if end > last_generated and not job.startswith("generate/")
+    ]
 
 
 def generating_periods(logs: Path) -> list[tuple[datetime, datetime]]:
@@ -149,3 +177,23 @@ def generation_timeline(logs: Path, started: datetime, finished: datetime) -> di
         "generation_span_seconds": round(span, 1),
         "generating_share_of_span": round(generating / span, 3),
     }
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print the timeline of a run's kept logs (``gpu_throughput.py --workflow-logs``)."""
+    if len(argv) != 1:
+        print("usage: python benchmarks/workflow_logs.py LOGS_FOLDER", file=sys.stderr)
+        return 2
+    logs = Path(argv[0])
+    spans = job_spans(logs)
+    if not spans:
+        print(f"no job logs under {logs}", file=sys.stderr)
+        return 1
+    first = spans[0][1]
+    for job, start, end in spans:
+        print(f"{(start - first).total_seconds():7.1f} {(end - first).total_seconds():7.1f}  {job}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
