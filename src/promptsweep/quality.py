@@ -126,9 +126,7 @@ def _brisque_model() -> Any:
         def calculate_mscn_coefficients(self, image: np.ndarray, kernel_size: int = 6, sigma: float = 7 / 6) -> Any:
             if kernel_size % 2 == 0:  # centred differently by OpenCV; the package itself uses 7
                 return super().calculate_mscn_coefficients(image, kernel_size, sigma)
-            offsets = np.arange(kernel_size) - kernel_size // 2
-            window = np.exp(-(offsets**2) / (2 * sigma**2))
-            window /= window.sum()
+            window = cv2.getGaussianKernel(kernel_size, sigma)  # the package's 2-D window's 1-D factor
 
             def windowed(values: np.ndarray) -> np.ndarray:
                 return cv2.sepFilter2D(values, cv2.CV_64F, window, window, borderType=cv2.BORDER_CONSTANT)
