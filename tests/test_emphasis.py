@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from promptsweep import emphasis, generation, models
+from promptsweep import emphasis, generation, models, stats
 from promptsweep.emphasis import (
     Candidate,
     EmbeddingPair,
@@ -473,7 +473,12 @@ def test_latent_search_gain_interval_covers_image_spread() -> None:
     chosen = latent_table(rows).iloc[0]
     assert chosen["gain_mean"] == pytest.approx(0.25 + 0.1)
     assert chosen["gain_ci_low"] < chosen["gain_mean"] < chosen["gain_ci_high"]
-    assert 0.15 - 1e-9 <= chosen["gain_ci_low"] and chosen["gain_ci_high"] <= 0.65 + 1e-9
+    # Image gains 0.15, 0.25, 0.65: the t interval over the three images.
+    gains = np.array([0.15, 0.25, 0.65])
+    half_width = 4.302652729911275 * gains.std(ddof=1) / math.sqrt(3)  # t(0.975, 2 d.f.)
+    assert (chosen["gain_ci_low"], chosen["gain_ci_high"]) == pytest.approx(
+        (gains.mean() - half_width, gains.mean() + half_width)
+    )
 
 
 def test_missing_evaluation_generations_are_named() -> None:
@@ -538,8 +543,9 @@ def test_dose_response_table() -> None:
         assert row.effect_mean == pytest.approx(effect)
         assert row.effect_ci_low == pytest.approx(effect) and row.effect_ci_high == pytest.approx(effect)
         assert row.clip_score_delta_mean == pytest.approx(0.02 * row.dose)
-        low, high = sorted([0.01 * row.dose, 0.03 * row.dose])
-        assert low - 1e-12 <= row.clip_score_delta_ci_low <= row.clip_score_delta_ci_high <= high + 1e-12
+        # Two images whose deltas are 0.01 and 0.03 times the dose: their t interval.
+        expected = stats.mean_ci([0.01 * row.dose, 0.03 * row.dose])
+        assert (row.clip_score_delta_ci_low, row.clip_score_delta_ci_high) == pytest.approx(expected)
     assert table["noise_effect"].tolist() == pytest.approx([0.1] * len(table))
     smallest = dict(zip(table["prompt_id"], table["smallest_dose_above_noise"]))
     assert smallest == {"pos1": "1", "neg1": "none"}

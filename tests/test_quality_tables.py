@@ -46,23 +46,24 @@ def summary() -> pd.DataFrame:
     return pd.DataFrame({
         "prompt_id": ["sharper", "same"], "kind": ["positive", "negative"], "emphasis": [1, 1],
         "text": [prompt.text for prompt in PROMPTS], "relative_effect": [2.0, 0.5],
-        "p_vs_noise_floor": [0.004, 0.3],
+        "p_vs_noise_floor": [0.004, 0.3], "n_images": [8, 8], "n_below_calibrated": [True, True],
     })
 
 
 def test_quality_summary_finds_the_known_deltas() -> None:
-    table = quality_tables.quality_summary(image_metrics(), PROMPTS, n_resamples=500)
+    table = quality_tables.quality_summary(image_metrics(), PROMPTS)
     assert list(table.columns) == quality_tables.QUALITY_SUMMARY_COLUMNS
     row = table.set_index(["prompt_id", "metric"]).loc[("sharper", "sharpness")]
     assert row["delta_mean"] == pytest.approx(10, abs=0.5)
     assert row["delta_ci_low"] > 9 and row["delta_ci_high"] < 11
-    assert row["p_value"] == pytest.approx(2 / 2**8)  # every one of 8 images rose
+    assert row["p_value"] < 1e-6  # every one of 8 images rose by about 10
+    assert row["n_below_calibrated"]  # 8 images
     assert row["noise_floor"] > 0
     assert set(table["metric"]) == {"sharpness", "entropy", "edge_f1"}  # CLIP not computed: not tested
 
 
 def test_one_benjamini_hochberg_family_covers_every_test() -> None:
-    quality = quality_tables.quality_summary(image_metrics(), PROMPTS, n_resamples=200)
+    quality = quality_tables.quality_summary(image_metrics(), PROMPTS)
     study, quality = quality_tables.with_q_values(summary(), quality)
     p_values = np.concatenate([study["p_vs_noise_floor"], quality["p_value"]])
     defined = np.isfinite(p_values)
@@ -73,7 +74,7 @@ def test_one_benjamini_hochberg_family_covers_every_test() -> None:
 
 
 def test_the_verdict_says_what_changed_within_120_characters() -> None:
-    quality = quality_tables.quality_summary(image_metrics(), PROMPTS, n_resamples=200)
+    quality = quality_tables.quality_summary(image_metrics(), PROMPTS)
     study, quality = quality_tables.with_q_values(summary(), quality)
     verdict = quality_tables.verdict_table(study, quality).set_index("prompt_id")
     assert verdict.loc["sharper", "changes_image"] == "yes" and verdict.loc["same", "changes_image"] == "no"
@@ -84,3 +85,11 @@ def test_the_verdict_says_what_changed_within_120_characters() -> None:
     text = quality_tables.verdict_markdown(verdict.reset_index())
     assert max(len(line) for line in text.splitlines()) <= 120
     assert "best quality" in text and "sharp = sharpness" in text
+    assert "only 8 images" in " ".join(text.split())
+
+
+def test_the_verdict_says_nothing_of_calibration_with_enough_images() -> None:
+    quality = quality_tables.quality_summary(image_metrics(), PROMPTS)
+    study, quality = quality_tables.with_q_values(summary().assign(n_images=10, n_below_calibrated=False), quality)
+    text = quality_tables.verdict_markdown(quality_tables.verdict_table(study, quality))
+    assert "Caution" not in text

@@ -49,40 +49,53 @@ def varied_noise_floor(n_images: int = 8, seed: int = 1) -> pd.DataFrame:
     )
 
 
-# --- bootstrap_mean_ci ----------------------------------------------------
+# --- mean_ci, mean_test_p, fieller_ratio_ci ----------------------------------
 
 
-def test_bootstrap_ci_collapses_when_all_images_are_equal():
-    assert stats.bootstrap_mean_ci([0.7] * 6, n_resamples=N_RESAMPLES) == (
-        pytest.approx(0.7),
-        pytest.approx(0.7),
-    )
-
-
-def test_bootstrap_ci_of_one_image_is_nan():
-    low, high = stats.bootstrap_mean_ci([0.7])
+def test_mean_ci_of_one_image_is_nan_and_of_equal_images_that_value():
+    low, high = stats.mean_ci([0.7])
     assert np.isnan(low) and np.isnan(high)
+    assert stats.mean_ci([0.7] * 6) == (pytest.approx(0.7), pytest.approx(0.7))
+    assert np.isnan(stats.mean_test_p([0.7])) and np.isnan(stats.mean_test_p([0.7] * 6))
 
 
-def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+def test_mean_ci_is_the_t_interval():
     image_means = np.random.default_rng(3).normal(0.5, 0.1, size=20)
-    low, high = stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=4)
-    assert low < image_means.mean() < high
-    assert stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=4) == (
-        low,
-        high,
-    )
-    assert stats.bootstrap_mean_ci(image_means, n_resamples=N_RESAMPLES, seed=5) != (
-        low,
-        high,
-    )
+    low, high = stats.mean_ci(image_means)
+    half_width = scipy_stats.t.ppf(0.975, 19) * image_means.std(ddof=1) / np.sqrt(20)
+    assert (low, high) == pytest.approx((image_means.mean() - half_width, image_means.mean() + half_width))
 
 
-def test_bootstrap_ci_narrows_with_confidence():
+def test_mean_ci_narrows_with_confidence():
     image_means = np.random.default_rng(3).normal(0.5, 0.1, size=20)
-    low_95, high_95 = stats.bootstrap_mean_ci(image_means, confidence=0.95)
-    low_50, high_50 = stats.bootstrap_mean_ci(image_means, confidence=0.50)
+    low_95, high_95 = stats.mean_ci(image_means, confidence=0.95)
+    low_50, high_50 = stats.mean_ci(image_means, confidence=0.50)
     assert low_95 < low_50 < high_50 < high_95
+
+
+def test_interval_and_test_always_agree():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        values = rng.lognormal(0, 1, size=int(rng.integers(3, 30))) - 1.4
+        low, high = stats.mean_ci(values)
+        assert (stats.mean_test_p(values) < 0.05) == (low > 0 or high < 0)
+
+
+def test_fieller_interval_excludes_one_exactly_when_the_paired_test_rejects():
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        noise = rng.uniform(0.2, 0.4, size=10)
+        prompt = noise * rng.uniform(0.7, 1.5) + rng.normal(0, 0.05, size=10)
+        low, high = stats.fieller_ratio_ci(prompt, noise)
+        assert low < prompt.mean() / noise.mean() < high
+        rejects = stats.mean_test_p(prompt - noise) < 0.05
+        assert rejects == (low > 1 or high < 1)
+
+
+def test_fieller_interval_is_unbounded_when_the_denominator_may_be_zero():
+    rng = np.random.default_rng(13)
+    low, high = stats.fieller_ratio_ci(rng.normal(1, 0.1, 8), rng.normal(0, 1, 8))
+    assert np.isnan(low) and np.isnan(high)
 
 
 # --- prompt_statistics ----------------------------------------------------
@@ -98,7 +111,7 @@ def test_prompt_statistics_known_values():
         ]
     )
     noise_floor = make_noise_floor({"a": 0.9, "b": 0.8, "c": 0.9, "unused": 0.1})
-    row = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES).iloc[0]
+    row = stats.prompt_statistics(pairs, noise_floor).iloc[0]
     assert row["n"] == 4
     assert row["n_images"] == 3
     # Per-image means 0.8, 0.6, 0.5: each image weighs the same.
@@ -110,14 +123,12 @@ def test_prompt_statistics_known_values():
     assert row["noise_effect"] == pytest.approx((0.1 + 0.2 + 0.1) / 3)
     assert row["relative_effect"] == pytest.approx(1.1 / 0.4)
     assert row["relative_effect"] == pytest.approx(row["effect"] / row["noise_effect"])
-    expected_p = scipy_stats.wilcoxon([0.2 - 0.1, 0.4 - 0.2, 0.5 - 0.1]).pvalue
+    expected_p = scipy_stats.ttest_1samp([0.2 - 0.1, 0.4 - 0.2, 0.5 - 0.1], 0.0).pvalue
     assert row["p_vs_noise_floor"] == pytest.approx(expected_p)
     assert row["ssim_ci_low"] <= row["ssim_mean"] <= row["ssim_ci_high"]
-    assert (
-        row["relative_effect_ci_low"]
-        <= row["relative_effect"]
-        <= row["relative_effect_ci_high"]
-    )
+    # Three images leave the noise floor's mean too uncertain to bound the
+    # ratio (its own t interval reaches 0): Fieller's set is unbounded.
+    assert np.isnan(row["relative_effect_ci_low"]) and np.isnan(row["relative_effect_ci_high"])
 
 
 def test_prompt_equal_to_noise_floor_has_relative_effect_one():
@@ -128,21 +139,19 @@ def test_prompt_equal_to_noise_floor_has_relative_effect_one():
             for image, value in noise_by_image.items()
         ]
     )
-    row = stats.prompt_statistics(
-        pairs, make_noise_floor(noise_by_image), n_resamples=N_RESAMPLES
-    ).iloc[0]
+    row = stats.prompt_statistics(pairs, make_noise_floor(noise_by_image)).iloc[0]
     assert row["relative_effect"] == pytest.approx(1.0)
-    # Every resample has the same images in numerator and denominator.
+    # The ratio is exactly 1 in every image: no spread, a collapsed interval.
     assert row["relative_effect_ci_low"] == pytest.approx(1.0)
     assert row["relative_effect_ci_high"] == pytest.approx(1.0)
-    # All paired differences are zero: the signed-rank test is undefined.
+    # All paired differences are zero: the t-test is undefined.
     assert np.isnan(row["p_vs_noise_floor"])
 
 
 def test_prompt_with_constant_values_has_collapsed_ci():
     pairs = make_pairs([(f"img{i}", "p", "positive", 1.0, 0, 0.8) for i in range(5)])
     noise_floor = make_noise_floor({f"img{i}": 0.9 for i in range(5)})
-    row = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES).iloc[0]
+    row = stats.prompt_statistics(pairs, noise_floor).iloc[0]
     assert row["ssim_ci_low"] == pytest.approx(0.8)
     assert row["ssim_ci_high"] == pytest.approx(0.8)
     assert row["relative_effect"] == pytest.approx(2.0)
@@ -183,12 +192,8 @@ def test_cluster_bootstrap_ignores_repeats_within_an_image():
         [("big", "p", "positive", 1.0, s, 0.2) for s in range(100)] + others
     )
     noise_floor = make_noise_floor({"big": 0.9, **{f"img{i}": 0.9 for i in range(4)}})
-    row_once = stats.prompt_statistics(once, noise_floor, n_resamples=N_RESAMPLES).iloc[
-        0
-    ]
-    row_hundred = stats.prompt_statistics(
-        hundred, noise_floor, n_resamples=N_RESAMPLES
-    ).iloc[0]
+    row_once = stats.prompt_statistics(once, noise_floor).iloc[0]
+    row_hundred = stats.prompt_statistics(hundred, noise_floor).iloc[0]
     assert row_hundred["n"] == 104 and row_hundred["n_images"] == 5
     assert row_hundred["ssim_mean"] == pytest.approx(0.56)
     for column in (
@@ -222,16 +227,14 @@ def test_nan_metrics_are_dropped_and_not_counted():
     noise_with_nan = pd.concat(
         [noise_floor, make_noise_floor({"img0": np.nan})], ignore_index=True
     )
-    expected = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES)
-    actual = stats.prompt_statistics(with_nan, noise_with_nan, n_resamples=N_RESAMPLES)
+    expected = stats.prompt_statistics(pairs, noise_floor)
+    actual = stats.prompt_statistics(with_nan, noise_with_nan)
     pd.testing.assert_frame_equal(actual, expected)
     assert (actual["n"] == 16).all() and (actual["n_images"] == 8).all()
 
 
 def test_prompt_statistics_rows_and_columns():
-    table = stats.prompt_statistics(
-        varied_pairs(), varied_noise_floor(), metric="ssim", n_resamples=N_RESAMPLES
-    )
+    table = stats.prompt_statistics(varied_pairs(), varied_noise_floor(), metric="ssim")
     assert list(table["prompt_id"]) == ["neg_1", "neg_2", "pos_1", "pos_2"]
     assert list(table["kind"]) == ["negative", "negative", "positive", "positive"]
     assert list(table["emphasis"]) == [1.0, 2.0, 1.0, 2.0]
@@ -252,63 +255,40 @@ def test_prompt_statistics_rows_and_columns():
         "relative_effect_ci_low",
         "relative_effect_ci_high",
         "p_vs_noise_floor",
+        "n_below_calibrated",
     ]
 
 
 def test_prompt_statistics_uses_the_named_metric_column():
     pairs = varied_pairs().rename(columns={"ssim": "edge_f1"})
     noise_floor = varied_noise_floor().rename(columns={"ssim": "edge_f1"})
-    table = stats.prompt_statistics(
-        pairs, noise_floor, metric="edge_f1", n_resamples=N_RESAMPLES
-    )
+    table = stats.prompt_statistics(pairs, noise_floor, metric="edge_f1")
     assert {"edge_f1_mean", "edge_f1_std", "edge_f1_ci_low", "edge_f1_ci_high"} <= set(
         table.columns
     )
 
 
-def test_prompt_statistics_is_deterministic_given_the_seed():
+def test_prompt_statistics_do_not_depend_on_row_order():
     pairs, noise_floor = varied_pairs(), varied_noise_floor()
-    first = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7)
-    second = stats.prompt_statistics(
-        pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7
-    )
-    pd.testing.assert_frame_equal(first, second)
-    # Row order of the input does not matter either.
     shuffled = pairs.sample(frac=1.0, random_state=0)
     pd.testing.assert_frame_equal(
-        stats.prompt_statistics(shuffled, noise_floor, n_resamples=N_RESAMPLES, seed=7),
-        first,
+        stats.prompt_statistics(shuffled, noise_floor),
+        stats.prompt_statistics(pairs, noise_floor),
     )
 
 
-def test_other_seed_changes_intervals_but_not_estimates():
-    pairs, noise_floor = varied_pairs(), varied_noise_floor()
-    first = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=7)
-    other = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES, seed=8)
-    estimates = [
-        "n",
-        "n_images",
-        "ssim_mean",
-        "ssim_std",
-        "noise_floor_mean",
-        "effect",
-        "noise_effect",
-        "relative_effect",
-        "p_vs_noise_floor",
-    ]
-    pd.testing.assert_frame_equal(first[estimates], other[estimates])
-    assert not np.allclose(first["ssim_ci_low"], other["ssim_ci_low"])
-    assert not np.allclose(
-        first["relative_effect_ci_high"], other["relative_effect_ci_high"]
+def test_few_images_are_flagged_below_the_calibrated_minimum():
+    few = stats.prompt_statistics(varied_pairs(n_images=stats.CALIBRATED_MIN_IMAGES - 1), varied_noise_floor())
+    enough = stats.prompt_statistics(
+        varied_pairs(n_images=stats.CALIBRATED_MIN_IMAGES), varied_noise_floor(stats.CALIBRATED_MIN_IMAGES)
     )
+    assert few["n_below_calibrated"].all() and not enough["n_below_calibrated"].any()
 
 
 def test_prompt_row_does_not_depend_on_other_prompts():
     pairs, noise_floor = varied_pairs(), varied_noise_floor()
-    full = stats.prompt_statistics(pairs, noise_floor, n_resamples=N_RESAMPLES)
-    alone = stats.prompt_statistics(
-        pairs[pairs["prompt_id"] == "pos_2"], noise_floor, n_resamples=N_RESAMPLES
-    )
+    full = stats.prompt_statistics(pairs, noise_floor)
+    alone = stats.prompt_statistics(pairs[pairs["prompt_id"] == "pos_2"], noise_floor)
     pd.testing.assert_frame_equal(
         alone, full[full["prompt_id"] == "pos_2"].reset_index(drop=True)
     )
@@ -479,25 +459,25 @@ KNOWN_VALUES = [
 
 
 def test_quality_deltas_known_values():
-    row = stats.quality_deltas(quality_table(KNOWN_VALUES), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    row = stats.quality_deltas(quality_table(KNOWN_VALUES), "base", ["sharpness"]).iloc[0]
     assert (row["condition"], row["metric"], row["n"], row["n_images"]) == ("sharp", "sharpness", 6, 3)
     assert row["delta_mean"] == pytest.approx(2.0)
     assert row["noise_floor"] == pytest.approx(8.0 / 3.0)
-    # Three positive image deltas: the exact two-sided signed-rank p is 2 / 2**3.
-    assert row["p_value"] == pytest.approx(0.25)
-    ci = stats.bootstrap_mean_ci([2.0, 3.0, 1.0], N_RESAMPLES, 0.95, 0)
-    assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx(ci)
-    assert 1.0 <= row["delta_ci_low"] < 2.0 < row["delta_ci_high"] <= 3.0
+    # Image deltas 2, 3, 1: mean 2, standard error 1 / sqrt(3).
+    half_width = scipy_stats.t.ppf(0.975, 2) / np.sqrt(3)
+    assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx((2.0 - half_width, 2.0 + half_width))
+    assert row["p_value"] == pytest.approx(2 * scipy_stats.t.sf(2.0 * np.sqrt(3), 2))
+    assert row["n_below_calibrated"]
 
 
 def test_quality_deltas_rows_columns_and_metrics():
     table = quality_table(KNOWN_VALUES)
     table["brisque"] = -table["sharpness"]
     extra = table[table["condition"] == "sharp"].assign(condition="another")
-    result = stats.quality_deltas(pd.concat([table, extra]), "base", ["sharpness", "brisque"], N_RESAMPLES)
+    result = stats.quality_deltas(pd.concat([table, extra]), "base", ["sharpness", "brisque"])
     assert list(result.columns) == [
         "condition", "metric", "n", "n_images", "delta_mean", "delta_ci_low", "delta_ci_high",
-        "noise_floor", "p_value",
+        "noise_floor", "p_value", "n_below_calibrated",
     ]
     assert list(zip(result["condition"], result["metric"])) == [
         ("another", "sharpness"), ("another", "brisque"), ("sharp", "sharpness"), ("sharp", "brisque"),
@@ -513,7 +493,7 @@ def test_noise_floor_averages_seed_pairs_within_an_image_first():
     rows = [("x", "base", 0, 0.0), ("x", "base", 1, 1.0), ("x", "base", 2, 3.0),
             ("y", "base", 0, 0.0), ("y", "base", 1, 5.0)]
     rows += [(image, "v", seed, value + 1.0) for image, _, seed, value in rows]
-    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"]).iloc[0]
     assert row["noise_floor"] == pytest.approx(3.5)
     assert (row["n"], row["delta_mean"]) == (5, pytest.approx(1.0))
 
@@ -524,7 +504,7 @@ def test_quality_deltas_pair_by_seed_and_drop_nan():
         ("d", "base", 0, np.nan), ("d", "sharp", 0, 3.0),  # baseline not computed
         ("e", "base", 0, 1.0), ("e", "sharp", 0, np.nan),  # variant not computed
     ]
-    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    row = stats.quality_deltas(quality_table(rows), "base", ["sharpness"]).iloc[0]
     assert (row["n"], row["n_images"]) == (6, 3)
     assert row["delta_mean"] == pytest.approx(2.0)
     assert row["noise_floor"] == pytest.approx(8.0 / 3.0)
@@ -533,12 +513,12 @@ def test_quality_deltas_pair_by_seed_and_drop_nan():
 def test_quality_deltas_without_change_or_data_do_not_crash():
     same = [(image, condition, seed, value) for image, _, seed, value in KNOWN_VALUES[::4] + KNOWN_VALUES[1::4]
             for condition in ("base", "same")]
-    row = stats.quality_deltas(quality_table(same), "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    row = stats.quality_deltas(quality_table(same), "base", ["sharpness"]).iloc[0]
     assert (row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"]) == (0.0, 0.0, 0.0)
     assert np.isnan(row["p_value"])
 
     nothing = quality_table(KNOWN_VALUES).assign(sharpness=np.nan)
-    row = stats.quality_deltas(nothing, "base", ["sharpness"], N_RESAMPLES).iloc[0]
+    row = stats.quality_deltas(nothing, "base", ["sharpness"]).iloc[0]
     assert (row["n"], row["n_images"]) == (0, 0)
     assert row[["delta_mean", "delta_ci_low", "delta_ci_high", "noise_floor", "p_value"]].isna().all()
 

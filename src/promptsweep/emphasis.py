@@ -796,9 +796,7 @@ class Evaluation:
     edge_f1_drop: float
 
 
-def _evaluate(
-    evaluation_rows: pd.DataFrame, condition: str, objective: str, n_resamples: int, seed: int
-) -> Evaluation:
+def _evaluate(evaluation_rows: pd.DataFrame, condition: str, objective: str) -> Evaluation:
     differences = paired_differences(evaluation_rows, condition, list(dict.fromkeys([objective, EDGE_F1])))
     gains = _image_means(differences, objective)
     if gains.size == 0:
@@ -808,7 +806,7 @@ def _evaluate(
         )
     return Evaluation(
         gain_mean=float(gains.mean()),
-        gain_ci=stats.bootstrap_mean_ci(gains, n_resamples, 0.95, seed),
+        gain_ci=stats.mean_ci(gains),
         edge_f1_drop=-_mean_over_images(differences, EDGE_F1),
     )
 
@@ -825,8 +823,6 @@ def latent_search_table(
     evaluation_seeds: Sequence[int],
     objective: str,
     tolerances: Tolerances,
-    n_resamples: int = 2000,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """The latent search's result: the chosen candidate against the best word prompt.
 
@@ -848,8 +844,7 @@ def latent_search_table(
     * gain_mean: on the evaluation seeds, the mean over images of each
       image's mean paired gain ``objective(condition) - objective(baseline)``
       (same image and seed);
-    * gain_ci_low/high: its 95% percentile cluster-bootstrap interval over
-      images (``stats.bootstrap_mean_ci``);
+    * gain_ci_low/high: its 95% t interval over images (``stats.mean_ci``);
     * edge_f1_drop: the same mean for ``edge_f1(baseline) - edge_f1(condition)``;
     * best_word_prompt, best_word_gain_mean: the best word prompt and its gain_mean.
 
@@ -863,7 +858,7 @@ def latent_search_table(
     best_word = select_condition(rows, word_prompts, selection_seeds, objective, tolerances)
     evaluation_rows = rows[rows[SEED].isin(list(evaluation_seeds))]
     evaluations = {
-        condition: _evaluate(evaluation_rows, condition, objective, n_resamples, seed)
+        condition: _evaluate(evaluation_rows, condition, objective)
         for condition in dict.fromkeys([chosen, best_word])
     }
     table = pd.DataFrame(
@@ -892,13 +887,11 @@ def gain_over_word_ci(
     word: str,
     evaluation_seeds: Sequence[int],
     objective: str,
-    n_resamples: int = 2000,
-    seed: int = 0,
 ) -> tuple[float, float, float]:
     """The candidate's gain minus the word prompt's, paired by image on the
     evaluation seeds: per image, the mean paired gain of each over the
     same-seed baseline, their difference, then the mean over images and its
-    95% cluster-bootstrap interval. Two intervals of the same images overlap
+    95% t interval over images. Two intervals of the same images overlap
     far more often than their paired difference includes 0, so the verdict
     reads this one."""
     evaluation_rows = rows[rows[SEED].isin(list(evaluation_seeds))]
@@ -908,7 +901,7 @@ def gain_over_word_ci(
     }
     difference = (gains[candidate] - gains[word]).dropna().to_numpy()
     mean = float(difference.mean()) if difference.size else math.nan
-    return (mean, *stats.bootstrap_mean_ci(difference, n_resamples, 0.95, seed))
+    return (mean, *stats.mean_ci(difference))
 
 
 def latent_search_verdict(table: pd.DataFrame, over_word: tuple[float, float, float]) -> str:
@@ -939,18 +932,16 @@ def latent_search_verdict(table: pd.DataFrame, over_word: tuple[float, float, fl
 # --- Dose response ------------------------------------------------------------------
 
 
-def _mean_and_ci(image_means: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float, float]:
+def _mean_and_ci(image_means: np.ndarray) -> tuple[float, float, float]:
     mean = float(image_means.mean()) if image_means.size else math.nan
-    low, high = stats.bootstrap_mean_ci(image_means, n_resamples, 0.95, seed)
+    low, high = stats.mean_ci(image_means)
     return mean, low, high
 
 
-def _dose_row(
-    dose_pairs: pd.DataFrame, quality_metrics: Sequence[str], n_resamples: int, seed: int
-) -> dict[str, float | int]:
+def _dose_row(dose_pairs: pd.DataFrame, quality_metrics: Sequence[str]) -> dict[str, float | int]:
     valid = dose_pairs.dropna(subset=[SSIM])
     effects = 1.0 - stats.per_image_mean(valid, SSIM).to_numpy()
-    effect = _mean_and_ci(effects, n_resamples, seed)
+    effect = _mean_and_ci(effects)
     row: dict[str, float | int] = {
         "n": len(valid),
         "effect_mean": effect[0],
@@ -959,7 +950,7 @@ def _dose_row(
     }
     for metric in quality_metrics:
         column = f"{metric}_delta"
-        mean, low, high = _mean_and_ci(stats.per_image_mean(dose_pairs, column).to_numpy(), n_resamples, seed)
+        mean, low, high = _mean_and_ci(stats.per_image_mean(dose_pairs, column).to_numpy())
         row.update({f"{column}_mean": mean, f"{column}_ci_low": low, f"{column}_ci_high": high})
     return row
 
@@ -976,8 +967,6 @@ def dose_response_table(
     pairs: pd.DataFrame,
     noise_floor: pd.DataFrame,
     quality_metrics: Sequence[str],
-    n_resamples: int = 2000,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """How a prompt's effect and the image quality change with its dose.
 
@@ -993,7 +982,7 @@ def dose_response_table(
     * prompt_id, kind, dose;
     * n: pairs with a non-NaN SSIM;
     * effect_mean: mean over images of each image's mean ``1 - ssim``;
-    * effect_ci_low/high: its 95% percentile cluster-bootstrap interval over images;
+    * effect_ci_low/high: its 95% t interval over images (``stats.mean_ci``);
     * ``{m}_delta_mean``, ``{m}_delta_ci_low/high``: the same for each quality metric's delta;
     * noise_effect: ``1 - `` the mean over images of each image's mean
       noise-floor SSIM: what a new seed alone changes;
@@ -1001,13 +990,12 @@ def dose_response_table(
       effect_ci_low exceeds noise_effect (see :func:`smallest_dose_above_noise`),
       or "none"; the same on each of the prompt's rows.
 
-    Each row's bootstrap draws from ``default_rng(seed)`` afresh, so a row
-    depends only on its own pairs.
+    A row depends only on its own pairs.
     """
     noise_effect = 1.0 - float(stats.per_image_mean(noise_floor, SSIM).mean())
     rows = [
         {stats.PROMPT: prompt_id, stats.KIND: kind, "dose": float(dose),
-         **_dose_row(dose_pairs, quality_metrics, n_resamples, seed)}
+         **_dose_row(dose_pairs, quality_metrics)}
         for (prompt_id, kind, dose), dose_pairs in pairs.groupby([stats.PROMPT, stats.KIND, "dose"], sort=True)
     ]
     if not rows:

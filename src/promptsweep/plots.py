@@ -79,7 +79,7 @@ def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[f
     axes.set_ylabel(f"{metric.label} to same-seed baseline ({metric.direction})")
     axes.set_xlabel("additional prompt, ordered by emphasis")
     axes.legend(fontsize=8, loc="best")
-    _title(axes, "How much each additional prompt changes the image (mean, 95% bootstrap CI over images)", model_name, tiny)
+    _title(axes, "How much each additional prompt changes the image (mean, 95% t interval over images)", model_name, tiny)
     save_figure(figure, path)
 
 
@@ -150,7 +150,7 @@ def dose_response(
         axes.set_xlabel("dose (0 = baseline, 1 = word prompt)")
         axes.set_ylabel(label)
         axes.legend(fontsize=7, loc="best")
-        _title(axes, "Dose response (mean, 95% bootstrap CI over images)", model_name, tiny)
+        _title(axes, "Dose response (mean, 95% t interval over images)", model_name, tiny)
     save_figure(figure, path)
 
 
@@ -238,7 +238,7 @@ def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str
         metric = METRICS_BY_NAME.get(name)
         axes.set_xlabel(f"Δ {metric.label if metric else name} ({metric.direction if metric else ''})", fontsize=8)
     grid.flat[0].legend(fontsize=7, loc="best")
-    figure.suptitle(f"Paired change against the same-seed baseline (mean, 95% bootstrap CI over images)\n{model_name}", fontsize=10)
+    figure.suptitle(f"Paired change against the same-seed baseline (mean, 95% t interval over images)\n{model_name}", fontsize=10)
     if tiny:
         figure.text(0.5, -0.02, TINY_NOTE, ha="center", va="top", fontsize=9, color="darkred", bbox={"facecolor": "white", "edgecolor": "darkred"})
     figure.tight_layout()

@@ -24,7 +24,7 @@ SIGNIFICANCE = 0.05
 VERDICT_WIDTH = 120
 QUALITY_SUMMARY_COLUMNS = [
     "prompt_id", "kind", "emphasis", "metric", "n", "delta_mean", "delta_ci_low", "delta_ci_high",
-    "noise_floor", "p_value", "q_value",
+    "noise_floor", "p_value", "q_value", "n_below_calibrated",
 ]
 
 
@@ -45,13 +45,11 @@ def delta_metrics(image_metrics: pd.DataFrame) -> list[str]:
     return computed(image_metrics, [*registry.quality_metrics(), *fidelity])
 
 
-def quality_summary(
-    image_metrics: pd.DataFrame, prompts: Sequence[PromptSpec], n_resamples: int = 2000
-) -> pd.DataFrame:
+def quality_summary(image_metrics: pd.DataFrame, prompts: Sequence[PromptSpec]) -> pd.DataFrame:
     """One row per (prompt, metric): the paired delta against the baseline, its
-    95% cluster-bootstrap CI, the seed noise floor and a Wilcoxon p-value
+    95% t interval over images, the seed noise floor and the t-test's p-value
     (``q_value`` is filled by :func:`with_q_values`)."""
-    deltas = stats.quality_deltas(image_metrics, BASELINE, delta_metrics(image_metrics), n_resamples=n_resamples)
+    deltas = stats.quality_deltas(image_metrics, BASELINE, delta_metrics(image_metrics))
     sheet = pd.DataFrame([{"prompt_id": p.prompt_id, "kind": p.kind, "emphasis": p.emphasis} for p in prompts])
     table = sheet.merge(deltas.rename(columns={"condition": "prompt_id"}), on="prompt_id", how="inner")
     table["q_value"] = np.nan
@@ -105,6 +103,8 @@ def verdict_table(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
             row[name] = ARROWS[_significant_direction(quality, prompt.prompt_id, name)]
         row["edges_hold"] = _holds(_significant_direction(quality, prompt.prompt_id, "edge_f1"))
         row["clip_holds"] = _holds(_significant_direction(quality, prompt.prompt_id, "clip_score"))
+        row["n_images"] = prompt.n_images
+        row["n_below_calibrated"] = prompt.n_below_calibrated
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -147,8 +147,22 @@ def verdict_markdown(verdict: pd.DataFrame, width: int = VERDICT_WIDTH) -> str:
         "Arrows: the metric rose (↑) or fell (↓) against the same-seed baseline, q < 0.05; – no significant change.",
         *_wrapped(legend + ".", width),
         "edges, CLIP: edge F1 and CLIP score show no significant drop (n/a: not computed).",
+        *_wrapped(_calibration_note(verdict), width),
     ]
     return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def _calibration_note(verdict: pd.DataFrame) -> str:
+    """Words for a study with fewer images than its intervals were checked for."""
+    if not verdict["n_below_calibrated"].astype(bool).any():
+        return ""
+    fewest = int(verdict["n_images"].min())
+    return (
+        f"Caution: only {fewest} images. The 95% intervals and the tests behind the arrows were "
+        f"checked to hold their level from {stats.CALIBRATED_MIN_IMAGES} images on; with fewer, "
+        "they may be too narrow and the arrows too many. Read results/tables/power.md for how "
+        "many images this study needs."
+    )
 
 
 def _shorten(text: str, width: int) -> str:

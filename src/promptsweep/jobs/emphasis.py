@@ -140,7 +140,7 @@ def dose_response(
         files.write_text(
             Path(outputs["md"]),
             "Effect = 1 - SSIM to the same-seed baseline; deltas = dosed minus baseline, "
-            "mean over images with 95% cluster-bootstrap intervals.\n\n" + tables.to_markdown(table),
+            "mean over images with 95% t intervals over images.\n\n" + tables.to_markdown(table),
         )
         logger.info("%d (prompt, dose) rows; deltas of %s", len(table), ", ".join(metrics))
 
@@ -156,7 +156,7 @@ def dose_response_plot(
     with job_log(log, "dose response plot") as logger:
         dose_table = files.read_table(table)
         per_image = 1.0 - stats.per_image_mean(files.read_table(noise_floor), registry.EFFECT_METRIC)
-        floor = (float(per_image.mean()), *stats.bootstrap_mean_ci(per_image.to_numpy()))
+        floor = (float(per_image.mean()), *stats.mean_ci(per_image.to_numpy()))
         deltas = [column.removesuffix("_delta_mean") for column in dose_table if column.endswith("_delta_mean")]
         quality = [metric.name for metric in registry.quality_metrics() if metric.name in deltas]
         metric = quality_metric if quality_metric in deltas else (quality or deltas or [None])[0]
@@ -239,6 +239,6 @@ def latent_search(
             Path(outputs["md"]),
             f"Chosen on seeds {list(selection_seeds)}, evaluated on seeds {list(evaluation_seeds)}, "
             f"objective {objective} (mean over images of the paired gain over the same-seed baseline, "
-            f"95% cluster-bootstrap interval): {verdict}.\n\n" + tables.to_markdown(table),
+            f"95% t interval over images): {verdict}.\n\n" + tables.to_markdown(table),
         )
         logger.info("latent search: %s", verdict)

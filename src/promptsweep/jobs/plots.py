@@ -34,7 +34,7 @@ def summary_plots(
         pair_table = files.read_table(pairs)
         summary_table = files.read_table(summary)
         per_image = stats.per_image_mean(files.read_table(noise_floor), metric.name)
-        floor = (float(per_image.mean()), *stats.bootstrap_mean_ci(per_image.to_numpy()))
+        floor = (float(per_image.mean()), *stats.mean_ci(per_image.to_numpy()))
         plots.metric_by_prompt(summary_table, metric, floor, model_name, tiny, outputs["by_prompt"])
         plots.effect_vs_emphasis(summary_table, metric, model_name, tiny, outputs["effect_vs_emphasis"])
         plots.image_prompt_heatmap(pair_table, metric, prompt_order, model_name, tiny, outputs["heatmap"])

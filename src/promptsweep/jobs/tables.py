@@ -115,7 +115,7 @@ def summary_columns() -> list[str]:
         "prompt_id", "kind", "emphasis", "text", "n", "n_images", "n_excluded",
         f"{effect}_mean", f"{effect}_std", f"{effect}_ci_low", f"{effect}_ci_high",
         "noise_floor_mean", "effect", "noise_effect", "relative_effect",
-        "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor",
+        "relative_effect_ci_low", "relative_effect_ci_high", "p_vs_noise_floor", "n_below_calibrated",
         *(column for name in others for column in (f"{name}_mean", f"{name}_noise_floor_mean")),
         *(f"{column}_mean" for column in tables.per_image_pair_columns()),
     ]
