@@ -150,3 +150,34 @@ def test_long_prompts_are_measured_against_clip_limit(pipeline) -> None:
     assert tokens_beyond_limit(tokenizer, "cat") == 0
     # The tiny tokenizer has one token per byte, plus start and end tokens.
     assert tokens_beyond_limit(tokenizer, "x" * 100) == 100 + 2 - 77
+
+
+# The default study's longest prompt: ControlNet 1.0's negative prompt, which
+# CLIP reads whole and the tiny model's byte-level tokenizer cuts by 30 tokens.
+SEED_NEGATIVE = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
+    "worst quality, low quality"
+)
+
+
+@pytest.mark.parametrize(("source", "warned"), [("tiny", False), ("pretrained", True)])
+def test_a_long_prompt_warns_only_for_real_weights(
+    pipeline, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], source: str, warned: bool
+) -> None:
+    """A new user running the built-in model is not told that the seed's
+    negative prompt is too long for CLIP: only the stand-in tokenizer cuts it.
+    With real weights, the loaded tokenizer's count is the model's own."""
+    import logging
+
+    from promptsweep.jobs.generate import warn_long_texts
+    from promptsweep.tiny import build_tokenizer
+
+    logger = logging.getLogger(f"test.long_texts.{source}")
+    # A fresh tokenizer: transformers warns about a long sequence once per instance.
+    tokenizer = build_tokenizer()
+    with caplog.at_level(logging.INFO):
+        warn_long_texts(logger, tokenizer, GenerationInput("motorcycle", SEED_NEGATIVE), source)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("negative prompt is 30 tokens too long" in message for message in messages) == warned
+    assert not any("prompt is" in message and "too long" in message for message in messages[warned:])
+    assert "Token indices sequence length" not in capfd.readouterr().err + " ".join(messages)

@@ -78,8 +78,8 @@ def test_the_verdict_says_what_changed_within_120_characters() -> None:
     study, quality = quality_tables.with_q_values(summary(), quality)
     verdict = quality_tables.verdict_table(study, quality).set_index("prompt_id")
     assert verdict.loc["sharper", "changes_image"] == "yes" and verdict.loc["same", "changes_image"] == "no"
-    assert verdict.loc["sharper", "sharpness"] == "↑"
-    assert verdict.loc["same", "sharpness"] == "–"
+    assert verdict.loc["sharper", "sharpness"] == "better" and verdict.loc["sharper", "sharpness_change"] == "rose"
+    assert verdict.loc["same", "sharpness"] == "–" and verdict.loc["same", "sharpness_change"] == "–"
     assert verdict.loc["sharper", "edges_hold"] == "no" and verdict.loc["same", "edges_hold"] == "yes"
     assert verdict.loc["sharper", "clip_holds"] == "n/a"
     text = quality_tables.verdict_markdown(verdict.reset_index())
@@ -93,3 +93,37 @@ def test_the_verdict_says_nothing_of_calibration_with_enough_images() -> None:
     study, quality = quality_tables.with_q_values(summary().assign(n_images=10, n_below_calibrated=False), quality)
     text = quality_tables.verdict_markdown(quality_tables.verdict_table(study, quality))
     assert "Caution" not in text
+
+
+def test_a_rising_brisque_reads_as_worse() -> None:
+    """BRISQUE is lower-is-better: a significant rise is a worse image, and the
+    CSV keeps that it rose."""
+    table = image_metrics()
+    table["brisque"] = 30.0 + np.where(table["condition"] == "sharper", 10.0, 0.0) + np.random.default_rng(1).normal(0, 0.5, len(table))
+    quality = quality_tables.quality_summary(table, PROMPTS)
+    study, quality = quality_tables.with_q_values(summary(), quality)
+    verdict = quality_tables.verdict_table(study, quality).set_index("prompt_id")
+    assert verdict.loc["sharper", "brisque"] == "worse" and verdict.loc["sharper", "brisque_change"] == "rose"
+    assert verdict.loc["sharper", "sharpness"] == "better"
+    text = quality_tables.verdict_markdown(verdict.reset_index())
+    assert "↑" not in text and "| worse" in text and "BRISQUE (lower is better)" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("direction", "rise", "fall"),
+    [
+        ("higher is better", "better", "worse"),
+        ("lower is better", "worse", "better"),
+        ("higher is closer", "closer", "further"),
+        ("lower is closer", "further", "closer"),
+    ],
+)
+def test_a_metric_judges_a_change_by_its_declared_direction(direction: str, rise: str, fall: str) -> None:
+    from dataclasses import replace
+
+    from promptsweep import registry
+
+    metric = replace(registry.METRICS["sharpness"], direction=direction)
+    assert (metric.judge(1), metric.judge(-1)) == (rise, fall)
+    with pytest.raises(ValueError):
+        metric.judge(0)

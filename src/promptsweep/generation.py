@@ -81,8 +81,10 @@ def with_scheduler(
 
 def tokens_beyond_limit(tokenizer: Any, text: str) -> int:
     """How many of ``text``'s tokens CLIP ignores: its text encoder reads
-    ``model_max_length`` (77) positions, start and end tokens included."""
-    count = len(tokenizer(text, truncation=False)["input_ids"])
+    ``model_max_length`` (77) positions, start and end tokens included.
+    Counted quietly: transformers' own warning about a long sequence would
+    repeat what the caller says."""
+    count = len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
     return max(0, count - tokenizer.model_max_length)
 
 

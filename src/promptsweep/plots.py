@@ -44,10 +44,10 @@ def _title(axes: plt.Axes, title: str, model_name: str, tiny: bool) -> None:
         )
 
 
-def save_figure(figure: plt.Figure, png_path: str | Path) -> None:
-    """Save as PNG at ``png_path`` and as SVG beside it, atomically."""
+def save_figure(figure: plt.Figure, png_path: str | Path, svg: bool = True) -> None:
+    """Save as PNG at ``png_path`` and, with ``svg``, as SVG beside it, atomically."""
     png_path = Path(png_path)
-    for path in (png_path, png_path.with_suffix(".svg")):
+    for path in (png_path, png_path.with_suffix(".svg")) if svg else (png_path,):
         with files.atomic_path(path) as temporary:
             figure.savefig(temporary, format=path.suffix[1:], dpi=150, bbox_inches="tight")
     plt.close(figure)
@@ -209,7 +209,8 @@ def contact_sheet(
         drawn = [draw_ssim_map(map_cells[label], ssim_map, f"SSIM {label}") for label, ssim_map in maps]
         ssim_colorbar(drawn[-1], list(grid.flat))
     figure.suptitle(title + (f"\n{TINY_NOTE}" if tiny else ""), fontsize=9)
-    save_figure(figure, path)
+    # PNG only: a sheet is pictures, which an SVG would only wrap, at twice the time.
+    save_figure(figure, path, svg=False)
 
 
 def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str | Path) -> None:

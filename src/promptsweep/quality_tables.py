@@ -77,19 +77,31 @@ def _significant_direction(quality: pd.DataFrame, prompt_id: str, metric: str) -
     return int(np.sign(row["delta_mean"])) if row["q_value"] < SIGNIFICANCE else 0
 
 
-ARROWS = {1: "↑", -1: "↓", 0: "–", None: " "}
+NO_CHANGE = "–"
+CHANGES = {1: "rose", -1: "fell", 0: NO_CHANGE, None: ""}
+"""How a metric moved, kept beside its judgement in the verdict's CSV."""
 
 
-def _holds(direction: int | None) -> str:
-    """A fidelity metric holds unless it dropped significantly."""
-    return "n/a" if direction is None else ("no" if direction < 0 else "yes")
+def _judged(metric: registry.Metric, direction: int | None) -> str:
+    """"better" or "worse" where the change is significant, from the metric's
+    declared direction; – where not, blank where not tested."""
+    if direction is None:
+        return ""
+    return NO_CHANGE if direction == 0 else metric.judge(direction)
+
+
+def _holds(metric: registry.Metric, direction: int | None) -> str:
+    """A fidelity metric holds unless it got significantly worse."""
+    return "n/a" if direction is None else ("no" if _judged(metric, direction) == "worse" else "yes")
 
 
 def verdict_table(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
     """One row per prompt: whether it changes the image beyond the seed's
-    noise (a change larger than a reseed's, q < 0.05), an arrow per quality
-    metric (the direction of a significant delta, – where none), and whether
-    edge fidelity and CLIP alignment hold (no significant drop)."""
+    noise (a change larger than a reseed's, q < 0.05), per quality metric
+    whether a significant delta made the image better or worse by that
+    metric's declared direction (– where none; ``<metric>_change`` says
+    whether it rose or fell), and whether edge fidelity and CLIP alignment
+    hold (not significantly worse)."""
     tested = set(quality["metric"])
     quality_names = [metric.name for metric in registry.quality_metrics() if metric.name in tested]
     rows = []
@@ -100,9 +112,11 @@ def verdict_table(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
             "changes_image": "yes" if beyond_noise else "no",
         }
         for name in quality_names:
-            row[name] = ARROWS[_significant_direction(quality, prompt.prompt_id, name)]
-        row["edges_hold"] = _holds(_significant_direction(quality, prompt.prompt_id, "edge_f1"))
-        row["clip_holds"] = _holds(_significant_direction(quality, prompt.prompt_id, "clip_score"))
+            direction = _significant_direction(quality, prompt.prompt_id, name)
+            row[name] = _judged(registry.METRICS[name], direction)
+            row[f"{name}_change"] = CHANGES[direction]
+        for column, name in [("edges_hold", "edge_f1"), ("clip_holds", "clip_score")]:
+            row[column] = _holds(registry.METRICS[name], _significant_direction(quality, prompt.prompt_id, name))
         row["n_images"] = prompt.n_images
         row["n_below_calibrated"] = prompt.n_below_calibrated
         rows.append(row)
@@ -144,7 +158,11 @@ def verdict_markdown(verdict: pd.DataFrame, width: int = VERDICT_WIDTH) -> str:
     ]
     notes = [
         "changes: the prompt changes the image more than a new seed does (q < 0.05).",
-        "Arrows: the metric rose (↑) or fell (↓) against the same-seed baseline, q < 0.05; – no significant change.",
+        *_wrapped(
+            "better, worse: a significant change against the same-seed baseline (q < 0.05), read by the metric's "
+            "own direction below; – no significant change.",
+            width,
+        ),
         *_wrapped(legend + ".", width),
         "edges, CLIP: edge F1 and CLIP score show no significant drop (n/a: not computed).",
         *_wrapped(_calibration_note(verdict), width),

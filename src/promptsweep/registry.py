@@ -10,7 +10,7 @@ it, and, for a metric that needs weights, how they are loaded from the
 The per-job tables, ``pairs.csv``, the summary's means and the plots' labels
 are all derived from :data:`METRICS`. Adding a metric means its function in
 :mod:`promptsweep.metrics` (or a learned one), one :class:`Metric` below, and
-its line in the README.
+its line in ``docs/statistics.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ Role = Literal["change", "fidelity", "quality"]
 """What a metric tells: how much an image changed (pair metrics), whether it
 keeps to its edges and prompt, or how good it is on its own."""
 Direction = Literal["higher is better", "lower is better", "higher is closer", "lower is closer"]
+_OPPOSITE = {"better": "worse", "closer": "further"}
 
 
 class NotComputed(Exception):
@@ -110,6 +111,16 @@ class Metric:
     @property
     def label(self) -> str:
         return f"{self.display_name} ({self.unit})" if self.unit else self.display_name
+
+    def judge(self, change: int) -> str:
+        """What a rise (``change`` > 0) or fall (< 0) of this metric means,
+        read from its direction: "better" or "worse" ("closer" or "further"
+        for pair metrics). A direction, not an arrow, because a rising BRISQUE
+        is a worse image."""
+        if change == 0:
+            raise ValueError("judge needs a rise (> 0) or a fall (< 0), not 0")
+        rising, good = self.direction.split(" is ")
+        return good if (change > 0) == (rising == "higher") else _OPPOSITE[good]
 
 
 @dataclass(frozen=True)

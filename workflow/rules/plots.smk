@@ -66,7 +66,6 @@ rule contact_sheet:
             category="Contact sheets",
             labels={"image": "{image}"},
         ),
-        "results/plots/sheets/{image}.svg",
     log:
         "logs/plots/sheet_{image}.log",
     params:

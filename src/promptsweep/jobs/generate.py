@@ -250,9 +250,17 @@ def stale_images(
     return stale
 
 
-def _warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationInput) -> None:
+def warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationInput, model_source: str) -> None:
+    """Warn about a prompt that the loaded model's tokenizer cuts off.
+
+    Only for real weights (``model.source: pretrained``): the built-in
+    models' byte-level tokenizer spends a token per character, so it cuts
+    prompts that CLIP's own tokenizer reads whole, and a warning would be
+    about the stand-in, not about the user's prompt."""
     from promptsweep import generation
 
+    if model_source != "pretrained":
+        return
     for name, text in (("prompt", inputs.prompt), ("negative prompt", inputs.negative_prompt)):
         ignored = generation.tokens_beyond_limit(tokenizer, text)
         if ignored:
@@ -293,7 +301,7 @@ def _generate_image(
     for condition in conditions:
         request = requests[condition]
         texts = GenerationInput(request["prompt"], request["negative_prompt"])
-        _warn_long_texts(logger, pipeline.tokenizer, texts)
+        warn_long_texts(logger, pipeline.tokenizer, texts, job_provenance["model"]["source"])
         embedded[condition] = on_device_thread(
             device, emphasis.condition_embeddings, pipeline, texts, request.get("embedding")
         )
