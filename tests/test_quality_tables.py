@@ -46,7 +46,7 @@ def summary() -> pd.DataFrame:
     return pd.DataFrame({
         "prompt_id": ["sharper", "same"], "kind": ["positive", "negative"], "emphasis": [1, 1],
         "text": [prompt.text for prompt in PROMPTS], "relative_effect": [2.0, 0.5],
-        "p_vs_noise_floor": [0.004, 0.3], "n_images": [8, 8], "n_below_calibrated": [True, True],
+        "p_vs_noise_floor": [0.004, 0.3], "n_images": [8, 8], "n_below_calibrated": [False, False],
     })
 
 
@@ -57,7 +57,7 @@ def test_quality_summary_finds_the_known_deltas() -> None:
     assert row["delta_mean"] == pytest.approx(10, abs=0.5)
     assert row["delta_ci_low"] > 9 and row["delta_ci_high"] < 11
     assert row["p_value"] < 1e-6  # every one of 8 images rose by about 10
-    assert row["n_below_calibrated"]  # 8 images
+    assert not row["n_below_calibrated"]  # 8 images
     assert row["noise_floor"] > 0
     assert set(table["metric"]) == {"sharpness", "entropy", "edge_f1"}  # CLIP not computed: not tested
 
@@ -85,14 +85,14 @@ def test_the_verdict_says_what_changed_within_120_characters() -> None:
     text = quality_tables.verdict_markdown(verdict.reset_index())
     assert max(len(line) for line in text.splitlines()) <= 120
     assert "best quality" in text and "sharp = sharpness" in text
-    assert "only 8 images" in " ".join(text.split())
-
-
-def test_the_verdict_says_nothing_of_calibration_with_enough_images() -> None:
-    quality = quality_tables.quality_summary(image_metrics(), PROMPTS)
-    study, quality = quality_tables.with_q_values(summary().assign(n_images=10, n_below_calibrated=False), quality)
-    text = quality_tables.verdict_markdown(quality_tables.verdict_table(study, quality))
     assert "Caution" not in text
+
+
+def test_the_verdict_cautions_a_study_with_too_few_images() -> None:
+    quality = quality_tables.quality_summary(image_metrics(), PROMPTS)
+    study, quality = quality_tables.with_q_values(summary().assign(n_images=3, n_below_calibrated=True), quality)
+    text = quality_tables.verdict_markdown(quality_tables.verdict_table(study, quality))
+    assert "Caution: only 3 images" in " ".join(text.split())
 
 
 def test_a_rising_brisque_reads_as_worse() -> None:

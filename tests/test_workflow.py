@@ -237,7 +237,8 @@ def test_report_has_every_entry_and_the_gallery(finished_study: Study) -> None:
     for entry in [
         "ssim_by_prompt.png", "effect_vs_emphasis.png", "heatmap.png", "quality_forest.png",
         "change_vs_gain.png", "pairs.csv", "summary.csv", "summary.tex", "trend.csv", "verdict.md",
-        "quality_summary.csv", "square.png", "blocks.png", "Contact sheets", "Tables", "Plots", "Gallery",
+        "quality_summary.csv", "power.csv", "power.png", "square.png", "blocks.png", "Contact sheets", "Tables",
+        "Plots", "Gallery",
     ]:
         assert entry in html, entry
     # The gallery folder travels inside the archive, under the report's data.

@@ -266,3 +266,20 @@ def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric,
     axes.legend(fontsize=8, loc="best")
     _title(axes, "Change against gain, per additional prompt (95% CIs)", model_name, tiny)
     save_figure(figure, path)
+
+
+def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, tiny: bool, path: str | Path) -> None:
+    """Resampled power of each prompt's test against the noise floor by number
+    of images, with the 80% target and this study's number of images."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for prompt_id, rows in curves.groupby("prompt_id", sort=False):
+        axes.plot(rows["n_images"], rows["power"], marker=".", label=prompt_id)
+    axes.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="80% power")
+    axes.axvline(n_images, color="black", linestyle=":", linewidth=1, label=f"this study ({n_images} images)")
+    axes.set_xscale("log")
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("images in the study (log scale)")
+    axes.set_ylabel("power at alpha = 0.05")
+    axes.legend(fontsize=7, ncol=2, loc="lower right")
+    _title(axes, "Power to detect each prompt's change against the noise floor", model_name, tiny)
+    save_figure(figure, path, svg=False)

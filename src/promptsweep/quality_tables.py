@@ -176,10 +176,10 @@ def _calibration_note(verdict: pd.DataFrame) -> str:
         return ""
     fewest = int(verdict["n_images"].min())
     return (
-        f"Caution: only {fewest} images. The 95% intervals and the tests behind the arrows were "
-        f"checked to hold their level from {stats.CALIBRATED_MIN_IMAGES} images on; with fewer, "
-        "they may be too narrow and the arrows too many. Read results/tables/power.md for how "
-        "many images this study needs."
+        f"Caution: only {fewest} images. The 95% intervals and the tests behind better and worse "
+        f"were checked to hold their level from {stats.CALIBRATED_MIN_IMAGES} images on; with fewer, "
+        "they may be too narrow and find effects that are not there. Read results/tables/power.md "
+        "for how many images this study needs."
     )
 
 

@@ -353,6 +353,8 @@ def final_outputs():
         "results/tables/trend.csv",
         "results/tables/quality_summary.csv",
         "results/tables/verdict.md",
+        "results/tables/power.csv",
+        "results/plots/power.png",
         "results/plots/ssim_by_prompt.png",
         "results/plots/effect_vs_emphasis.png",
         "results/plots/heatmap.png",

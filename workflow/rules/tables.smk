@@ -88,3 +88,34 @@ rule summary_tables:
         table_jobs.summary_tables(
             **input, **params, outputs=dict(output.items()), log=log[0]
         )
+
+
+rule power_tables:
+    input:
+        pairs="results/tables/pairs.csv",
+        noise_floor="results/tables/noise_floor.csv",
+        image_metrics="results/tables/image_metrics.csv",
+    output:
+        power_csv=report(
+            "results/tables/power.csv",
+            caption="../report/power.rst",
+            category="Tables",
+            labels={"table": "power and sample size"},
+        ),
+        power_md="results/tables/power.md",
+        power_plot=report(
+            "results/plots/power.png",
+            caption="../report/power_plot.rst",
+            category="Plots",
+            labels={"plot": "power against images"},
+        ),
+    log:
+        "logs/tables/power.log",
+    params:
+        prompts=list(PROMPTS.values()),
+        model_name=model_params()["name"],
+        tiny=config["model"]["source"] == "tiny",
+    run:
+        table_jobs.power_tables(
+            **input, **params, outputs=dict(output.items()), log=log[0]
+        )

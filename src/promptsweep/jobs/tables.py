@@ -153,3 +153,40 @@ def study_summary(pairs: pd.DataFrame, noise_floor: pd.DataFrame, prompts: Seque
     summary["n_excluded"] = summary["prompt_id"].map(excluded).fillna(0).astype(int)
     summary["n"] = summary["n"].fillna(0).astype(int)
     return summary[summary_columns()]
+
+
+# Numbers of images the power plot shows, from a pilot's few to the cap.
+POWER_CURVE_IMAGES = (2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)
+
+
+@computed_alone
+def power_tables(
+    *,
+    pairs: str,
+    noise_floor: str,
+    image_metrics: str,
+    prompts: Sequence[PromptSpec],
+    model_name: str,
+    tiny: bool,
+    outputs: Mapping[str, str],
+    log: str,
+) -> None:
+    """How many images the study needs: the power table (CSV and Markdown)
+    and the power curves of the main effect."""
+    from promptsweep import plots, power, quality_tables
+    from promptsweep.conditions import BASELINE
+
+    with job_log(log, "power") as logger:
+        pair_table = files.read_table(pairs)
+        floor = files.read_table(noise_floor)
+        image_table = files.read_table(image_metrics)
+        table = power.power_table(
+            pair_table, floor, image_table, [prompt.prompt_id for prompt in prompts], BASELINE,
+            registry.EFFECT_METRIC, quality_tables.delta_metrics(image_table),
+        )
+        note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        files.write_table(Path(outputs["power_csv"]), table)
+        files.write_text(Path(outputs["power_md"]), f"{note}\n\n" + tables.to_markdown(table))
+        curves = power.power_curves(pair_table, floor, registry.EFFECT_METRIC, POWER_CURVE_IMAGES)
+        plots.power_curves(curves, int(pair_table["image_id"].nunique()), model_name, tiny, outputs["power_plot"])
+        logger.info("power of %d prompts x %d quantities", table["prompt_id"].nunique(), table["quantity"].nunique())
