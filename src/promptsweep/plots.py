@@ -262,7 +262,8 @@ def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric,
             axes.annotate(prompt_id, (x_value, y_value), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes.axhline(0, color="0.4", linewidth=1)
     axes.set_xlabel(f"change: 1 − {effect.display_name} to the same-seed baseline")
-    axes.set_ylabel(f"gain: Δ {gain.label} ({gain.direction})")
+    # Up is a gain only where higher is better: say which it is (BRISQUE up is worse).
+    axes.set_ylabel(f"Δ {gain.label} (up: {gain.judge(1)}, down: {gain.judge(-1)})")
     axes.legend(fontsize=8, loc="best")
     _title(axes, "Change against gain, per additional prompt (95% CIs)", model_name, tiny)
     save_figure(figure, path)
