@@ -37,7 +37,7 @@ CONDITIONS = ["baseline", "good", "best", "bad"]
 SEEDS = [0, 1]
 LOCAL_RULES = [
     "tiny_model", "model_weights", "edge_map", "pair_metrics", "image_metrics", "noise_floor",
-    "pairs_table", "summary_tables", "summary_plots", "contact_sheet", "gallery", "all",
+    "pairs_table", "summary_tables", "power_tables", "summary_plots", "contact_sheet", "gallery", "all",
 ]
 
 # seconds

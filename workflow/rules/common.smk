@@ -145,6 +145,7 @@ localrules:
     noise_floor,
     pairs_table,
     summary_tables,
+    power_tables,
     summary_plots,
     contact_sheet,
     gallery,
