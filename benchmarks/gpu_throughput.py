@@ -65,11 +65,11 @@ from workflow_logs import (
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
-from promptsweep.emphasis import EmbeddingPair
-from promptsweep.generation import Item, generate, text_embeddings
+from promptsweep.generation import Item, generate
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.study import GenerationSettings
 from promptsweep.metrics import ssim
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 # Compute of one 512 px image, in TFLOP, counted with torch.utils.flop_counter
 # on the SD 1.5-shaped models: each step runs the UNet and the ControlNet on two
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, arguments.output.open("w") as output:
         started = time.perf_counter()
         pipeline = build_pipeline(setup, Path(scratch))
-        conditions = [text_embeddings(pipeline, GenerationInput(prompt, negative)) for prompt, negative in CONDITIONS]
+        conditions = [SD15.encode(pipeline, GenerationInput(prompt, negative)) for prompt, negative in CONDITIONS]
         workload = Workload(pipeline, edge_control(setup.size), conditions, settings, setup.device)
         header = {
             "card": card, "torch": torch.__version__, "model": setup.model, "device": setup.device,
