@@ -49,6 +49,14 @@ def test_killed_run_resumes_and_leaves_no_truncated_file(study: Study) -> None:
     assert pd.read_csv(study.root / "results/tables/pairs.csv").shape[0] == 12
 
 
+def test_an_unknown_model_family_stops_before_any_job(study: Study) -> None:
+    config = study.root / "config/config.yaml"
+    config.write_text(config.read_text().replace("  source: tiny\n", "  source: tiny\n  family: sd99\n"))
+    result = study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "model.family: unknown model family 'sd99'; set it to one of" in result.stderr + result.stdout
+
+
 def test_missing_weights_stop_before_any_generation(study: Study) -> None:
     config = study.root / "config/config.yaml"
     config.write_text(

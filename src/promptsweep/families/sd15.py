@@ -152,7 +152,8 @@ class SD15:
 
     name = "sd15"
     pipeline_class = "StableDiffusionControlNetPipeline"
-    defaults = {"resolution": 512, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
+    # The generation: values of config/config.yaml; the workflow does not read them from here yet.
+    defaults = {"resolution": 256, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         if role == "controlnet":
