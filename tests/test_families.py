@@ -3,11 +3,14 @@ checks that read configs, not names."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from promptsweep import families
 from promptsweep.families import Conditioning, FamilyConfigError
@@ -101,3 +104,73 @@ def test_sd15_weight_patterns_are_safetensors_only() -> None:
         assert any(pattern.endswith(".safetensors") for pattern in patterns)
         assert not any(pattern.endswith((".bin", ".ckpt", ".pt", ".pth")) for pattern in patterns)
     assert not any("safety_checker" in pattern for pattern in SD15.weight_patterns("base", False))
+
+
+class StubFamily:
+    """A family of made-up shapes (a pooled tensor, 3 latent channels, scale 4)
+    whose pipeline call returns each row's mean prompt embedding as a gray image:
+    generation and doses must work through the protocol alone."""
+
+    name = "stub"
+    pipeline_class = "StubPipeline"
+    defaults = {"resolution": 64, "steps": 1, "guidance_scale": 1.0, "scheduler": "unipc"}
+
+    def weight_patterns(self, role, safety_checker):
+        return ["*.safetensors"]
+
+    def load_pipeline(self, base, controlnet, options):
+        return object()
+
+    def encode(self, pipeline, texts):
+        def embed(text: str, width: int) -> torch.Tensor:
+            return torch.full((1, width), float(len(text)))
+
+        return Conditioning(
+            {
+                "prompt_embeds": embed(texts.prompt, 6),
+                "pooled_prompt_embeds": embed(texts.prompt, 2),
+                "negative_prompt_embeds": embed(texts.negative_prompt, 6),
+            }
+        )
+
+    def initial_latents(self, pipeline, seeds, height, width):
+        from promptsweep.generation import generators
+
+        return torch.cat([torch.randn((1, 3, height // 4, width // 4), generator=g) for g in generators(list(seeds))])
+
+    def generate(self, pipeline, control, conditioning, seeds, settings):
+        gray = conditioning["prompt_embeds"].mean(dim=1) / 100
+        images = [np.full((control.height, control.width, 3), float(value)) for value in gray]
+        return families.PipelineOutput(images, [False] * len(seeds))
+
+    def write_tiny_model(self, base_dir, controlnet_dir):
+        pass
+
+    def controlnet_mismatch(self, base_dir, controlnet_dir):
+        return None
+
+    def uses_negative_prompt(self, settings):
+        return settings.guidance_scale > 1.0
+
+
+def test_a_registered_family_generates_and_doses_through_the_protocol_alone(monkeypatch) -> None:
+    from promptsweep import emphasis, generation
+    from promptsweep.conditions import GenerationInput
+
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))  # registered for this test only
+    stub = families.register(StubFamily())
+    assert families.get("stub") is stub and "stub" in families.names()
+    assert isinstance(stub, families.Family)
+    encode = functools.partial(stub.encode, None)
+    baseline, word = GenerationInput("cat", ""), GenerationInput("cat, best quality", "")
+    request = emphasis.embedding_request(baseline, {"pos": word}, [("pos", 0.5)])
+    dosed = emphasis.condition_embeddings(encode, word, request)
+    assert dosed.method == "dose" and set(dosed.norms) >= {"pooled_prompt_embeds_norm", "shift_norm"}
+    # Halfway in every tensor, the pooled one included.
+    assert dosed.conditioning == encode(baseline).lerp(encode(word), 0.5)
+    assert float(dosed.conditioning["pooled_prompt_embeds"][0, 0]) == (3 + 17) / 2
+    control = Image.new("RGB", (16, 8))
+    items = [generation.Item(encode(baseline), 0), generation.Item(dosed.conditioning, 1), generation.Item(encode(word), 2)]
+    images = generation.generate(stub, None, control, items, GenerationSettings(1, 1.0, 1.0, "unipc"), 2)
+    assert [image.seed for image in images] == [0, 1, 2]
+    assert [int(image.pixels[0, 0, 0]) for image in images] == [round(v / 100 * 255) for v in (3, 10, 17)]
