@@ -65,6 +65,7 @@ from workflow_logs import (
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
+from promptsweep.families import Conditioning
 from promptsweep.generation import Item, generate
 from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.study import GenerationSettings
@@ -157,7 +158,7 @@ class Workload:
 
     pipeline: StableDiffusionControlNetPipeline
     control: Image.Image
-    conditions: list[EmbeddingPair]
+    conditions: list[Conditioning]
     settings: GenerationSettings
     device: str
 
@@ -169,14 +170,14 @@ class Run:
     invalid: int
 
 
-def run_generation(workload: Workload, conditions: list[EmbeddingPair], batch_size: int, images: int) -> Run:
+def run_generation(workload: Workload, conditions: list[Conditioning], batch_size: int, images: int) -> Run:
     """Generate ``images`` images (rounded up to whole seeds across the
     conditions) and time them from a synchronised start to a synchronised end."""
     seeds = list(range(math.ceil(images / len(conditions))))
     items = [Item(pair, seed) for pair in conditions for seed in seeds]
     synchronize(workload.device)
     started = time.perf_counter()
-    generated = generate(workload.pipeline, workload.control, items, workload.settings, batch_size)
+    generated = generate(SD15, workload.pipeline, workload.control, items, workload.settings, batch_size)
     synchronize(workload.device)
     seconds = time.perf_counter() - started
     return Run(seconds, [image.pixels for image in generated], sum(image.problem is not None for image in generated))
