@@ -25,10 +25,11 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from promptsweep.generation import Item, generate, text_embeddings
+from promptsweep.generation import Item, generate
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
-from promptsweep.tiny import build_tokenizer
+from promptsweep.families.sd15_tiny import build_tokenizer
 
 
 def sd15_shaped_pipeline(dtype: torch.dtype) -> StableDiffusionControlNetPipeline:
@@ -83,8 +84,8 @@ def main() -> None:
         pipeline = sd15_shaped_pipeline(dtype)
         parameters = sum(p.numel() for m in (pipeline.unet, pipeline.controlnet, pipeline.vae, pipeline.text_encoder) for p in m.parameters())
         print(f"{dtype}: SD1.5-shaped pipeline, {parameters / 1e6:.0f} M parameters")
-        pair = text_embeddings(pipeline, prompts)
-        generate(pipeline, control, [Item(pair, 0)], GenerationSettings(2, 9.0, 1.0, "unipc"), 8)  # warm-up
+        pair = SD15.encode(pipeline, prompts)
+        generate(SD15, pipeline, control, [Item(pair, 0)], GenerationSettings(2, 9.0, 1.0, "unipc"), 8)  # warm-up
         for seeds_per_batch in (1, 8):
             for slicing in (False, True):
                 if slicing:
@@ -95,7 +96,7 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
                 started = time.perf_counter()
                 items = [Item(pair, seed) for seed in range(8)]
-                images = generate(pipeline, control, items, settings, seeds_per_batch)
+                images = generate(SD15, pipeline, control, items, settings, seeds_per_batch)
                 torch.cuda.synchronize()
                 seconds = time.perf_counter() - started
                 peak = torch.cuda.max_memory_allocated() / 2**30

@@ -65,11 +65,12 @@ from workflow_logs import (
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
-from promptsweep.emphasis import EmbeddingPair
-from promptsweep.generation import Item, generate, text_embeddings
+from promptsweep.families import Conditioning
+from promptsweep.generation import Item, generate
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.study import GenerationSettings
 from promptsweep.metrics import ssim
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 # Compute of one 512 px image, in TFLOP, counted with torch.utils.flop_counter
 # on the SD 1.5-shaped models: each step runs the UNet and the ControlNet on two
@@ -157,7 +158,7 @@ class Workload:
 
     pipeline: StableDiffusionControlNetPipeline
     control: Image.Image
-    conditions: list[EmbeddingPair]
+    conditions: list[Conditioning]
     settings: GenerationSettings
     device: str
 
@@ -169,14 +170,14 @@ class Run:
     invalid: int
 
 
-def run_generation(workload: Workload, conditions: list[EmbeddingPair], batch_size: int, images: int) -> Run:
+def run_generation(workload: Workload, conditions: list[Conditioning], batch_size: int, images: int) -> Run:
     """Generate ``images`` images (rounded up to whole seeds across the
     conditions) and time them from a synchronised start to a synchronised end."""
     seeds = list(range(math.ceil(images / len(conditions))))
     items = [Item(pair, seed) for pair in conditions for seed in seeds]
     synchronize(workload.device)
     started = time.perf_counter()
-    generated = generate(workload.pipeline, workload.control, items, workload.settings, batch_size)
+    generated = generate(SD15, workload.pipeline, workload.control, items, workload.settings, batch_size)
     synchronize(workload.device)
     seconds = time.perf_counter() - started
     return Run(seconds, [image.pixels for image in generated], sum(image.problem is not None for image in generated))
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, arguments.output.open("w") as output:
         started = time.perf_counter()
         pipeline = build_pipeline(setup, Path(scratch))
-        conditions = [text_embeddings(pipeline, GenerationInput(prompt, negative)) for prompt, negative in CONDITIONS]
+        conditions = [SD15.encode(pipeline, GenerationInput(prompt, negative)) for prompt, negative in CONDITIONS]
         workload = Workload(pipeline, edge_control(setup.size), conditions, settings, setup.device)
         header = {
             "card": card, "torch": torch.__version__, "model": setup.model, "device": setup.device,

@@ -27,9 +27,10 @@ from workflow_logs import REPO, copy_workflow, generation_totals, run_workflow, 
 def loop_seconds() -> tuple[float, float]:
     """Wall time of the loop, and its generation time per image."""
     from promptsweep import edges, models
-    from promptsweep.generation import CPU_BATCH_SIZE, Item, generate, text_embeddings
+    from promptsweep.generation import CPU_BATCH_SIZE, Item, generate
+    from promptsweep.families.sd15 import FAMILY as SD15
     from promptsweep.study import GenerationSettings, condition_input, read_images, read_prompts
-    from promptsweep.tiny import write_tiny_model
+    from promptsweep.families.sd15_tiny import write_tiny_model
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     generation = config["generation"]
@@ -57,12 +58,12 @@ def loop_seconds() -> tuple[float, float]:
             # As the workflow's generate job does: every condition and seed of
             # the image in batches of the CPU's batch size.
             items = [
-                Item(text_embeddings(pipeline, condition_input(image, condition)), seed)
+                Item(SD15.encode(pipeline, condition_input(image, condition)), seed)
                 for condition in [None, *prompts]
                 for seed in config["seeds"]
             ]
             generation_started = time.perf_counter()
-            generate(pipeline, control, items, settings, CPU_BATCH_SIZE)
+            generate(SD15, pipeline, control, items, settings, CPU_BATCH_SIZE)
             generating += time.perf_counter() - generation_started
             generated += len(items)
     return time.perf_counter() - started, generating / generated

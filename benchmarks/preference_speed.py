@@ -6,7 +6,7 @@ predictor, and CLIP ViT-H/14 for PickScore.
 
 Weights are random (nothing is downloaded): the arithmetic, and so the time,
 is that of the real checkpoints, except for the text embedding table, which
-is the byte-level vocabulary of promptsweep.tiny rather than CLIP's 49,408
+is the byte-level vocabulary of promptsweep.families.sd15_tiny rather than CLIP's 49,408
 tokens (a lookup, not compute). Prints seconds per image for a batch of 4
 512 px images (median of 3, after a warm-up).
 """
@@ -22,7 +22,7 @@ import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from promptsweep.preference import AestheticModel, PickScoreModel, aesthetic_mlp, aesthetic_scores, pickscore_scores
-from promptsweep.tiny import build_tokenizer
+from promptsweep.families.sd15_tiny import build_tokenizer
 
 BATCH = 4
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from promptsweep.tiny import build_tokenizer
+from promptsweep.families.sd15_tiny import build_tokenizer
 
 
 def write_tiny_clip_model(directory: Path, projection_dim: int = 16) -> None:

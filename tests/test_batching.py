@@ -12,12 +12,14 @@ import torch
 from PIL import Image
 
 from promptsweep import generation, models
-from promptsweep.emphasis import EmbeddingPair
-from promptsweep.generation import Item, chunks, generate, padded, resolve_batch_size, text_embeddings
+from promptsweep.families import Conditioning
+from promptsweep.generation import Item, chunks, generate, padded, resolve_batch_size
+from promptsweep.families import sd15
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.metrics import ssim
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 CONDITIONS = [GenerationInput("cat", ""), GenerationInput("cat, best quality", "lowres")]
@@ -45,7 +47,7 @@ def control() -> Image.Image:
 def alone(pipeline, control) -> list[list[np.ndarray]]:
     """Every (condition, seed) generated alone, the pipeline encoding its
     texts itself: one prompt, one seed, batch 1."""
-    scheduled = generation.with_scheduler(pipeline, SETTINGS.scheduler)
+    scheduled = sd15.with_scheduler(pipeline, SETTINGS.scheduler)
     return [
         [
             generation.to_uint8(
@@ -53,7 +55,7 @@ def alone(pipeline, control) -> list[list[np.ndarray]]:
                     prompt=texts.prompt, negative_prompt=texts.negative_prompt, image=control,
                     height=64, width=64, num_inference_steps=SETTINGS.steps,
                     guidance_scale=SETTINGS.guidance_scale, generator=generation.generators([seed]),
-                    latents=generation.initial_latents([seed], 64, 64), output_type="np",
+                    latents=SD15.initial_latents(pipeline, [seed], 64, 64), output_type="np",
                 ).images[0]
             )
             for seed in SEEDS
@@ -65,7 +67,7 @@ def alone(pipeline, control) -> list[list[np.ndarray]]:
 def counting_scheduler(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Spy on the pipeline calls of generation: the batch size of each call."""
     calls: list[int] = []
-    real_with_scheduler = generation.with_scheduler
+    real_with_scheduler = sd15.with_scheduler
 
     def with_counting_scheduler(pipeline, scheduler):
         scheduled = real_with_scheduler(pipeline, scheduler)
@@ -76,7 +78,7 @@ def counting_scheduler(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
         return call
 
-    monkeypatch.setattr(generation, "with_scheduler", with_counting_scheduler)
+    monkeypatch.setattr(sd15, "with_scheduler", with_counting_scheduler)
     return calls
 
 
@@ -88,17 +90,17 @@ def test_chunks_and_padding() -> None:
 
 
 def test_text_embeddings_are_one_condition(pipeline) -> None:
-    embeddings = text_embeddings(pipeline, GenerationInput("cat", "lowres"))
-    assert embeddings.prompt_embeds.shape == embeddings.negative_prompt_embeds.shape == (1, 77, 32)
-    assert not embeddings.prompt_embeds.requires_grad
-    without_negative = text_embeddings(pipeline, GenerationInput("cat", ""))
-    assert torch.equal(embeddings.prompt_embeds, without_negative.prompt_embeds)
-    assert not torch.equal(embeddings.negative_prompt_embeds, without_negative.negative_prompt_embeds)
+    embeddings = SD15.encode(pipeline, GenerationInput("cat", "lowres"))
+    assert embeddings["prompt_embeds"].shape == embeddings["negative_prompt_embeds"].shape == (1, 77, 32)
+    assert not embeddings["prompt_embeds"].requires_grad
+    without_negative = SD15.encode(pipeline, GenerationInput("cat", ""))
+    assert torch.equal(embeddings["prompt_embeds"], without_negative["prompt_embeds"])
+    assert not torch.equal(embeddings["negative_prompt_embeds"], without_negative["negative_prompt_embeds"])
 
 
 def every_item(pipeline) -> list[Item]:
     """Every (condition, seed), condition-major, each condition encoded once."""
-    embeddings = [text_embeddings(pipeline, texts) for texts in CONDITIONS]
+    embeddings = [SD15.encode(pipeline, texts) for texts in CONDITIONS]
     return [Item(pair, seed) for pair in embeddings for seed in SEEDS]
 
 
@@ -107,7 +109,7 @@ def test_batched_images_match_images_generated_alone(
     pipeline, control, alone, batch_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = counting_scheduler(monkeypatch)
-    images = generate(pipeline, control, every_item(pipeline), SETTINGS, batch_size)
+    images = generate(SD15, pipeline, control, every_item(pipeline), SETTINGS, batch_size)
     items = len(CONDITIONS) * len(SEEDS)
     assert calls == [batch_size] * math.ceil(items / batch_size)  # the last call padded
     assert [image.seed for image in images] == SEEDS * len(CONDITIONS)  # padding dropped
@@ -122,9 +124,9 @@ def test_an_image_regenerated_alone_has_the_same_bits(pipeline, control) -> None
     of a changed condition: each call has the same size, and an image does not
     depend on the others in its call."""
     items = every_item(pipeline)
-    together = generate(pipeline, control, items, SETTINGS, 4)
+    together = generate(SD15, pipeline, control, items, SETTINGS, 4)
     for index in (0, len(items) - 1):
-        [alone] = generate(pipeline, control, [items[index]], SETTINGS, 4)
+        [alone] = generate(SD15, pipeline, control, [items[index]], SETTINGS, 4)
         assert np.array_equal(alone.pixels, together[index].pixels)
 
 
@@ -140,12 +142,17 @@ def fake_scheduler(monkeypatch: pytest.MonkeyPatch, received: list[dict], nan_at
         flagged = [index == 0 for index in range(count)]
         return SimpleNamespace(images=images, nsfw_content_detected=flagged)
 
-    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
-    return SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
+    monkeypatch.setattr(sd15, "with_scheduler", lambda pipeline, name: pipeline_call)
+    return SimpleNamespace(
+        _execution_device="cpu",
+        unet=SimpleNamespace(dtype=torch.float32),
+        vae=SimpleNamespace(config=SimpleNamespace(latent_channels=4)),
+        vae_scale_factor=8,
+    )
 
 
-def embeddings(value: float) -> EmbeddingPair:
-    return EmbeddingPair(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+def embeddings(value: float) -> Conditioning:
+    return sd15.conditioning(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
 
 
 def items(values: list[float], seeds: list[int]) -> list[Item]:
@@ -155,7 +162,7 @@ def items(values: list[float], seeds: list[int]) -> list[Item]:
 def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, control) -> None:
     received: list[dict] = []
     fake = fake_scheduler(monkeypatch, received)
-    generate(fake, control, items([1.0, 2.0], [7, 8, 9]), SETTINGS, 4)
+    generate(SD15, fake, control, items([1.0, 2.0], [7, 8, 9]), SETTINGS, 4)
     assert len(received) == 2
     prompt_values = [float(value) for call in received for value in call["prompt_embeds"][:, 0, 0]]
     negative_values = [float(value) for call in received for value in call["negative_prompt_embeds"][:, 0, 0]]
@@ -163,7 +170,7 @@ def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, cont
     assert negative_values == [-value for value in prompt_values]
     latents = torch.cat([call["latents"] for call in received])
     seeds = [7, 8, 9, 7, 8, 9, 9, 9]
-    assert torch.equal(latents, generation.initial_latents(seeds, 64, 64))  # same seed, same noise
+    assert torch.equal(latents, SD15.initial_latents(fake, seeds, 64, 64))  # same seed, same noise
     draws = [generator.initial_seed() for call in received for generator in call["generator"]]
     assert draws == seeds
 
@@ -171,7 +178,7 @@ def test_each_item_gets_its_condition_seed_noise_and_generator(monkeypatch, cont
 def test_flagged_and_nan_images_are_marked_and_padding_dropped(monkeypatch, control) -> None:
     received: list[dict] = []
     fake = fake_scheduler(monkeypatch, received, nan_at=1)
-    images = generate(fake, control, items([1.0], [0, 1, 2]), SETTINGS, 2)
+    images = generate(SD15, fake, control, items([1.0], [0, 1, 2]), SETTINGS, 2)
     assert [len(call["prompt_embeds"]) for call in received] == [2, 2]
     assert [image.seed for image in images] == [0, 1, 2]
     assert "safety checker" in images[0].problem and "safety checker" in images[2].problem

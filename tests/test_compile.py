@@ -14,9 +14,10 @@ from torch._dynamo.utils import counters
 
 from promptsweep import models
 from promptsweep.conditions import GenerationInput
-from promptsweep.generation import GenerationSettings, Item, generate, text_embeddings
+from promptsweep.generation import GenerationSettings, Item, generate
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.metrics import ssim
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 CPU = models.PipelineOptions("cpu", torch.float32)
@@ -41,8 +42,8 @@ def control() -> Image.Image:
 
 
 def images(pipeline, control: Image.Image) -> list[np.ndarray]:
-    pair = text_embeddings(pipeline, GenerationInput("cat", "lowres"))
-    return [image.pixels for image in generate(pipeline, control, [Item(pair, 0), Item(pair, 1)], SETTINGS, 2)]
+    pair = SD15.encode(pipeline, GenerationInput("cat", "lowres"))
+    return [image.pixels for image in generate(SD15, pipeline, control, [Item(pair, 0), Item(pair, 1)], SETTINGS, 2)]
 
 
 def is_prepared(model: torch.nn.Module) -> bool:
@@ -115,7 +116,7 @@ def test_compile_refuses_options_that_would_undo_it(other: dict) -> None:
 def test_compile_is_part_of_the_pipeline_cache_key(tiny, monkeypatch) -> None:
     loaded: list[models.PipelineOptions] = []
     monkeypatch.setattr(models, "_pipelines", {})
-    monkeypatch.setattr(models, "load_pipeline", lambda base, controlnet, options: loaded.append(options) or object())
+    monkeypatch.setattr(models, "load_pipeline", lambda base, controlnet, options, family: loaded.append(options) or object())
     compiled = models.PipelineOptions("cpu", torch.float32, compile=True)
     for options in (CPU, compiled, CPU, compiled):
         models.cached_pipeline(*tiny, options)

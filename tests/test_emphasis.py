@@ -15,24 +15,23 @@ from PIL import Image
 from promptsweep import emphasis, generation, models, stats
 from promptsweep.emphasis import (
     Candidate,
-    EmbeddingPair,
     EmphasisConfigError,
     Tolerances,
     condition_id,
-    dosed_pair,
-    encode_condition,
-    encode_literal_text,
-    encode_text,
+    dosed,
     format_dose,
     parse_candidate,
     parse_condition_id,
     validated_doses,
 )
+from promptsweep.families import Conditioning, sd15
+from promptsweep.families.sd15 import FAMILY as SD15
+from promptsweep.families.sd15 import encode_literal_text, encode_text
 from promptsweep.generation import GenerationSettings, GeneratedImage, Item, generate
 from promptsweep.metrics import ssim
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import ImageSpec, PromptSpec, condition_input
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 SEEDS = [0, 1]
@@ -67,7 +66,7 @@ def control() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def encode(pipeline):
-    return functools.partial(encode_literal_text, pipeline)
+    return functools.partial(SD15.encode, pipeline)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +83,16 @@ def pipeline_embedding(pipeline, text: str) -> torch.Tensor:
     return prompt_embeds
 
 
-def generated(pipeline, control, pair: EmbeddingPair) -> list[GeneratedImage]:
+def generated(pipeline, control, pair: Conditioning) -> list[GeneratedImage]:
     """``generation.generate`` of ``pair`` on every seed: the generation job's batches."""
-    return generate(pipeline, control, [Item(pair, seed) for seed in SEEDS], SETTINGS, batch_size=2)
+    return generate(SD15, pipeline, control, [Item(pair, seed) for seed in SEEDS], SETTINGS, batch_size=2)
 
 
 def from_texts(pipeline, control, texts: GenerationInput) -> list[GeneratedImage]:
     """The pipeline encoding the texts itself, once, as the generate job
     does, and one call for every seed, from the same starting noise."""
-    scheduled = generation.with_scheduler(pipeline, SETTINGS.scheduler)
-    latents = generation.initial_latents(SEEDS, control.height, control.width)
+    scheduled = sd15.with_scheduler(pipeline, SETTINGS.scheduler)
+    latents = SD15.initial_latents(pipeline, SEEDS, control.height, control.width)
     output = scheduled(
         prompt=texts.prompt, negative_prompt=texts.negative_prompt, num_images_per_prompt=len(SEEDS), image=control,
         height=control.height, width=control.width, num_inference_steps=SETTINGS.steps,
@@ -165,9 +164,9 @@ def test_encodings_match_the_pipeline_in_its_device_and_dtype(tiny_weights, devi
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, control) -> None:
     gpu = models.load_pipeline(*tiny_weights, models.PipelineOptions("cuda", torch.float16))
-    encode = functools.partial(encode_literal_text, gpu)
+    encode = functools.partial(SD15.encode, gpu)
     for prompt in (POSITIVE, NEGATIVE):
-        pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
+        pair = emphasis.dose_condition(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
         dosed = generated(gpu, control, pair)
         assert_same_pixels(dosed, from_texts(gpu, control, condition_input(IMAGE, prompt)))
 
@@ -178,7 +177,7 @@ def test_dose_one_generates_the_word_variant_in_fp16_on_the_gpu(tiny_weights, co
 def test_embeddings_generate_the_same_images_as_texts(
     pipeline, control, encode, word_images, name, prompt
 ) -> None:
-    pair = encode_condition(condition_input(IMAGE, prompt), encode)
+    pair = encode(condition_input(IMAGE, prompt))
     assert_same_pixels(generated(pipeline, control, pair), word_images[name])
 
 
@@ -186,9 +185,9 @@ def test_embeddings_generate_the_same_images_as_texts(
 
 
 @pytest.fixture(scope="module")
-def pairs(encode) -> dict[str, EmbeddingPair]:
+def pairs(encode) -> dict[str, Conditioning]:
     return {
-        name: encode_condition(condition_input(IMAGE, prompt), encode)
+        name: encode(condition_input(IMAGE, prompt))
         for name, prompt in [("baseline", None), ("pos3", POSITIVE), ("pos1", OTHER_POSITIVE), ("neg3", NEGATIVE)]
     }
 
@@ -197,10 +196,10 @@ def pairs(encode) -> dict[str, EmbeddingPair]:
 def test_dose_ends_are_baseline_and_word_and_half_is_halfway(pairs, word: str) -> None:
     baseline, variant = pairs["baseline"], pairs[word]
     for field in ("prompt_embeds", "negative_prompt_embeds"):
-        at_zero = getattr(dosed_pair(baseline, variant, 0.0), field)
-        at_one = getattr(dosed_pair(baseline, variant, 1.0), field)
-        at_half = getattr(dosed_pair(baseline, variant, 0.5), field)
-        start, end = getattr(baseline, field), getattr(variant, field)
+        at_zero = dosed(baseline, variant, 0.0)[field]
+        at_one = dosed(baseline, variant, 1.0)[field]
+        at_half = dosed(baseline, variant, 0.5)[field]
+        start, end = baseline[field], variant[field]
         assert torch.equal(at_zero, start)
         assert torch.equal(at_one, end)
         torch.testing.assert_close(at_half, (start + end) / 2)
@@ -208,36 +207,36 @@ def test_dose_ends_are_baseline_and_word_and_half_is_halfway(pairs, word: str) -
 
 def test_only_the_prompts_branch_moves(pairs) -> None:
     baseline = pairs["baseline"]
-    positive = dosed_pair(baseline, pairs["pos3"], 2.5)
-    negative = dosed_pair(baseline, pairs["neg3"], 2.5)
-    assert torch.equal(positive.negative_prompt_embeds, baseline.negative_prompt_embeds)
-    assert not torch.equal(positive.prompt_embeds, baseline.prompt_embeds)
-    assert torch.equal(negative.prompt_embeds, baseline.prompt_embeds)
-    assert not torch.equal(negative.negative_prompt_embeds, baseline.negative_prompt_embeds)
+    positive = dosed(baseline, pairs["pos3"], 2.5)
+    negative = dosed(baseline, pairs["neg3"], 2.5)
+    assert torch.equal(positive["negative_prompt_embeds"], baseline["negative_prompt_embeds"])
+    assert not torch.equal(positive["prompt_embeds"], baseline["prompt_embeds"])
+    assert torch.equal(negative["prompt_embeds"], baseline["prompt_embeds"])
+    assert not torch.equal(negative["negative_prompt_embeds"], baseline["negative_prompt_embeds"])
 
 
 def test_dose_condition_pair_matches_the_definition(pipeline, encode) -> None:
     """Positive: E(p) + d (E("p, a") - E(p)) and E(""); negative: E(p) and E("") + d (E(n) - E(""))."""
     dose = 1.5
-    positive = emphasis.dose_condition_pair(
+    positive = emphasis.dose_condition(
         condition_input(IMAGE, None), condition_input(IMAGE, POSITIVE), dose, encode
     )
     p, pa, empty = encode_text(pipeline, "cat"), encode_text(pipeline, "cat, best quality"), encode_text(pipeline, "")
-    torch.testing.assert_close(positive.prompt_embeds, p + dose * (pa - p))
-    assert torch.equal(positive.negative_prompt_embeds, empty)
-    negative = emphasis.dose_condition_pair(
+    torch.testing.assert_close(positive["prompt_embeds"], p + dose * (pa - p))
+    assert torch.equal(positive["negative_prompt_embeds"], empty)
+    negative = emphasis.dose_condition(
         condition_input(IMAGE, None), condition_input(IMAGE, NEGATIVE), dose, encode
     )
     n = encode_text(pipeline, "lowres, worst quality")
-    assert torch.equal(negative.prompt_embeds, p)
-    torch.testing.assert_close(negative.negative_prompt_embeds, empty + dose * (n - empty))
+    assert torch.equal(negative["prompt_embeds"], p)
+    torch.testing.assert_close(negative["negative_prompt_embeds"], empty + dose * (n - empty))
 
 
 @pytest.mark.parametrize(("name", "prompt"), [("pos3", POSITIVE), ("neg3", NEGATIVE)], ids=["positive", "negative"])
 def test_dose_one_generates_the_word_variant(
     pipeline, control, encode, word_images, name, prompt
 ) -> None:
-    pair = emphasis.dose_condition_pair(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
+    pair = emphasis.dose_condition(condition_input(IMAGE, None), condition_input(IMAGE, prompt), 1.0, encode)
     dosed = generated(pipeline, control, pair)
     for one, other in zip(dosed, word_images[name]):
         assert ssim(one.pixels, other.pixels) >= 0.99
@@ -246,23 +245,26 @@ def test_dose_one_generates_the_word_variant(
 def test_embedding_norms(pairs) -> None:
     baseline, word = pairs["baseline"], pairs["pos3"]
     norms = emphasis.embedding_norms(baseline, word, -2.0)
-    direction = float(torch.linalg.vector_norm((word.prompt_embeds - baseline.prompt_embeds).double()))
+    direction = float(torch.linalg.vector_norm((word["prompt_embeds"] - baseline["prompt_embeds"]).double()))
     assert norms["direction_norm"] == pytest.approx(direction)
     assert norms["shift_norm"] == pytest.approx(2 * direction)
     at_zero = emphasis.embedding_norms(baseline, word, 0.0)
-    assert at_zero["prompt_embeds_norm"] == pytest.approx(float(baseline.prompt_embeds.double().norm()))
-    assert at_zero["negative_prompt_embeds_norm"] == pytest.approx(float(baseline.negative_prompt_embeds.double().norm()))
+    assert at_zero["prompt_embeds_norm"] == pytest.approx(float(baseline["prompt_embeds"].double().norm()))
+    assert at_zero["negative_prompt_embeds_norm"] == pytest.approx(float(baseline["negative_prompt_embeds"].double().norm()))
     assert at_zero["shift_norm"] == 0.0
 
 
-def test_mixture_embedding() -> None:
-    base = torch.tensor([1.0, 2.0])
-    directions = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 4.0])]
-    assert torch.equal(emphasis.mixture_embedding(base, directions, [0.5, 1.0]), torch.tensor([1.5, 6.0]))
-    assert torch.equal(emphasis.mixture_embedding(base, directions, [0.0, 0.0]), base)
-    assert torch.equal(base, torch.tensor([1.0, 2.0]))  # not changed in place
+def test_mixture_adds_each_weighted_direction_to_every_tensor() -> None:
+    def conditioning(first: list[float], pooled: list[float]) -> Conditioning:
+        return Conditioning({"prompt_embeds": torch.tensor(first), "pooled_prompt_embeds": torch.tensor(pooled)})
+
+    base = conditioning([1.0, 2.0], [0.0])
+    words = [conditioning([2.0, 2.0], [1.0]), conditioning([1.0, 6.0], [-2.0])]
+    assert emphasis.mixture(base, words, [0.5, 1.0]) == conditioning([1.5, 6.0], [-1.5])
+    assert emphasis.mixture(base, words, [0.0, 0.0]) == base
+    assert base == conditioning([1.0, 2.0], [0.0])  # not changed in place
     with pytest.raises(ValueError, match="one weight per direction"):
-        emphasis.mixture_embedding(base, directions, [1.0])
+        emphasis.mixture(base, words, [1.0])
 
 
 # --- Dose ids -------------------------------------------------------------------
@@ -318,18 +320,18 @@ def test_search_candidates() -> None:
     assert all(parse_candidate(name) == candidate for name, candidate in zip(names, candidates))
 
 
-def test_candidate_pairs(pairs) -> None:
+def test_candidate_conditionings(pairs) -> None:
     baseline = pairs["baseline"]
-    single = emphasis.candidate_pair(Candidate((("pos3", 1.0),)), baseline, pairs)
-    assert torch.equal(single.prompt_embeds, pairs["pos3"].prompt_embeds)
-    mixed = emphasis.candidate_pair(parse_candidate("pos1@0.5+pos3@1"), baseline, pairs)
+    single = emphasis.candidate_conditioning(Candidate((("pos3", 1.0),)), baseline, pairs)
+    assert torch.equal(single["prompt_embeds"], pairs["pos3"]["prompt_embeds"])
+    mixed = emphasis.candidate_conditioning(parse_candidate("pos1@0.5+pos3@1"), baseline, pairs)
     expected = (
-        baseline.prompt_embeds
-        + 0.5 * (pairs["pos1"].prompt_embeds - baseline.prompt_embeds)
-        + (pairs["pos3"].prompt_embeds - baseline.prompt_embeds)
+        baseline["prompt_embeds"]
+        + 0.5 * (pairs["pos1"]["prompt_embeds"] - baseline["prompt_embeds"])
+        + (pairs["pos3"]["prompt_embeds"] - baseline["prompt_embeds"])
     )
-    torch.testing.assert_close(mixed.prompt_embeds, expected)
-    assert torch.equal(mixed.negative_prompt_embeds, baseline.negative_prompt_embeds)
+    torch.testing.assert_close(mixed["prompt_embeds"], expected)
+    assert torch.equal(mixed["negative_prompt_embeds"], baseline["negative_prompt_embeds"])
 
 
 def test_search_cost_and_budget() -> None:
@@ -573,17 +575,20 @@ def test_has_weights(text: str, weighted: bool) -> None:
 
 def test_texts_without_weights_keep_the_text_path(pipeline) -> None:
     for texts in [condition_input(IMAGE, None), condition_input(IMAGE, POSITIVE), GenerationInput("cat", 'a (red) "cat"')]:
-        embedded = emphasis.condition_embeddings(pipeline, texts, None)
-        assert embedded.method == "text" and embedded.pair is None and embedded.dose is None
+        embedded = emphasis.condition_embeddings(functools.partial(SD15.encode, pipeline), texts, None)
+        assert embedded.method == "text" and embedded.dose is None and embedded.norms == {}
+        assert embedded.conditioning == sd15.conditioning(
+            *pipeline.encode_prompt(texts.prompt, "cpu", 1, True, texts.negative_prompt)
+        )
 
 
 def test_weighted_text_goes_through_compel(pipeline, control) -> None:
     texts = GenerationInput("cat, (best quality)1.3", "")
-    embedded = emphasis.condition_embeddings(pipeline, texts, None)
+    embedded = emphasis.condition_embeddings(functools.partial(SD15.encode, pipeline), texts, None)
     assert embedded.method == "compel"
-    assert torch.equal(embedded.pair.prompt_embeds, encode_text(pipeline, texts.prompt))
-    assert torch.equal(embedded.pair.negative_prompt_embeds, pipeline_embedding(pipeline, ""))
-    images = generated(pipeline, control, embedded.pair)
+    assert torch.equal(embedded.conditioning["prompt_embeds"], encode_text(pipeline, texts.prompt))
+    assert torch.equal(embedded.conditioning["negative_prompt_embeds"], pipeline_embedding(pipeline, ""))
+    images = generated(pipeline, control, embedded.conditioning)
     assert all(image.problem is None for image in images)
 
 
@@ -593,10 +598,10 @@ def test_dose_request_at_one_generates_the_word_variant(pipeline, control, word_
     request = emphasis.embedding_request(
         condition_input(IMAGE, None), {prompt.prompt_id: condition_input(IMAGE, prompt)}, [(prompt.prompt_id, 1.0)]
     )
-    embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, prompt), request)
+    embedded = emphasis.condition_embeddings(functools.partial(SD15.encode, pipeline), condition_input(IMAGE, prompt), request)
     assert embedded.method == "dose" and embedded.dose == 1.0
     assert embedded.norms["shift_norm"] == pytest.approx(embedded.norms["direction_norm"])
-    dosed = generated(pipeline, control, embedded.pair)
+    dosed = generated(pipeline, control, embedded.conditioning)
     for one, other in zip(dosed, word_images[name]):
         assert ssim(one.pixels, other.pixels) >= 0.99
 
@@ -604,7 +609,7 @@ def test_dose_request_at_one_generates_the_word_variant(pipeline, control, word_
 def test_mixture_request(pipeline) -> None:
     words = {p.prompt_id: condition_input(IMAGE, p) for p in (POSITIVE, OTHER_POSITIVE)}
     request = emphasis.embedding_request(condition_input(IMAGE, None), words, [("pos3", 0.5), ("pos1", 1.0)])
-    embedded = emphasis.condition_embeddings(pipeline, condition_input(IMAGE, None), request)
+    embedded = emphasis.condition_embeddings(functools.partial(SD15.encode, pipeline), condition_input(IMAGE, None), request)
     assert embedded.method == "mixture" and embedded.norms["shift_norm"] > 0
 
 

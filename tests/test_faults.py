@@ -49,6 +49,14 @@ def test_killed_run_resumes_and_leaves_no_truncated_file(study: Study) -> None:
     assert pd.read_csv(study.root / "results/tables/pairs.csv").shape[0] == 12
 
 
+def test_an_unknown_model_family_stops_before_any_job(study: Study) -> None:
+    config = study.root / "config/config.yaml"
+    config.write_text(config.read_text().replace("  source: tiny\n", "  source: tiny\n  family: sd99\n"))
+    result = study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "model.family: unknown model family 'sd99'; set it to one of" in result.stderr + result.stdout
+
+
 def test_missing_weights_stop_before_any_generation(study: Study) -> None:
     config = study.root / "config/config.yaml"
     config.write_text(
@@ -66,7 +74,7 @@ def test_missing_weights_stop_before_any_generation(study: Study) -> None:
 
 def write_weights(path: Path, tiny: Path) -> None:
     files.write_json(path, {
-        "name": "tiny", "source": "tiny",
+        "name": "tiny", "source": "tiny", "family": "sd15", "pipeline_class": "StableDiffusionControlNetPipeline",
         "base": models.resolve_weights(models.ModelSource(str(tiny / "base")), [], "base").as_record(),
         "controlnet": models.resolve_weights(models.ModelSource(str(tiny / "controlnet")), [], "c").as_record(),
     })
@@ -85,7 +93,7 @@ def request(on_invalid: str = "fail") -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptsweep.tiny import write_tiny_model
+    from promptsweep.families.sd15_tiny import write_tiny_model
 
     directory = tmp_path_factory.mktemp("tiny")
     write_tiny_model(directory / "base", directory / "controlnet")
@@ -159,7 +167,7 @@ def test_a_regenerating_job_removes_what_a_killed_write_left(tmp_path: Path, tin
     assert all(f"removed {tmp_path / name}" in log for name in left)
 
 
-def constant_images(pipeline, control, items, settings, batch_size):
+def constant_images(family, pipeline, control, items, settings, batch_size):
     from promptsweep.generation import GeneratedImage
 
     return [GeneratedImage(item.seed, np.zeros((64, 64, 3), np.uint8), "constant image") for item in items]
@@ -179,7 +187,7 @@ def one_image_per_batch(on_invalid: str = "fail") -> dict:
 
 
 def test_an_invalid_image_fails_the_job_before_its_batch_is_written(tmp_path: Path, tiny: Path, monkeypatch) -> None:
-    def second_seed_constant(pipeline, control, items, settings, batch_size):
+    def second_seed_constant(family, pipeline, control, items, settings, batch_size):
         return [
             generation.GeneratedImage(item.seed, np.full((64, 64, 3), 40 + item.seed, np.uint8),
                                       "constant image" if item.seed == 1 else None)
@@ -199,7 +207,7 @@ def test_a_batch_is_written_while_the_next_one_generates(tmp_path: Path, tiny: P
     """The device is not left waiting for the files of the batch before."""
     first_written: list[bool] = []
 
-    def waits_for_the_first_image(pipeline, control, items, settings, batch_size):
+    def waits_for_the_first_image(family, pipeline, control, items, settings, batch_size):
         if items[0].seed == 1:
             deadline = time.monotonic() + 5
             while not (tmp_path / "seed0.json").exists() and time.monotonic() < deadline:

@@ -11,18 +11,17 @@ import torch
 from PIL import Image
 
 from promptsweep import generation, models
-from promptsweep.emphasis import EmbeddingPair
+from promptsweep.families import sd15
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.generation import (
     Item,
     generate,
     image_problem,
-    initial_latents,
-    text_embeddings,
     tokens_beyond_limit,
 )
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings, ImageSpec, PromptSpec, condition_input
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 SETTINGS = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 
@@ -45,14 +44,24 @@ def control() -> Image.Image:
 
 
 def items(pipeline, texts: GenerationInput, seeds: list[int]) -> list[Item]:
-    pair = text_embeddings(pipeline, texts)
+    pair = SD15.encode(pipeline, texts)
     return [Item(pair, seed) for seed in seeds]
 
 
 def fake_items(value: float, seeds: list[int]) -> list[Item]:
     """Items with made-up embeddings, for a recording pipeline."""
-    pair = EmbeddingPair(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
+    pair = sd15.conditioning(torch.full((1, 77, 4), value), torch.full((1, 77, 4), -value))
     return [Item(pair, seed) for seed in seeds]
+
+
+def fake_pipeline() -> SimpleNamespace:
+    """What the family reads from a pipeline around its call."""
+    return SimpleNamespace(
+        _execution_device="cpu",
+        unet=SimpleNamespace(dtype=torch.float32),
+        vae=SimpleNamespace(config=SimpleNamespace(latent_channels=4)),
+        vae_scale_factor=8,
+    )
 
 
 def test_condition_input_follow_controlnet() -> None:
@@ -64,12 +73,12 @@ def test_condition_input_follow_controlnet() -> None:
     assert condition_input(image, negative) == GenerationInput("cat", "lowres")
 
 
-def test_initial_latents_depend_on_seed_only() -> None:
-    first = initial_latents([3, 4], 64, 128)
-    assert first.shape == (2, 4, 8, 16)
-    assert torch.equal(first, initial_latents([3, 4], 64, 128))
-    assert torch.equal(first[1:], initial_latents([4], 64, 128))  # independent of batch position
-    assert not torch.equal(first[:1], initial_latents([5], 64, 128))
+def test_initial_latents_depend_on_seed_only(pipeline) -> None:
+    first = SD15.initial_latents(pipeline, [3, 4], 64, 128)
+    assert first.shape == (2, 4, 8, 16)  # the tiny VAE's 4 channels and 8x scale, read from its config
+    assert torch.equal(first, SD15.initial_latents(pipeline, [3, 4], 64, 128))
+    assert torch.equal(first[1:], SD15.initial_latents(pipeline, [4], 64, 128))  # independent of batch position
+    assert not torch.equal(first[:1], SD15.initial_latents(pipeline, [5], 64, 128))
 
 
 def test_baseline_and_variant_start_from_identical_latents(monkeypatch, control) -> None:
@@ -81,32 +90,32 @@ def test_baseline_and_variant_start_from_identical_latents(monkeypatch, control)
         images = np.random.default_rng(0).random((len(kwargs["prompt_embeds"]), 64, 128, 3))
         return SimpleNamespace(images=images, nsfw_content_detected=None)
 
-    fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
-    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: recording_pipeline)
-    generate(fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
-    generate(fake, control, fake_items(2.0, [0, 1]), SETTINGS, 2)
+    fake = fake_pipeline()
+    monkeypatch.setattr(sd15, "with_scheduler", lambda pipeline, name: recording_pipeline)
+    generate(SD15, fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
+    generate(SD15, fake, control, fake_items(2.0, [0, 1]), SETTINGS, 2)
     assert torch.equal(received[0], received[1])
 
 
 def test_same_seed_gives_bit_identical_images(pipeline, control) -> None:
-    first = generate(pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
-    second = generate(pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
+    first = generate(SD15, pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
+    second = generate(SD15, pipeline, control, items(pipeline, GenerationInput("cat", "bad"), [7]), SETTINGS, 2)
     assert np.array_equal(first[0].pixels, second[0].pixels)
     assert first[0].pixels.shape == (64, 128, 3) and first[0].pixels.dtype == np.uint8
 
 
 def test_prompt_changes_the_image(pipeline, control) -> None:
-    baseline = generate(pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), SETTINGS, 1)[0]
+    baseline = generate(SD15, pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), SETTINGS, 1)[0]
     variant = generate(
-        pipeline, control, items(pipeline, GenerationInput("cat", "lowres, worst quality"), [0]), SETTINGS, 1
+        SD15, pipeline, control, items(pipeline, GenerationInput("cat", "lowres, worst quality"), [0]), SETTINGS, 1
     )[0]
     assert not np.array_equal(baseline.pixels, variant.pixels)
 
 
 def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
     seeds = items(pipeline, GenerationInput("cat, good", "bad"), [0, 1, 2])
-    batched = generate(pipeline, control, seeds, SETTINGS, 3)
-    single = generate(pipeline, control, seeds, SETTINGS, 1)
+    batched = generate(SD15, pipeline, control, seeds, SETTINGS, 3)
+    single = generate(SD15, pipeline, control, seeds, SETTINGS, 1)
     for one, other in zip(batched, single):
         assert one.seed == other.seed
         difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
@@ -115,7 +124,7 @@ def test_batched_seeds_match_one_at_a_time(pipeline, control) -> None:
 
 def test_ddim_scheduler_runs(pipeline, control) -> None:
     ddim = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="ddim", eta=0.0)
-    images = generate(pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), ddim, 1)
+    images = generate(SD15, pipeline, control, items(pipeline, GenerationInput("cat", ""), [0]), ddim, 1)
     assert images[0].problem is None
 
 
@@ -138,9 +147,9 @@ def test_flagged_and_nan_images_are_marked(monkeypatch, control) -> None:
         images[1] = np.nan
         return SimpleNamespace(images=images, nsfw_content_detected=[True, False])
 
-    fake = SimpleNamespace(_execution_device="cpu", unet=SimpleNamespace(dtype=torch.float32))
-    monkeypatch.setattr(generation, "with_scheduler", lambda pipeline, name: pipeline_call)
-    flagged, nan = generate(fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
+    fake = fake_pipeline()
+    monkeypatch.setattr(sd15, "with_scheduler", lambda pipeline, name: pipeline_call)
+    flagged, nan = generate(SD15, fake, control, fake_items(1.0, [0, 1]), SETTINGS, 2)
     assert "safety checker" in flagged.problem
     assert "non-finite" in nan.problem and nan.pixels.max() == 0
 

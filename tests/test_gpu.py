@@ -6,16 +6,18 @@ Skipped cleanly without a GPU; run on a GPU machine with ``pytest -m gpu``.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from promptsweep import models
-from promptsweep.generation import Item, generate, initial_latents, text_embeddings
+from promptsweep.generation import Item, generate
+from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -49,25 +51,26 @@ def test_half_precision_images_are_valid(tiny_weights, dtype: str) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=models.resolve_dtype(dtype, "cuda"))
     pipeline = models.load_pipeline(base, controlnet, options)
-    pair = text_embeddings(pipeline, GenerationInput("cat", "bad"))
-    images = generate(pipeline, control_image(), [Item(pair, 0), Item(pair, 1)], SETTINGS, 8)
+    pair = SD15.encode(pipeline, GenerationInput("cat", "bad"))
+    images = generate(SD15, pipeline, control_image(), [Item(pair, 0), Item(pair, 1)], SETTINGS, 8)
     assert pipeline.unet.dtype == options.dtype
     assert [image.problem for image in images] == [None, None]
 
 
 def test_initial_latents_are_the_same_on_every_device() -> None:
-    cpu = initial_latents([0, 1], 128, 128)
-    assert torch.equal(cpu.to("cuda").cpu(), initial_latents([0, 1], 128, 128))
+    fake = SimpleNamespace(vae=SimpleNamespace(config=SimpleNamespace(latent_channels=4)), vae_scale_factor=8)
+    cpu = SD15.initial_latents(fake, [0, 1], 128, 128)
+    assert torch.equal(cpu.to("cuda").cpu(), SD15.initial_latents(fake, [0, 1], 128, 128))
 
 
 def test_batched_conditions_and_seeds_match_one_at_a_time_on_gpu(tiny_weights) -> None:
     base, controlnet = tiny_weights
     options = models.PipelineOptions(device="cuda", dtype=torch.float32)
     pipeline = models.load_pipeline(base, controlnet, options)
-    pairs = [text_embeddings(pipeline, GenerationInput(prompt, "")) for prompt in ("cat", "cat, best quality")]
+    pairs = [SD15.encode(pipeline, GenerationInput(prompt, "")) for prompt in ("cat", "cat, best quality")]
     items = [Item(pair, seed) for pair in pairs for seed in (0, 1, 2)]
-    batched = generate(pipeline, control_image(), items, SETTINGS, 4)
-    single = generate(pipeline, control_image(), items, SETTINGS, 1)
+    batched = generate(SD15, pipeline, control_image(), items, SETTINGS, 4)
+    single = generate(SD15, pipeline, control_image(), items, SETTINGS, 1)
     for one, other in zip(batched, single):
         difference = np.abs(one.pixels.astype(float) - other.pixels.astype(float)).max() / 255
         assert difference <= 2e-3 + 1 / 255  # 2e-3 in [0, 1], plus one uint8 rounding step
@@ -82,7 +85,7 @@ def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Pat
 
     write_tiny_model(tmp_path / "tiny" / "base", tmp_path / "tiny" / "controlnet")
     model_jobs.model_weights(
-        model={"source": "tiny", "name": "tiny"}, tiny_directory=str(tmp_path / "tiny"),
+        model={"source": "tiny", "family": "sd15", "name": "tiny"}, tiny_directory=str(tmp_path / "tiny"),
         output=str(tmp_path / "weights.json"), log=str(tmp_path / "model.log"),
     )
     files.write_png(tmp_path / "edges.png", np.asarray(control_image())[:, :, 0])

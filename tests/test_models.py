@@ -3,6 +3,7 @@ sources offline, the missing-weights message, and loading once."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,8 @@ import torch
 
 from promptsweep import models
 from promptsweep.threads import on_compute_thread, resolve_device
-from promptsweep.tiny import write_tiny_model
+from promptsweep.families import FamilyConfigError, sd15
+from promptsweep.families.sd15_tiny import write_tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -70,7 +72,7 @@ def test_missing_hub_weights_offline_name_the_fetch_command(tmp_path: Path, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     source = models.ModelSource("lllyasviel/sd-controlnet-canny", "main")
     with pytest.raises(models.MissingWeightsError) as error:
-        models.resolve_weights(source, models.CONTROLNET_PATTERNS, "controlnet")
+        models.resolve_weights(source, sd15.CONTROLNET_PATTERNS, "controlnet")
     message = str(error.value)
     assert "lllyasviel/sd-controlnet-canny" in message
     assert "hf download lllyasviel/sd-controlnet-canny --revision main" in message
@@ -93,10 +95,10 @@ def test_cached_hub_weights_load_offline(tiny: Path, tmp_path: Path, monkeypatch
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     base = models.resolve_weights(
-        models.ModelSource("stable-diffusion-v1-5/stable-diffusion-v1-5", "main"), models.BASE_PATTERNS, "base"
+        models.ModelSource("stable-diffusion-v1-5/stable-diffusion-v1-5", "main"), sd15.BASE_PATTERNS, "base"
     )
     controlnet = models.resolve_weights(
-        models.ModelSource("lllyasviel/sd-controlnet-canny", "main"), models.CONTROLNET_PATTERNS, "controlnet"
+        models.ModelSource("lllyasviel/sd-controlnet-canny", "main"), sd15.CONTROLNET_PATTERNS, "controlnet"
     )
     assert base.commit == COMMIT and controlnet.commit == COMMIT
     pipeline = models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
@@ -131,17 +133,23 @@ def test_safety_checker_files_are_fetched_only_when_used(tmp_path: Path, monkeyp
         return models.ResolvedWeights(source, str(tmp_path), "0" * 40, {})
 
     monkeypatch.setattr(models, "resolve_weights", record_patterns)
+    # The configs the ControlNet's fit is read from (both roles resolve to tmp_path).
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": 768}))
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel", "cross_attention_dim": 768}))
     model = {
-        "source": "pretrained", "name": "sd15", "safety_checker": safety_checker,
+        "source": "pretrained", "family": "sd15", "name": "sd15", "safety_checker": safety_checker,
         "base": {"id": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
         "controlnet": {"id": "lllyasviel/sd-controlnet-canny"},
     }
     model_jobs.model_weights(
         model=model, tiny_directory=None, output=str(tmp_path / "weights.json"), log=str(tmp_path / "model.log")
     )
-    assert (set(models.SAFETY_CHECKER_PATTERNS) <= set(requested["base"])) == safety_checker
-    assert set(models.BASE_PATTERNS) <= set(requested["base"])
-    assert requested["controlnet"] == models.CONTROLNET_PATTERNS
+    assert (set(sd15.SAFETY_CHECKER_PATTERNS) <= set(requested["base"])) == safety_checker
+    assert set(sd15.BASE_PATTERNS) <= set(requested["base"])
+    assert requested["controlnet"] == sd15.CONTROLNET_PATTERNS
+    record = json.loads((tmp_path / "weights.json").read_text())  # names its family and pipeline
+    assert (record["family"], record["pipeline_class"]) == ("sd15", "StableDiffusionControlNetPipeline")
 
 
 def test_gpu_pipeline_lookup_does_not_wait_for_the_compute_thread(tiny: Path, monkeypatch) -> None:
@@ -159,3 +167,21 @@ def test_gpu_pipeline_lookup_does_not_wait_for_the_compute_thread(tiny: Path, mo
         finally:
             release.set()
             busy.result()
+
+
+def test_a_controlnet_that_does_not_fit_its_base_stops_before_generation(tiny: Path, tmp_path: Path) -> None:
+    from promptsweep.jobs import model as model_jobs
+
+    config = json.loads((tiny / "controlnet" / "config.json").read_text())
+    wide = tmp_path / "wide"
+    shutil.copytree(tiny / "controlnet", wide)
+    (wide / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 64}))
+    model = {
+        "source": "pretrained", "family": "sd15", "name": "mismatch", "safety_checker": False,
+        "base": {"id": str(tiny / "base")}, "controlnet": {"id": str(wide)},
+    }
+    with pytest.raises(FamilyConfigError, match=r"model\.controlnet\.id: .* cross_attention_dim is 64, the base UNet's 32"):
+        model_jobs.model_weights(
+            model=model, tiny_directory=None, output=str(tmp_path / "weights.json"), log=str(tmp_path / "model.log")
+        )
+    assert not (tmp_path / "weights.json").exists()

@@ -4,14 +4,16 @@ The study's word prompts change an image's conditioning in whole steps: a
 positive prompt ``a`` turns the text ``p`` into ``"p, a"``, a negative prompt
 ``n`` turns the empty negative text into ``n``. Here the same change is taken
 as a direction in the text encoder's output space and applied by a continuous
-*dose* ``d``. With ``E(text)`` the (1, 77, D) text-encoder output the pipeline
-conditions on (every one of CLIP's 77 positions, padding included):
+*dose* ``d``. With ``E(text)`` the conditioning the model family encodes for
+a text (:class:`promptsweep.families.Conditioning`: every tensor the pipeline
+conditions on, e.g. SD 1.5's CLIP output at all 77 positions, padding
+included), and the arithmetic applied to each of its tensors:
 
 * positive prompt: condition ``E(p) + d (E("p, a") - E(p))``, unconditional ``E("")``;
 * negative prompt: condition ``E(p)``, unconditional ``E("") + d (E(n) - E(""))``.
 
 ``d = 0`` is the baseline and ``d = 1`` the word variant, exactly (see
-:func:`dosed_pair`). The positive dose is the prompt weighting proposed in
+:func:`dosed`). The positive dose is the prompt weighting proposed in
 CompVis/stable-diffusion pull request #580 ("Add prompt weights to the
 txt2img script", 2023, not merged): the difference between the embeddings of
 the whole prompt with and without a sub-prompt is taken as that sub-prompt's
@@ -37,20 +39,15 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from promptsweep import stats
 from promptsweep.conditions import BASELINE, GenerationInput
+from promptsweep.families import Conditioning
 
-# torch and compel are imported where text is encoded: the table functions
-# run in workflow steps that never load a model, and importing compel (it
-# imports diffusers) takes seconds. Tensor arithmetic uses tensor methods.
-if TYPE_CHECKING:
-    import torch
-    from compel import Compel
 
 DOSES_KEY = "emphasis.doses"
 PROMPTS_KEY = "emphasis.prompts"
@@ -95,7 +92,7 @@ LATENT_SEARCH_COLUMNS = (
     "best_word_gain_mean",
 )
 
-TextEncoder = Callable[[str], "torch.Tensor"]
+ConditionEncoder = Callable[[GenerationInput], Conditioning]
 
 
 class EmphasisConfigError(ValueError):
@@ -103,73 +100,6 @@ class EmphasisConfigError(ValueError):
 
 
 # --- Text encoding ----------------------------------------------------------
-
-
-def _compel(pipeline: Any) -> Compel:
-    # compel's defaults are the ones that reproduce diffusers' encode_prompt
-    # for SD 1.x/2.x: truncation to the tokenizer's 77 positions, the text
-    # encoder's last hidden state (already layer-normed), attention mask
-    # value 1 on padding. They are spelled out so a changed default shows.
-    from compel import Compel, ReturnedEmbeddingsType
-
-    return Compel(
-        tokenizer=pipeline.tokenizer,
-        text_encoder=pipeline.text_encoder,
-        truncate_long_prompts=True,
-        padding_attention_mask_value=1,
-        returned_embeddings_type=ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED,
-    )
-
-
-def _check_one_window(text: str, embedding: torch.Tensor, pipeline: Any) -> torch.Tensor:
-    positions = pipeline.tokenizer.model_max_length
-    if embedding.shape[:2] != (1, positions):
-        raise ValueError(
-            f"text {text!r} encodes to shape {tuple(embedding.shape)}, not (1, {positions}, D): "
-            "compel's .and() conjunctions concatenate windows; write one plain or weighted text"
-        )
-    return embedding
-
-
-def encode_text(pipeline: Any, text: str) -> torch.Tensor:
-    """``E(text)``: the (1, 77, D) text-encoder output for ``text`` in compel syntax.
-
-    ``(words)1.4`` weights words by 1.4, ``words+`` by 1.1 and ``words++`` by
-    1.1^2; compel scales a weighted token's embedding away from the empty
-    text's, ``E("") + w (E(text) - E(""))`` per token. Since compel 2.2.0 a
-    text without weights bypasses that arithmetic, so for a text without
-    compel syntax this is ``torch.equal`` to ``pipeline.encode_prompt``'s
-    embedding of it. Parentheses and double quotes are compel syntax even
-    without a weight (``"(a)"`` encodes ``"a"``); use
-    :func:`encode_literal_text` for texts that are meant as written.
-
-    Only the pipeline's tokenizer and text encoder are used; the result is
-    on the text encoder's device, in its dtype.
-    """
-    import torch
-
-    with torch.no_grad():
-        embedding = _compel(pipeline)(text)
-    return _check_one_window(text, embedding, pipeline)
-
-
-def encode_literal_text(pipeline: Any, text: str) -> torch.Tensor:
-    """``E(text)`` for ``text`` read as written, as the pipeline reads a prompt.
-
-    The text goes to compel's embeddings provider as one fragment of weight
-    1, skipping compel's parser, so parentheses, quotes, ``+`` and ``-`` keep
-    their literal meaning. The result is ``torch.equal`` to
-    ``pipeline.encode_prompt``'s for every text; the study's sheet texts are
-    encoded this way so that dose 1 reproduces the word variant exactly.
-    """
-    import torch
-
-    compel = _compel(pipeline)
-    with torch.no_grad():
-        embedding = compel.conditioning_provider.get_embeddings_for_weighted_prompt_fragments(
-            text_batch=[[text]], fragment_weights_batch=[[1.0]], device=compel.device
-        )
-    return _check_one_window(text, embedding, pipeline)
 
 
 def has_weights(text: str) -> bool:
@@ -194,137 +124,58 @@ def has_weights(text: str) -> bool:
     return any(not isinstance(child, Fragment) or child.weight != 1.0 for child in prompt.children)
 
 
-def encode_sheet_text(pipeline: Any, text: str) -> torch.Tensor:
-    """``E(text)`` of a sheet text: through compel's weights when it has
-    them (:func:`has_weights`), read as written otherwise."""
-    return encode_text(pipeline, text) if has_weights(text) else encode_literal_text(pipeline, text)
-
-
-@dataclass(frozen=True)
-class EmbeddingPair:
-    """The two embeddings classifier-free guidance uses for one generation.
-
-    The pipeline concatenates them as [negative, positive] along the batch
-    axis, exactly as it does for embeddings it encodes from texts.
-    """
-
-    prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor
-
-    def pipeline_arguments(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``prompt_embeds`` and ``negative_prompt_embeds`` for a pipeline call of
-        ``batch_size`` images, in place of ``prompt`` and ``negative_prompt``."""
-        return {
-            "prompt_embeds": self.prompt_embeds.repeat(batch_size, 1, 1),
-            "negative_prompt_embeds": self.negative_prompt_embeds.repeat(batch_size, 1, 1),
-        }
-
-
-def encode_condition(texts: GenerationInput, encode: TextEncoder) -> EmbeddingPair:
-    """The embedding pair of a condition's two texts."""
-    return EmbeddingPair(encode(texts.prompt), encode(texts.negative_prompt))
-
-
 # --- Doses --------------------------------------------------------------------
 
 
-def dosed_embedding(base: torch.Tensor, word: torch.Tensor, dose: float) -> torch.Tensor:
-    """``base + dose (word - base)``: ``base`` moved ``dose`` times along the
-    direction from ``base`` to ``word``.
+def dosed(baseline: Conditioning, word: Conditioning, dose: float) -> Conditioning:
+    """The conditioning of a word prompt at ``dose``: every tensor of the
+    baseline moved ``dose`` times towards the word variant's
+    (``Conditioning.lerp``, exact at both ends: ``dose = 0`` gives the
+    baseline and ``dose = 1`` the word variant, bit for bit).
 
-    ``Tensor.lerp`` computes it and is exact at both ends (``dose = 0`` gives
-    ``base``, ``dose = 1`` gives ``word``, bit for bit), so the two ends of a
-    dose series are the baseline and the word variant, not approximations of
-    them. Any real dose extrapolates.
-    """
-    return base.lerp(word, dose)
-
-
-def dosed_pair(baseline: EmbeddingPair, word: EmbeddingPair, dose: float) -> EmbeddingPair:
-    """The embedding pair of a word prompt at ``dose``: each branch of the
-    baseline moved ``dose`` times towards the word variant's.
-
-    One branch is the same text in both pairs (``""`` for a positive prompt,
-    ``p`` for a negative one) and stays exactly as it is, so this is the
-    module's definition for either kind:
+    One branch is the same text in both (``""`` for a positive prompt, ``p``
+    for a negative one) and stays exactly as it is, so this is the module's
+    definition for either kind:
 
     * positive: condition ``E(p) + d (E("p, a") - E(p))``, unconditional ``E("")``;
     * negative: condition ``E(p)``, unconditional ``E("") + d (E(n) - E(""))``.
     """
-    return EmbeddingPair(
-        dosed_embedding(baseline.prompt_embeds, word.prompt_embeds, dose),
-        dosed_embedding(baseline.negative_prompt_embeds, word.negative_prompt_embeds, dose),
-    )
+    return baseline.lerp(word, dose)
 
 
-def dose_condition_pair(
-    baseline_texts: GenerationInput, word_texts: GenerationInput, dose: float, encode: TextEncoder
-) -> EmbeddingPair:
-    """The embedding pair of a word prompt at ``dose``, from the texts of the
-    baseline and of the word variant (``study.condition_input``).
-
-    ``encode`` is ``functools.partial(encode_literal_text, pipeline)`` for
-    the study's sheet texts, so that dose 1 generates the word variant.
-    """
-    return dosed_pair(encode_condition(baseline_texts, encode), encode_condition(word_texts, encode), dose)
+def dose_condition(
+    baseline_texts: GenerationInput, word_texts: GenerationInput, dose: float, encode: ConditionEncoder
+) -> Conditioning:
+    """The conditioning of a word prompt at ``dose``, from the texts of the
+    baseline and of the word variant (``study.condition_input``); ``encode``
+    is the model family's (``functools.partial(family.encode, pipeline)``)."""
+    return dosed(encode(baseline_texts), encode(word_texts), dose)
 
 
-def _frobenius(tensor: torch.Tensor) -> float:
-    # In float64: an fp16 sum of squares over 77 x 768 values overflows.
-    return float(tensor.double().norm())
-
-
-def embedding_norms(baseline: EmbeddingPair, word: EmbeddingPair, dose: float) -> dict[str, float]:
+def embedding_norms(baseline: Conditioning, word: Conditioning, dose: float) -> dict[str, float]:
     """Frobenius norms to record with a dosed generation.
 
-    * ``prompt_embeds_norm``, ``negative_prompt_embeds_norm``: of the dosed pair's two embeddings;
-    * ``direction_norm``: of the direction ``word - baseline``, both branches
-      together (one of them is zero);
+    * ``<tensor>_norm``: of each tensor of the dosed conditioning;
+    * ``direction_norm``: of the direction ``word - baseline``, all tensors
+      together (the unchanged branch's part is zero);
     * ``shift_norm``: ``|dose| * direction_norm``, how far the dose moved the conditioning.
     """
-    dosed = dosed_pair(baseline, word, dose)
-    direction_norm = math.hypot(
-        _frobenius(word.prompt_embeds - baseline.prompt_embeds),
-        _frobenius(word.negative_prompt_embeds - baseline.negative_prompt_embeds),
-    )
-    return {
-        "prompt_embeds_norm": _frobenius(dosed.prompt_embeds),
-        "negative_prompt_embeds_norm": _frobenius(dosed.negative_prompt_embeds),
-        "direction_norm": direction_norm,
-        "shift_norm": abs(dose) * direction_norm,
-    }
+    direction_norm = (word - baseline).norm()
+    return {**dosed(baseline, word, dose).norms(), "direction_norm": direction_norm, "shift_norm": abs(dose) * direction_norm}
 
 
-def mixture_embedding(
-    base: torch.Tensor, directions: Sequence[torch.Tensor], weights: Sequence[float]
-) -> torch.Tensor:
-    """``base + sum_i weights[i] * directions[i]``: several attribute
-    directions added to one embedding, each scaled on its own (directions
-    are additive in Baumann et al. 2024's sense)."""
-    if len(directions) != len(weights):
-        raise ValueError(f"{len(directions)} directions but {len(weights)} weights; give one weight per direction")
-    mixed = base.clone()
-    for direction, weight in zip(directions, weights):
-        mixed += weight * direction
-    return mixed
-
-
-def mixture_pair(
-    baseline: EmbeddingPair, words: Sequence[EmbeddingPair], weights: Sequence[float]
-) -> EmbeddingPair:
-    """Each branch of the baseline plus the weighted directions of several
-    word variants. For positive prompts only the condition changes:
+def mixture(baseline: Conditioning, words: Sequence[Conditioning], weights: Sequence[float]) -> Conditioning:
+    """``baseline + sum_i weights[i] (words[i] - baseline)`` in every tensor:
+    several attribute directions added to one conditioning, each scaled on
+    its own (directions are additive in Baumann et al. 2024's sense). For
+    positive prompts only the condition changes:
     ``E(p) + sum_i w_i (E("p, a_i") - E(p))``, unconditional ``E("")``."""
-    return EmbeddingPair(
-        mixture_embedding(
-            baseline.prompt_embeds, [word.prompt_embeds - baseline.prompt_embeds for word in words], weights
-        ),
-        mixture_embedding(
-            baseline.negative_prompt_embeds,
-            [word.negative_prompt_embeds - baseline.negative_prompt_embeds for word in words],
-            weights,
-        ),
-    )
+    if len(words) != len(weights):
+        raise ValueError(f"{len(words)} directions but {len(weights)} weights; give one weight per direction")
+    mixed = baseline
+    for word, weight in zip(words, weights):
+        mixed = mixed + (word - baseline).scale(weight)
+    return mixed
 
 
 # --- Dose ids -------------------------------------------------------------------
@@ -444,16 +295,16 @@ def search_candidates(
     return singles + mixtures
 
 
-def candidate_pair(
-    candidate: Candidate, baseline: EmbeddingPair, words: Mapping[str, EmbeddingPair]
-) -> EmbeddingPair:
-    """The embedding pair to generate a candidate with, from the baseline's
-    pair and the pairs of the word variants it names (by prompt id)."""
+def candidate_conditioning(
+    candidate: Candidate, baseline: Conditioning, words: Mapping[str, Conditioning]
+) -> Conditioning:
+    """The conditioning to generate a candidate with, from the baseline's
+    and those of the word variants it names (by prompt id)."""
     if len(candidate.terms) == 1:
         # The dose path, exact at dose 1.
         (prompt_id, dose), = candidate.terms
-        return dosed_pair(baseline, words[prompt_id], dose)
-    return mixture_pair(
+        return dosed(baseline, words[prompt_id], dose)
+    return mixture(
         baseline, [words[prompt_id] for prompt_id, _ in candidate.terms], [w for _, w in candidate.terms]
     )
 
@@ -550,56 +401,39 @@ def embedding_request(
 class ConditionEmbeddings:
     """What a generation job hands to ``generation.generate_batch`` and records."""
 
-    pair: EmbeddingPair | None
-    """None: the texts go to the pipeline as today (method "text")."""
+    conditioning: Conditioning
     method: str
+    """"text" (the texts as the pipeline encodes them), "compel", "dose" or "mixture"."""
     dose: float | None
     norms: dict[str, float]
 
 
-def _pair_norms(pair: EmbeddingPair) -> dict[str, float]:
-    return {
-        "prompt_embeds_norm": _frobenius(pair.prompt_embeds),
-        "negative_prompt_embeds_norm": _frobenius(pair.negative_prompt_embeds),
-    }
-
-
 def condition_embeddings(
-    pipeline: Any, texts: GenerationInput, request: Mapping[str, Any] | None
+    encode: ConditionEncoder, texts: GenerationInput, request: Mapping[str, Any] | None
 ) -> ConditionEmbeddings:
-    """The embeddings of one condition from its generation request's parts.
+    """The conditioning of one condition from its generation request's parts,
+    with ``encode`` the model family's (``functools.partial(family.encode, pipeline)``).
 
-    * ``request`` None and no weights in either text: method "text", no
-      embeddings (the pipeline encodes the texts, bit-identical to before);
-    * ``request`` None and weights in a text: method "compel", each text
-      through :func:`encode_sheet_text`;
-    * an :func:`embedding_request`: method "dose" (:func:`dosed_pair`) or
-      "mixture" (:func:`mixture_pair`), from the baseline's and word
-      variants' texts, each encoded with :func:`encode_sheet_text`.
+    * ``request`` None: the condition's texts, method "compel" when either
+      has weights (:func:`has_weights`), else "text" (no norms recorded);
+    * an :func:`embedding_request`: method "dose" (:func:`dosed`) or
+      "mixture" (:func:`mixture`), from the baseline's and word variants'
+      conditionings.
     """
     if request is None:
+        conditioning = encode(texts)
         if not (has_weights(texts.prompt) or has_weights(texts.negative_prompt)):
-            return ConditionEmbeddings(None, METHOD_TEXT, None, {})
-        pair = encode_condition(texts, lambda text: encode_sheet_text(pipeline, text))
-        return ConditionEmbeddings(pair, METHOD_COMPEL, None, _pair_norms(pair))
-
-    def encode(text: str) -> torch.Tensor:
-        return encode_sheet_text(pipeline, text)
-
-    baseline = encode_condition(GenerationInput(**request["baseline"]), encode)
-    words = {
-        prompt_id: encode_condition(GenerationInput(**word), encode) for prompt_id, word in request["words"].items()
-    }
+            return ConditionEmbeddings(conditioning, METHOD_TEXT, None, {})
+        return ConditionEmbeddings(conditioning, METHOD_COMPEL, None, conditioning.norms())
+    baseline = encode(GenerationInput(**request["baseline"]))
+    words = {prompt_id: encode(GenerationInput(**word)) for prompt_id, word in request["words"].items()}
     terms = tuple((prompt_id, float(dose)) for prompt_id, dose in request["terms"])
-    pair = candidate_pair(Candidate(terms), baseline, words)
+    conditioning = candidate_conditioning(Candidate(terms), baseline, words)
     if len(terms) == 1:
         (prompt_id, dose), = terms
-        return ConditionEmbeddings(pair, METHOD_DOSE, dose, embedding_norms(baseline, words[prompt_id], dose))
-    shift = math.hypot(
-        _frobenius(pair.prompt_embeds - baseline.prompt_embeds),
-        _frobenius(pair.negative_prompt_embeds - baseline.negative_prompt_embeds),
-    )
-    return ConditionEmbeddings(pair, METHOD_MIXTURE, None, {**_pair_norms(pair), "shift_norm": shift})
+        return ConditionEmbeddings(conditioning, METHOD_DOSE, dose, embedding_norms(baseline, words[prompt_id], dose))
+    shift = (conditioning - baseline).norm()
+    return ConditionEmbeddings(conditioning, METHOD_MIXTURE, None, {**conditioning.norms(), "shift_norm": shift})
 
 
 # --- The study's plan ---------------------------------------------------------------

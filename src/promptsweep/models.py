@@ -1,4 +1,4 @@
-"""Finding and loading the Stable Diffusion + ControlNet pipeline.
+"""Finding and loading a model family's ControlNet pipeline.
 
 Two steps, each in one place:
 
@@ -6,8 +6,8 @@ Two steps, each in one place:
   local directory) into a local directory and a fingerprint (the resolved
   commit hash, or the sha256 of every weight file). It runs once per study,
   before any generation, so missing weights stop the run early.
-* :func:`load_pipeline` builds the diffusers pipeline from those directories,
-  from safetensors only, and :func:`cached_pipeline` keeps it for the life of
+* :func:`load_pipeline` builds the family's diffusers pipeline
+  (:mod:`promptsweep.families`) from those directories, from safetensors only, and :func:`cached_pipeline` keeps it for the life of
   the process so that a worker loads it once, not once per job.
 """
 
@@ -21,26 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
-from promptsweep import files
+from promptsweep import families, files
+from promptsweep.families import DEFAULT_FAMILY
 from promptsweep.threads import on_device_thread
-
-# Only what the pipeline needs, in safetensors: the hub repositories also hold
-# multi-GB single-file checkpoints and pickled .bin weights that must not load.
-BASE_PATTERNS = [
-    "model_index.json",
-    "*/config.json",
-    "*/*_config.json",
-    "*/preprocessor_config.json",
-    "tokenizer/*",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/diffusion_pytorch_model.safetensors",
-    "text_encoder/model.safetensors",
-]
-SAFETY_CHECKER_PATTERNS = ["safety_checker/model.safetensors", "feature_extractor/*"]
-CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 # Compiled graphs Dynamo may keep for the denoisers. The UNet's and the
 # ControlNet's forwards are wrapped by the same diffusers decorator, so they
@@ -216,26 +201,11 @@ class PipelineOptions:
 
 
 def load_pipeline(
-    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
-) -> StableDiffusionControlNetPipeline:
-    """Build the pipeline from local directories, from safetensors only.
-
-    ``use_safetensors=True`` makes diffusers refuse pickled weights, and no
-    remote code is ever trusted.
-    """
-    controlnet_model = ControlNetModel.from_pretrained(
-        controlnet.directory, torch_dtype=options.dtype, use_safetensors=True
-    )
-    safety: dict[str, Any] = {}
-    if not options.safety_checker:
-        safety = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    pipeline = StableDiffusionControlNetPipeline.from_pretrained(
-        base.directory,
-        controlnet=controlnet_model,
-        torch_dtype=options.dtype,
-        use_safetensors=True,
-        **safety,
-    )
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions, *, family: str = DEFAULT_FAMILY
+) -> Any:
+    """Build the model family's pipeline from local directories, from
+    safetensors only (``Family.load_pipeline``), and set it up for ``options``."""
+    pipeline = families.get(family).load_pipeline(base, controlnet, options)
     if options.attention_slicing:
         pipeline.enable_attention_slicing()
     if options.cpu_offload:
@@ -272,7 +242,7 @@ def prepare_denoiser(model: torch.nn.Module) -> None:
     fuse_qkv_projections(model)
 
 
-def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str = "inductor") -> None:
+def compile_denoisers(pipeline: Any, backend: str = "inductor") -> None:
     """Prepare and compile, in place, the two models that run at every step.
 
     Inductor's default mode: ``max-autotune`` benchmarks kernel candidates for
@@ -290,18 +260,18 @@ def compile_denoisers(pipeline: StableDiffusionControlNetPipeline, backend: str 
         model.compile(backend=backend, fullgraph=True, dynamic=False)
 
 
-_pipelines: dict[tuple[Any, ...], StableDiffusionControlNetPipeline] = {}
+_pipelines: dict[tuple[Any, ...], Any] = {}
 
 
 @dataclass(frozen=True)
 class CachedPipeline:
-    pipeline: StableDiffusionControlNetPipeline
+    pipeline: Any
     load_seconds: float | None
     """Seconds spent loading by this call; ``None`` when the pipeline was already loaded."""
 
 
 def cached_pipeline(
-    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions, *, family: str = DEFAULT_FAMILY
 ) -> CachedPipeline:
     """The pipeline for these weights and options, loaded at most once per process.
 
@@ -310,13 +280,14 @@ def cached_pipeline(
     Looked up on the device's thread: on a GPU, not behind the metric jobs
     that hold the compute thread, which left the GPU idle between images.
     """
-    return on_device_thread(options.device, _cached_pipeline, base, controlnet, options)
+    return on_device_thread(options.device, _cached_pipeline, base, controlnet, options, family)
 
 
 def _cached_pipeline(
-    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions
+    base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions, family: str
 ) -> CachedPipeline:
     key = (
+        family,
         base.directory,
         controlnet.directory,
         tuple(sorted(base.sha256.items())),
@@ -326,5 +297,5 @@ def _cached_pipeline(
     if key in _pipelines:
         return CachedPipeline(_pipelines[key], None)
     started = time.perf_counter()
-    _pipelines[key] = load_pipeline(base, controlnet, options)
+    _pipelines[key] = load_pipeline(base, controlnet, options, family=family)
     return CachedPipeline(_pipelines[key], time.perf_counter() - started)

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from promptsweep import emphasis, registry, threads
+from promptsweep import emphasis, families, registry, threads
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs
 from promptsweep.jobs import gallery as gallery_jobs
@@ -34,6 +34,10 @@ except WorkflowError as error:
         f"workflow/schemas/config.schema.yaml; fix the key named below.\n{error}"
     ) from None
 
+try:
+    families.get(config["model"]["family"])
+except families.FamilyConfigError as error:
+    raise WorkflowError(str(error)) from None
 if config["plots"]["quality_metric"] not in {
     m.name for m in registry.quality_metrics()
 }:
@@ -298,6 +302,7 @@ def model_params():
     model = config["model"]
     return {
         "source": model["source"],
+        "family": model["family"],
         "name": model.get("name", model["source"]),
         "base": model.get("base"),
         "controlnet": model.get("controlnet"),

@@ -3,8 +3,10 @@ rule tiny_model:
         directory("results/models/tiny"),
     log:
         "logs/model/tiny.log",
+    params:
+        family=config["model"]["family"],
     run:
-        model_jobs.tiny_model(output=output[0], log=log[0])
+        model_jobs.tiny_model(family=params.family, output=output[0], log=log[0])
 
 
 rule model_weights:

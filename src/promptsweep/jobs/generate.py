@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the model code is imported by the jobs that generate
     from PIL.Image import Image
 
     from promptsweep.emphasis import ConditionEmbeddings
+    from promptsweep.families import Family
     from promptsweep.generation import GeneratedImage
 
 
@@ -201,14 +203,16 @@ def _generate_stale(
 ) -> None:
     """Load the pipeline (once per process) and generate every control
     image's ``stale`` images, as :func:`generate` describes."""
-    from promptsweep import generation, models, provenance
+    from promptsweep import families, generation, models, provenance
 
     runtime = next(iter(requests[0].values()))["runtime"]
     options = pipeline_options(runtime)
+    family = families.get(weights_record["family"])
     loaded = models.cached_pipeline(
         models.ResolvedWeights.from_record(weights_record["base"]),
         models.ResolvedWeights.from_record(weights_record["controlnet"]),
         options,
+        family=family.name,
     )
     if loaded.load_seconds is None:
         logger.info("pipeline: reused (already loaded in this process)")
@@ -226,7 +230,7 @@ def _generate_stale(
     for label, edge_map, image_requests, image_stale in zip(labels, edge_maps, requests, stale):
         if image_stale:
             _generate_image(
-                logger, label, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
+                logger, label, family, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
                 image_requests, image_stale,
             )
 
@@ -274,6 +278,7 @@ def warn_long_texts(logger: logging.Logger, tokenizer: Any, inputs: GenerationIn
 def _generate_image(
     logger: logging.Logger,
     label: str,
+    family: Family,
     pipeline: Any,
     device: str,
     job_provenance: dict[str, Any],
@@ -295,25 +300,22 @@ def _generate_image(
     settings = {GenerationSettings(**requests[condition]["generation"]) for condition in conditions}
     if len(settings) != 1:
         raise ValueError(f"{label}: the conditions of one image must share their generation settings")
-    # Each condition's embeddings are computed once, for all its seeds.
+    # Each condition's conditioning is computed once, for all its seeds.
     embedded: dict[str, emphasis.ConditionEmbeddings] = {}
-    pairs: dict[str, emphasis.EmbeddingPair] = {}
+    encode = functools.partial(family.encode, pipeline)
     for condition in conditions:
         request = requests[condition]
         texts = GenerationInput(request["prompt"], request["negative_prompt"])
         warn_long_texts(logger, pipeline.tokenizer, texts, job_provenance["model"]["source"])
         embedded[condition] = on_device_thread(
-            device, emphasis.condition_embeddings, pipeline, texts, request.get("embedding")
+            device, emphasis.condition_embeddings, encode, texts, request.get("embedding")
         )
         if embedded[condition].method != emphasis.METHOD_TEXT:
             logger.info(
                 "%s/%s: %s embeddings, dose %s, norms %s", label, condition,
                 embedded[condition].method, embedded[condition].dose, embedded[condition].norms,
             )
-        pairs[condition] = embedded[condition].pair or on_device_thread(
-            device, generation.text_embeddings, pipeline, texts
-        )
-    items = [generation.Item(pairs[item.condition], item.seed) for item in stale]
+    items = [generation.Item(embedded[item.condition].conditioning, item.seed) for item in stale]
     shared_settings = settings.pop()
     batches = generation.chunks(items, batch_size)
     started = time.perf_counter()
@@ -334,7 +336,7 @@ def _generate_image(
     queued = [
         submit_to_device_thread(
             device, generate_last if batch is batches[-1] else _timed_batch,
-            pipeline, control, batch, shared_settings, batch_size,
+            family, pipeline, control, batch, shared_settings, batch_size,
         )
         for batch in batches
     ]

@@ -1,0 +1,212 @@
+"""Model families behind one seam.
+
+Everything that differs between model families (SD 1.5, SDXL, SD 3.5, FLUX.1)
+lives in one module per family, which implements :class:`Family` and
+registers itself by name (:func:`register`). The rest of the package speaks
+only of a family's :class:`Conditioning`, its starting latents and its
+generation call, and never knows a tensor's shape.
+
+A family module registers at import; :data:`FAMILY_MODULES` names the
+built-in ones, imported the first time a family is looked up, so that
+importing this package stays cheap (no torch, no diffusers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from promptsweep.conditions import GenerationInput
+    from promptsweep.models import PipelineOptions, ResolvedWeights
+    from promptsweep.study import GenerationSettings
+
+FAMILY_KEY = "model.family"
+DEFAULT_FAMILY = "sd15"
+# Built-in families: name -> module that registers it when imported.
+FAMILY_MODULES = {"sd15": "promptsweep.families.sd15"}
+
+
+class FamilyConfigError(ValueError):
+    """A model family setting the user must change; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class Conditioning(Mapping[str, "torch.Tensor"]):
+    """Every tensor a pipeline call is conditioned on, by the name of the
+    pipeline argument it goes to (``prompt_embeds``,
+    ``negative_prompt_embeds``, ``pooled_prompt_embeds`` ...), each with a
+    batch axis of one image.
+
+    A value: its arithmetic applies to every tensor it holds, pooled ones
+    included, and returns a new conditioning. Two conditionings combine only
+    when they hold the same names.
+    """
+
+    tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Same names and bit-identical tensors."""
+        if not isinstance(other, Conditioning) or set(self) != set(other):
+            return False
+        return all(self[name].equal(other[name]) for name in self)
+
+    def combine(self, other: Conditioning, operation: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Conditioning:
+        """``operation`` applied to each pair of same-named tensors."""
+        if set(self) != set(other):
+            raise ValueError(f"conditionings hold different tensors: {sorted(self)} and {sorted(other)}")
+        return Conditioning({name: operation(self[name], other[name]) for name in self})
+
+    def map(self, operation: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
+        """``operation`` applied to each tensor."""
+        return Conditioning({name: operation(tensor) for name, tensor in self.items()})
+
+    def __add__(self, other: Conditioning) -> Conditioning:
+        return self.combine(other, lambda a, b: a + b)
+
+    def __sub__(self, other: Conditioning) -> Conditioning:
+        return self.combine(other, lambda a, b: a - b)
+
+    def scale(self, factor: float) -> Conditioning:
+        """Every tensor times ``factor``."""
+        return self.map(lambda tensor: factor * tensor)
+
+    def lerp(self, end: Conditioning, weight: float) -> Conditioning:
+        """``self + weight (end - self)`` in every tensor, by ``Tensor.lerp``:
+        exact at both ends (weight 0 gives ``self``, 1 gives ``end``, bit for
+        bit); any other real weight inter- or extrapolates."""
+        return self.combine(end, lambda start, stop: start.lerp(stop, weight))
+
+    def norms(self) -> dict[str, float]:
+        """The Frobenius norm of each tensor, as ``<name>_norm``."""
+        return {f"{name}_norm": _frobenius(tensor) for name, tensor in self.items()}
+
+    def norm(self) -> float:
+        """The Frobenius norm of all tensors together."""
+        return math.sqrt(sum(_frobenius(tensor) ** 2 for tensor in self.values()))
+
+    @classmethod
+    def batch(cls, items: Sequence[Conditioning]) -> Conditioning:
+        """The conditionings of one pipeline call's images, concatenated along
+        the batch axis."""
+        import torch
+
+        return cls({name: torch.cat([item[name] for item in items]) for name in items[0]})
+
+
+def _frobenius(tensor: torch.Tensor) -> float:
+    # In float64: an fp16 sum of squares over 77 x 768 values overflows.
+    return float(tensor.double().norm())
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """What one generation call returns: float images in [0, 1], HxWx3, and
+    which of them a safety checker replaced."""
+
+    images: Sequence[Any]
+    flagged: Sequence[bool]
+
+
+@runtime_checkable
+class Family(Protocol):
+    """What a model family provides. One module per family implements it;
+    nothing outside that module knows its tensors' shapes or its pipeline class."""
+
+    name: str
+    """The value of ``model.family`` that selects it."""
+    pipeline_class: str
+    """The diffusers pipeline class it generates with, for the records."""
+    defaults: Mapping[str, Any]
+    """Its ``generation:`` defaults (resolution, steps, guidance_scale, scheduler) that a config overrides."""
+
+    def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
+        """The files to fetch for ``role`` ("base" or "controlnet"), safetensors only."""
+        ...
+
+    def load_pipeline(self, base: ResolvedWeights, controlnet: ResolvedWeights, options: PipelineOptions) -> Any:
+        """The pipeline from local directories, safetensors only, on ``options.device``."""
+        ...
+
+    def encode(self, pipeline: Any, texts: GenerationInput) -> Conditioning:
+        """A (prompt, negative prompt) as the conditioning of one image.
+        Always with the negative branch, whatever the settings."""
+        ...
+
+    def initial_latents(self, pipeline: Any, seeds: Sequence[int], height: int, width: int) -> torch.Tensor:
+        """The starting noise of each seed, float32 on the CPU, drawn from one
+        CPU generator per seed; shape from the loaded model's config."""
+        ...
+
+    def generate(
+        self,
+        pipeline: Any,
+        control: Image.Image,
+        conditioning: Conditioning,
+        seeds: Sequence[int],
+        settings: GenerationSettings,
+    ) -> PipelineOutput:
+        """One batched pipeline call: ``conditioning`` holds one row per seed."""
+        ...
+
+    def write_tiny_model(self, base_dir: Path, controlnet_dir: Path) -> None:
+        """Build the family's tiny random model from a fixed seed, in its on-disk layout."""
+        ...
+
+    def controlnet_mismatch(self, base_dir: Path, controlnet_dir: Path) -> str | None:
+        """Why the ControlNet does not fit the base, read from their config
+        files (not their names); None when it fits."""
+        ...
+
+    def uses_negative_prompt(self, settings: GenerationSettings) -> bool:
+        """Whether the negative prompt acts at all under ``settings``."""
+        ...
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Make ``family`` selectable by ``model.family: <family.name>``."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def names() -> list[str]:
+    """Every family that can be selected."""
+    return sorted(set(_FAMILIES) | set(FAMILY_MODULES))
+
+
+def get(name: str) -> Family:
+    """The family called ``name``, importing its module if it is a built-in one."""
+    if name not in _FAMILIES and name in FAMILY_MODULES:
+        importlib.import_module(FAMILY_MODULES[name])
+    if name not in _FAMILIES:
+        raise FamilyConfigError(
+            f"{FAMILY_KEY}: unknown model family {name!r}; set it to one of {', '.join(names())}"
+        )
+    return _FAMILIES[name]
