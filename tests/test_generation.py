@@ -179,7 +179,7 @@ def test_a_long_prompt_warns_only_for_real_weights(
     import logging
 
     from promptsweep.jobs.generate import warn_long_texts
-    from promptsweep.tiny import build_tokenizer
+    from promptsweep.families.sd15_tiny import build_tokenizer
 
     logger = logging.getLogger(f"test.long_texts.{source}")
     # A fresh tokenizer: transformers warns about a long sequence once per instance.
