@@ -95,11 +95,12 @@ def quality_table(values: npt.NDArray[np.float64], metric: str = "value") -> pd.
     return pd.concat([baseline, variants], ignore_index=True)
 
 
-def _row(quantity: str, distribution: str, n_images: int, nominal: float, hits: npt.ArrayLike) -> dict:
-    hits = np.asarray(hits, dtype=bool)
+def _row(quantity: str, distribution: str, n_images: int, nominal: float, outcomes: npt.ArrayLike) -> dict:
+    """One CSV row: ``observed`` is the mean of one outcome per simulated study."""
+    outcomes = np.asarray(outcomes, dtype=np.float64)
     return {
         "quantity": quantity, "distribution": distribution, "n_images": n_images,
-        "nominal": nominal, "observed": float(hits.mean()), "n_simulations": int(hits.size),
+        "nominal": nominal, "observed": float(outcomes.mean()), "n_simulations": int(outcomes.size),
     }
 
 
@@ -171,9 +172,7 @@ def fdr_row(
     rejected = np.array([stats.benjamini_hochberg(study) < ALPHA for study in p])
     false = rejected[:, :n_null].sum(axis=1)
     proportion = false / np.maximum(rejected.sum(axis=1), 1)
-    row = _row("fdr:bh", distribution, n_images, ALPHA, np.zeros(n_studies))
-    row["observed"] = float(proportion.mean())
-    return row
+    return _row("fdr:bh", distribution, n_images, ALPHA, proportion)
 
 
 def _pairs_and_noise_floor(
