@@ -173,12 +173,9 @@ def effect_values(pairs: pd.DataFrame, noise_floor: pd.DataFrame, metric: str) -
 
 def delta_values(image_metrics: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
     """Per (condition, image, seed): the metric's change against the
-    same-seed baseline, as :func:`stats.quality_deltas` pairs them."""
-    base = image_metrics[image_metrics["condition"] == baseline][[IMAGE, SEED, metric]]
-    variants = image_metrics[image_metrics["condition"] != baseline][["condition", IMAGE, SEED, metric]]
-    paired = variants.merge(base, on=[IMAGE, SEED], suffixes=("", "_baseline"))
-    paired[VALUE] = paired[metric] - paired[f"{metric}_baseline"]
-    return paired.rename(columns={"condition": "prompt_id"})[["prompt_id", IMAGE, SEED, VALUE]].dropna()
+    same-seed baseline, paired as :func:`stats.quality_deltas` pairs them."""
+    paired = stats.paired_deltas(image_metrics, baseline, metric)
+    return paired.rename(columns={"condition": "prompt_id", "delta": VALUE}).dropna(subset=[VALUE])
 
 
 def power_table(

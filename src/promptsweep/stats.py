@@ -430,6 +430,18 @@ def _check_quality_table(values: pd.DataFrame, baseline: str, metrics: Sequence[
         )
 
 
+def paired_deltas(values: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
+    """Per variant generation paired with the same image and seed's
+    ``baseline``: columns condition, image_id, seed and ``delta``, the
+    variant's ``metric`` minus the baseline's (NaN where either is NaN).
+    Variants without a baseline generation are left out."""
+    base = values[values[CONDITION] == baseline][[IMAGE, SEED, metric]]
+    variants = values[values[CONDITION] != baseline][[CONDITION, IMAGE, SEED, metric]]
+    paired = variants.merge(base, on=[IMAGE, SEED], suffixes=("", "_baseline"))
+    paired["delta"] = paired[metric] - paired[f"{metric}_baseline"]
+    return paired[[CONDITION, IMAGE, SEED, "delta"]]
+
+
 def quality_deltas(
     values: pd.DataFrame,
     baseline: str,
@@ -470,13 +482,15 @@ def quality_deltas(
     _check_quality_table(values, baseline, metrics)
     baseline_rows = values[values[CONDITION] == baseline]
     noise_by_metric = {metric: _seed_noise_by_image(baseline_rows, metric) for metric in metrics}
+    deltas_by_metric = {
+        metric: dict(tuple(paired_deltas(values, baseline, metric).groupby(CONDITION, sort=False)))
+        for metric in metrics
+    }
+    no_pairs = pd.DataFrame(columns=[IMAGE, "delta"], dtype=np.float64)
     rows = []
-    for condition, variant_rows in values[values[CONDITION] != baseline].groupby(CONDITION, sort=True):
+    for condition in sorted(set(values[CONDITION]) - {baseline}):
         for metric in metrics:
-            paired = variant_rows[[IMAGE, SEED, metric]].merge(
-                baseline_rows[[IMAGE, SEED, metric]], on=[IMAGE, SEED], suffixes=("", "_baseline")
-            )
-            paired["delta"] = paired[metric] - paired[f"{metric}_baseline"]
+            paired = deltas_by_metric[metric].get(condition, no_pairs)
             image_deltas = per_image_mean(paired, "delta")
             noise_by_image = noise_by_metric[metric]
             image_noise = noise_by_image.loc[image_deltas.index.intersection(noise_by_image.index)]
