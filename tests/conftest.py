@@ -94,6 +94,17 @@ def study(tmp_path: Path) -> Study:
     return Study(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in random SD 1.5 model, written once for the session: a
+    directory with ``base`` and ``controlnet``. Tests only read it."""
+    from promptsweep.families.sd15_tiny import write_tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(directory / "base", directory / "controlnet")
+    return directory
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     """A reduced study run once to the end, shared by a module's tests."""

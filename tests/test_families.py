@@ -15,7 +15,6 @@ from PIL import Image
 from promptsweep import families
 from promptsweep.families import Conditioning, FamilyConfigError
 from promptsweep.families.sd15 import FAMILY as SD15
-from promptsweep.families.sd15_tiny import write_tiny_model
 from promptsweep.study import GenerationSettings
 
 
@@ -73,13 +72,6 @@ def test_unknown_family_names_the_key_and_the_choices() -> None:
         families.get("sd99")
     assert families.get("sd15") is SD15
     assert isinstance(SD15, families.Family)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    return directory
 
 
 def test_controlnet_fit_is_read_from_the_configs(tiny: Path, tmp_path: Path) -> None:

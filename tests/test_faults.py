@@ -91,15 +91,6 @@ def request(on_invalid: str = "fail") -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptsweep.families.sd15_tiny import write_tiny_model
-
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    return directory
-
-
 def generation_files(tmp_path: Path, tiny: Path) -> dict:
     write_weights(tmp_path / "weights.json", tiny)
     files.write_png(tmp_path / "edges.png", np.pad(np.full((8, 8), 255, np.uint8), 28))

@@ -20,13 +20,6 @@ from promptsweep.families.sd15_tiny import write_tiny_model
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    return directory
-
-
 def test_tiny_model_has_the_hub_layout(tiny: Path) -> None:
     base = {str(path.relative_to(tiny / "base")) for path in (tiny / "base").rglob("*") if path.is_file()}
     assert {
