@@ -83,7 +83,8 @@ def test_power_table_covers_each_prompt_and_quantity() -> None:
          for i, image in enumerate(images) for condition in ("baseline", "a", "b") for seed in (0, 1)],
         columns=["image_id", "condition", "seed", "sharpness"],
     )
-    table = power.power_table(pairs, noise_floor, metrics, ["a", "b"], "baseline", "ssim", ["sharpness"])
+    effects = power.effect_values(pairs, noise_floor, "ssim")
+    table = power.power_table(effects, metrics, ["a", "b"], "baseline", ["sharpness"])
     assert list(zip(table["prompt_id"], table["quantity"])) == [
         ("a", "change_vs_noise_floor"), ("a", "delta:sharpness"), ("b", "change_vs_noise_floor"), ("b", "delta:sharpness"),
     ]

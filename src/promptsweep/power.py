@@ -179,17 +179,16 @@ def delta_values(image_metrics: pd.DataFrame, baseline: str, metric: str) -> pd.
 
 
 def power_table(
-    pairs: pd.DataFrame,
-    noise_floor: pd.DataFrame,
+    effects: pd.DataFrame,
     image_metrics: pd.DataFrame,
     prompt_ids: Sequence[str],
     baseline: str,
-    effect_metric: str,
     delta_metrics: Sequence[str],
 ) -> pd.DataFrame:
     """One row per (prompt, quantity): the change against the noise floor
-    (``change_vs_noise_floor``), then each metric's delta (``delta:<metric>``)."""
-    sources = [(EFFECT, effect_values(pairs, noise_floor, effect_metric))]
+    (``change_vs_noise_floor``, from :func:`effect_values`), then each
+    metric's delta (``delta:<metric>``)."""
+    sources = [(EFFECT, effects)]
     sources += [(f"delta:{metric}", delta_values(image_metrics, baseline, metric)) for metric in delta_metrics]
     rows = []
     for prompt_id in prompt_ids:
@@ -202,14 +201,12 @@ def power_table(
     return table.astype({"images_for_80": "Int64"}) if len(table) else table
 
 
-def power_curves(
-    pairs: pd.DataFrame, noise_floor: pd.DataFrame, effect_metric: str, image_counts: Sequence[int]
-) -> pd.DataFrame:
+def power_curves(effects: pd.DataFrame, image_counts: Sequence[int]) -> pd.DataFrame:
     """Resampled power of the test against the noise floor per prompt and
-    number of images: columns prompt_id, n_images, power."""
-    values = effect_values(pairs, noise_floor, effect_metric)
+    number of images, from :func:`effect_values`: columns prompt_id,
+    n_images, power."""
     rows = []
-    for prompt_id, per_seed in values.groupby("prompt_id", sort=False):
+    for prompt_id, per_seed in effects.groupby("prompt_id", sort=False):
         image_values = stats.per_image_mean(per_seed, VALUE).to_numpy()
         if image_values.size < 2:
             continue

@@ -178,15 +178,15 @@ def power_tables(
 
     with job_log(log, "power") as logger:
         pair_table = files.read_table(pairs)
-        floor = files.read_table(noise_floor)
         image_table = files.read_table(image_metrics)
+        effects = power.effect_values(pair_table, files.read_table(noise_floor), registry.EFFECT_METRIC)
         table = power.power_table(
-            pair_table, floor, image_table, [prompt.prompt_id for prompt in prompts], BASELINE,
-            registry.EFFECT_METRIC, quality_tables.delta_metrics(image_table),
+            effects, image_table, [prompt.prompt_id for prompt in prompts], BASELINE,
+            quality_tables.delta_metrics(image_table),
         )
         note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
         files.write_table(Path(outputs["power_csv"]), table)
         files.write_text(Path(outputs["power_md"]), f"{note}\n\n" + tables.to_markdown(table))
-        curves = power.power_curves(pair_table, floor, registry.EFFECT_METRIC, POWER_CURVE_IMAGES)
+        curves = power.power_curves(effects, POWER_CURVE_IMAGES)
         plots.power_curves(curves, int(pair_table["image_id"].nunique()), model_name, tiny, outputs["power_plot"])
         logger.info("power of %d prompts x %d quantities", table["prompt_id"].nunique(), table["quantity"].nunique())
