@@ -18,13 +18,20 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, UniPCMultistepScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from PIL import Image
 
 from promptsweep.families import Conditioning, Family
 from promptsweep.study import GenerationSettings
 
-SCHEDULERS = {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler}
+# unipc and ddim sample the UNet families' noise prediction; flow_match_euler
+# is the native sampler of the rectified-flow families (sd3, flux), which take
+# no other (a family says so when asked for one it cannot use).
+SCHEDULERS = {
+    "unipc": UniPCMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "flow_match_euler": FlowMatchEulerDiscreteScheduler,
+}
 # Items per pipeline call when the setting is ``auto``: 16 on a GPU (32 UNet
 # samples with guidance). On 2 busy CPU cores, batch 4 took the least time per
 # image in every run, 1.5-2.3 s against 2.3-3.2 s one at a time (tiny model,

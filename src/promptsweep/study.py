@@ -54,6 +54,9 @@ class GenerationSettings:
     scheduler: str
     eta: float = 0.0
     guess_mode: bool = False
+    true_cfg_scale: float = 1.0
+    """FLUX's "true" classifier-free guidance: a second forward pass with the
+    negative prompt, on when > 1. Other families guide with guidance_scale."""
 
 
 def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:

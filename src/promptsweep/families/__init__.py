@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 FAMILY_KEY = "model.family"
 DEFAULT_FAMILY = "sd15"
 # Built-in families: name -> module that registers it when imported.
-FAMILY_MODULES = {"sd15": "promptsweep.families.sd15"}
+FAMILY_MODULES = {
+    "sd15": "promptsweep.families.sd15",
+    "sdxl": "promptsweep.families.sdxl",
+    "sd3": "promptsweep.families.sd3",
+    "flux": "promptsweep.families.flux",
+}
 
 
 class FamilyConfigError(ValueError):
@@ -185,6 +190,30 @@ class Family(Protocol):
     def uses_negative_prompt(self, settings: GenerationSettings) -> bool:
         """Whether the negative prompt acts at all under ``settings``."""
         ...
+
+
+def with_scheduler(pipeline: Any, scheduler: str, accepted: Sequence[str], **options: Any) -> Any:
+    """A pipeline of the same class sharing ``pipeline``'s loaded modules,
+    with its own ``scheduler`` (a key of ``generation.SCHEDULERS``) built from
+    the loaded scheduler's config; ``options`` are the class's other
+    constructor arguments.
+
+    Schedulers keep per-call state; a fresh one per pipeline call keeps
+    concurrent jobs from sharing it. A scheduler not in ``accepted`` (the
+    family's samplers) stops with an error that names the config key.
+    """
+    from promptsweep.generation import SCHEDULERS
+
+    if scheduler not in accepted:
+        raise FamilyConfigError(
+            f"generation.scheduler: {scheduler!r} cannot sample {type(pipeline).__name__}; "
+            f"set it to one of {', '.join(accepted)}"
+        )
+    components = dict(pipeline.components)
+    components["scheduler"] = SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
+    scheduled = type(pipeline)(**components, **options)
+    scheduled.set_progress_bar_config(disable=True)
+    return scheduled
 
 
 _FAMILIES: dict[str, Family] = {}
