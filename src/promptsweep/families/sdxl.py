@@ -13,9 +13,10 @@ conditioning of the baseline or of the word variant, and the empty
 negative of the baseline is the same tensors in every condition.
 
 Texts in compel's weight syntax go through compel with both encoders
-(penultimate hidden states, not normalised; the pooled output of the second
-encoder only, as diffusers' ``encode_prompt`` takes it); every other text
-exactly as ``encode_prompt`` encodes it.
+(penultimate hidden states, not normalised, as SDXL reads them); their pooled
+vector, which cannot carry per-token weights, is that of their words without
+the weights. Every other text is encoded exactly as the pipeline's
+``encode_prompt`` encodes it.
 """
 
 from __future__ import annotations
@@ -58,30 +59,61 @@ CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
 SCHEDULERS = ("unipc", "ddim")
 
 
+def _words(text: str) -> str:
+    """``text`` without compel's weight syntax: its fragments' words, in order."""
+    from compel import Compel
+    from compel.prompt_parser import FlattenedPrompt
+
+    prompts = Compel.parse_prompt_string(text).prompts
+    if len(prompts) != 1 or not isinstance(prompts[0], FlattenedPrompt):
+        raise ValueError(
+            f"text {text!r} is a compel conjunction or blend; write one plain or weighted text"
+        )
+    return " ".join(" ".join(fragment.text for fragment in prompts[0].children).split())
+
+
 def _compel_encode(pipeline: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``text`` in compel syntax through both encoders: one compel per
-    encoder (compel's list form of the two is deprecated), truncated to 77
-    positions as the pipeline truncates."""
+    """``text`` in compel syntax: the hidden states of both encoders through
+    compel (one compel per encoder: compel's list form of the two is
+    deprecated), truncated to 77 positions as the pipeline truncates. A pooled
+    vector carries no per-token weights, and compel would pool the raw text,
+    brackets and numbers included; it is the pipeline's pooled output of the
+    text's words instead."""
     import torch
     from compel import Compel, ReturnedEmbeddingsType
 
-    def compel(tokenizer: Any, text_encoder: Any, pooled: bool) -> Compel:
-        return Compel(
+    def hidden_states(tokenizer: Any, text_encoder: Any) -> torch.Tensor:
+        compel = Compel(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
             truncate_long_prompts=True,
             returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
-            requires_pooled=pooled,
         )
+        return compel(text)
 
     with torch.no_grad():
-        first = compel(pipeline.tokenizer, pipeline.text_encoder, pooled=False)(text)
-        second, pooled = compel(pipeline.tokenizer_2, pipeline.text_encoder_2, pooled=True)(text)
-    embeds = torch.cat([first, second], dim=-1)
+        embeds = torch.cat(
+            [
+                hidden_states(pipeline.tokenizer, pipeline.text_encoder),
+                hidden_states(pipeline.tokenizer_2, pipeline.text_encoder_2),
+            ],
+            dim=-1,
+        )
     if embeds.shape[1] != pipeline.tokenizer.model_max_length:
         raise ValueError(
             f"text {text!r} encodes to {embeds.shape[1]} positions, not {pipeline.tokenizer.model_max_length}: "
             "compel's .and() conjunctions concatenate windows; write one plain or weighted text"
+        )
+    _, pooled = _pipeline_encode(pipeline, _words(text))
+    return embeds, pooled
+
+
+def _pipeline_encode(pipeline: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipeline.encode_prompt(
+            text, device=pipeline._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
     return embeds, pooled
 
@@ -90,17 +122,9 @@ def encode_text(pipeline: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden states of both encoders, pooled output) of one text: through
     compel when it has weights (``emphasis.has_weights``), otherwise as the
     pipeline's ``encode_prompt`` encodes a prompt."""
-    import torch
-
     from promptsweep.emphasis import has_weights
 
-    if has_weights(text):
-        return _compel_encode(pipeline, text)
-    with torch.no_grad():
-        embeds, _, pooled, _ = pipeline.encode_prompt(
-            text, device=pipeline._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False
-        )
-    return embeds, pooled
+    return _compel_encode(pipeline, text) if has_weights(text) else _pipeline_encode(pipeline, text)
 
 
 class SDXL:
