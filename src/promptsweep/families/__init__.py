@@ -192,6 +192,20 @@ class Family(Protocol):
         ...
 
 
+def refuse_weights(family: str, text: str) -> None:
+    """Stop on a text in compel's weight syntax (``emphasis.has_weights``),
+    for a family whose text encoders compel cannot encode: read as written,
+    the weights would be words."""
+    from promptsweep.emphasis import has_weights
+
+    if has_weights(text):
+        raise ValueError(
+            f"text {text!r} uses compel's weight syntax, which compel cannot encode for the {family} family "
+            "(its T5 text encoder); remove the weights from that row of the prompt sheet, or use the sd15 "
+            "or sdxl family"
+        )
+
+
 def with_scheduler(pipeline: Any, scheduler: str, accepted: Sequence[str], **options: Any) -> Any:
     """A pipeline of the same class sharing ``pipeline``'s loaded modules,
     with its own ``scheduler`` (a key of ``generation.SCHEDULERS``) built from

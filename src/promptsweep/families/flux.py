@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptsweep.families import Conditioning, PipelineOutput, register, with_scheduler
-from promptsweep.families.sd3 import refuse_weights
+from promptsweep.families import Conditioning, PipelineOutput, refuse_weights, register, with_scheduler
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +66,7 @@ class Flux:
 
     name = "flux"
     pipeline_class = "FluxControlNetPipeline"
-    # The FLUX.1-dev card: 1024 px, 28 steps, distilled guidance 3.5.
+    # FLUX.1-dev: 1024 px, distilled guidance 3.5 (its card); 28 steps (the pipeline's default).
     defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 3.5, "scheduler": "flow_match_euler"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:

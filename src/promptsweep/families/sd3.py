@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from promptsweep.families import Conditioning, PipelineOutput, register, with_scheduler
+from promptsweep.families import Conditioning, PipelineOutput, refuse_weights, register, with_scheduler
 
 if TYPE_CHECKING:
     import torch
@@ -65,26 +65,13 @@ T5_POSITIONS = 256
 CONTROL_ENCODING_SEED = 0
 
 
-def refuse_weights(family: str, text: str) -> None:
-    """Stop on a text in compel's weight syntax: compel cannot encode this
-    family's T5 encoder, and read as written the weights would be words."""
-    from promptsweep.emphasis import has_weights
-
-    if has_weights(text):
-        raise ValueError(
-            f"text {text!r} uses compel's weight syntax, which compel cannot encode for the {family} family "
-            "(its T5 text encoder); remove the weights from that row of the prompt sheet, or use the sd15 "
-            "or sdxl family"
-        )
-
-
 class SD3:
     """Stable Diffusion 3.5 + ControlNet (see the module's docstring)."""
 
     name = "sd3"
     pipeline_class = "StableDiffusion3ControlNetPipeline"
-    # The SD 3.5 Large card: 1024 px, 28 steps, guidance 3.5-7 (the pipeline's
-    # default 7.0 is the upper end; 4.5 sits in the range).
+    # SD 3.5 Large: 1024 px; 28 steps (the pipeline's default); guidance in
+    # the 3.5-7 range its card and the pipeline's default (7.0) span.
     defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 4.5, "scheduler": "flow_match_euler"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
