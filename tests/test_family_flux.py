@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import family_checks as checks
 from promptsweep import families
@@ -47,9 +48,9 @@ def test_latents_are_packed_2x2_from_one_generator_per_seed(tiny_flux) -> None:
     model = families.get(FAMILY)
     latents = model.initial_latents(pipeline, [5, 6], 64, 96)
     # 16 channels at 1/8 of 64 x 96, in 2x2 patches: (8/2) x (12/2) tokens of 64.
-    assert latents.shape == (2, 4 * 6, 4 * pipeline.transformer.config.in_channels // 4)
-    assert latents.dtype.is_floating_point and latents.device.type == "cpu"
-    assert np.array_equal(model.initial_latents(pipeline, [6], 64, 96)[0], latents[1])
+    assert latents.shape == (2, 4 * 6, pipeline.transformer.config.in_channels)
+    assert latents.dtype == torch.float32 and latents.device.type == "cpu"
+    assert torch.equal(model.initial_latents(pipeline, [6], 64, 96)[0], latents[1])
 
 
 def test_sides_not_multiples_of_16_name_the_resolution(tiny_flux) -> None:
