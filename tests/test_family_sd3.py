@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import family_checks as checks
-from promptsweep import families
+from promptsweep import families, models
 from promptsweep.conditions import GenerationInput
 from promptsweep.families import FamilyConfigError
 from promptsweep.study import GenerationSettings
@@ -65,6 +65,11 @@ def test_a_controlnet_of_another_design_is_refused(tiny_sd3, tiny: Path, tmp_pat
     checks.check_wrong_controlnet(
         FAMILY, directory / "base", directory / "controlnet", tiny, tmp_path, "pooled_projection_dim", 2048
     )
+
+
+def test_compiling_the_transformer_is_refused_with_the_config_key(tiny_sd3) -> None:
+    with pytest.raises(ValueError, match="runtime.compile"):
+        models.compile_denoisers(tiny_sd3[1], backend="eager")
 
 
 def test_negative_prompt_acts_through_cfg() -> None:

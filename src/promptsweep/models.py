@@ -253,7 +253,15 @@ def compile_denoisers(pipeline: Any, backend: str = "inductor") -> None:
     size, which ``generation.generate_batch`` keeps fixed (``padded``), and the image
     size; each new shape compiles again. ``backend="eager"`` only captures the
     graphs (a quick check on a CPU).
+
+    Only for the UNet families (sd15, sdxl): the transformer families' joint
+    attention takes no fused processor, so they stop here with the config key.
     """
+    if not hasattr(pipeline, "unet"):
+        raise ValueError(
+            f"runtime.compile: {type(pipeline).__name__} has no UNet; compiling is prepared for the UNet "
+            "families (sd15, sdxl) only; set runtime.compile to false"
+        )
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_GRAPHS_LIMIT)
     for model in (pipeline.unet, pipeline.controlnet):
         prepare_denoiser(model)

@@ -87,6 +87,7 @@ def _compel_encode(pipeline: Any, text: str) -> tuple[torch.Tensor, torch.Tensor
             tokenizer=tokenizer,
             text_encoder=text_encoder,
             truncate_long_prompts=True,
+            padding_attention_mask_value=1,
             returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
         )
         return compel(text)
