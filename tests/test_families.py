@@ -90,6 +90,33 @@ def test_negative_prompt_acts_only_with_guidance() -> None:
     assert not SD15.uses_negative_prompt(GenerationSettings(2, 1.0, 1.0, "unipc"))
 
 
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd3", "flux"])
+def test_every_built_in_family_keeps_the_protocol_and_fetches_safetensors_only(name: str) -> None:
+    family = families.get(name)
+    assert name in families.FAMILY_MODULES and family.name == name
+    assert isinstance(family, families.Family)
+    assert set(family.defaults) == {"resolution", "steps", "guidance_scale", "scheduler"}
+    for role in ("base", "controlnet"):
+        patterns = family.weight_patterns(role, False)
+        assert any(pattern.endswith(".safetensors") for pattern in patterns)
+        # Weights are named file by file; only tokenizer folders are taken whole.
+        weights = [pattern for pattern in patterns if not pattern.startswith("tokenizer")]
+        assert not any(pattern.endswith((".bin", ".ckpt", ".pt", ".pth", "*")) for pattern in weights)
+
+
+def test_sd15_refuses_the_flow_matching_sampler(tiny: Path) -> None:
+    from promptsweep import models
+    from promptsweep.families import sd15
+
+    base, controlnet = (
+        models.resolve_weights(models.ModelSource(str(tiny / role)), [], role) for role in ("base", "controlnet")
+    )
+    pipeline = models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+    with pytest.raises(FamilyConfigError, match="generation.scheduler: 'flow_match_euler'.*unipc, ddim"):
+        sd15.with_scheduler(pipeline, "flow_match_euler")
+    assert type(sd15.with_scheduler(pipeline, "ddim").scheduler).__name__ == "DDIMScheduler"
+
+
 def test_sd15_weight_patterns_are_safetensors_only() -> None:
     for role, safety_checker in (("base", False), ("base", True), ("controlnet", False)):
         patterns = SD15.weight_patterns(role, safety_checker)

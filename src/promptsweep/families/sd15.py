@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptsweep.families import Conditioning, PipelineOutput, register
+from promptsweep.families import with_scheduler as scheduled_pipeline
 
 # torch, diffusers and compel are imported where they are used: a family is
 # looked up by workflow steps that never load a model.
@@ -41,6 +42,7 @@ BASE_PATTERNS = [
 ]
 SAFETY_CHECKER_PATTERNS = ["safety_checker/model.safetensors", "feature_extractor/*"]
 CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+SCHEDULERS = ("unipc", "ddim")
 
 
 # --- Text encoding ----------------------------------------------------------
@@ -129,22 +131,12 @@ def conditioning(prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tens
 
 
 def with_scheduler(pipeline: StableDiffusionControlNetPipeline, scheduler: str) -> StableDiffusionControlNetPipeline:
-    """A pipeline sharing the loaded modules but with its own scheduler.
-
-    Schedulers keep per-call state; a fresh one per pipeline call keeps
-    concurrent jobs from sharing it.
-    """
-    from diffusers import StableDiffusionControlNetPipeline
-
-    from promptsweep.generation import SCHEDULERS
-
-    components = dict(pipeline.components)
-    components["scheduler"] = SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
-    scheduled = StableDiffusionControlNetPipeline(
-        **components, requires_safety_checker=pipeline.config.requires_safety_checker
+    """A pipeline sharing the loaded modules but with its own scheduler
+    (``families.with_scheduler``): a fresh one per call, since schedulers keep
+    per-call state. The flow-matching sampler does not fit SD 1.5's UNet."""
+    return scheduled_pipeline(
+        pipeline, scheduler, SCHEDULERS, requires_safety_checker=pipeline.config.requires_safety_checker
     )
-    scheduled.set_progress_bar_config(disable=True)
-    return scheduled
 
 
 class SD15:
