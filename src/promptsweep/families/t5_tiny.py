@@ -1,7 +1,8 @@
 """A tiny random T5 text encoder and a tokenizer for it, built offline.
 
 SD 3.5 and FLUX.1 read a text through T5 (``T5EncoderModel`` with a
-Unigram ``T5TokenizerFast``). The hub's tiny test T5 cannot be downloaded
+Unigram ``T5TokenizerFast``, which transformers 5 saves under its one class
+name ``T5Tokenizer``). The hub's tiny test T5 cannot be downloaded
 here, so the tokenizer is built from a vocabulary of single characters:
 every printable ASCII character is one piece (SentencePiece's ``▁`` marks a
 word start), anything else is ``<unk>``. Different texts thus map to
