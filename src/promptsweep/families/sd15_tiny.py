@@ -116,6 +116,19 @@ def build_text_encoder() -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
+def sd15_scheduler() -> PNDMScheduler:
+    """Stable Diffusion 1.5's own scheduler config, as its pipeline directory
+    holds it; the study swaps the scheduler for the one it is set to."""
+    return PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+
+
 def write_tiny_model(base_dir: Path, controlnet_dir: Path) -> None:
     """Build the tiny model from a fixed seed and save it as two directories.
 
@@ -133,15 +146,7 @@ def write_tiny_model(base_dir: Path, controlnet_dir: Path) -> None:
         text_encoder=build_text_encoder(),
         tokenizer=build_tokenizer(),
         unet=unet,
-        # Stable Diffusion 1.5's own scheduler config; the study swaps it.
-        scheduler=PNDMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            set_alpha_to_one=False,
-            skip_prk_steps=True,
-            steps_offset=1,
-        ),
+        scheduler=sd15_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
