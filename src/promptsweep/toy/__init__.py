@@ -1,0 +1,57 @@
+"""The toy model: Stable Diffusion 1.5's architecture, trained on a toy world
+of coloured shapes whose answers are known (:mod:`promptsweep.toy.world`).
+
+``python -m promptsweep.toy train --output src/promptsweep/toy/weights``
+trains it and writes its weights in the package's ``weights/``, with the
+sha256 of every file in ``weights/SHA256SUMS`` and the settings and log of the
+training. A study with ``model.source: toy`` loads them like real weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from promptsweep.files import file_sha256
+
+WEIGHTS = Path(__file__).parent / "weights"
+FAMILY = "sd15"
+"""The model family whose architecture the toy model has."""
+CHECKSUMS = "SHA256SUMS"
+GENERATION_DEFAULTS = {"resolution": 128, "steps": 10, "guidance_scale": 7.5, "scheduler": "unipc"}
+"""What suits the toy model: the size it was trained at, and the fewest UniPC steps that keep its pictures."""
+
+
+class ToyWeightsError(RuntimeError):
+    """The shipped toy weights are missing or not the ones recorded."""
+
+
+def write_checksums(directory: Path) -> None:
+    """Record the sha256 of every weight file under ``directory`` in its ``SHA256SUMS``."""
+    lines = [
+        f"{file_sha256(path)}  {path.relative_to(directory).as_posix()}"
+        for path in sorted(directory.rglob("*.safetensors"))
+    ]
+    (directory / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def verified_weights(directory: Path = WEIGHTS) -> dict[str, str]:
+    """The recorded sha256 of each weight file, after checking every file against it.
+
+    Raises :class:`ToyWeightsError` naming the file when one is missing or
+    differs (for example a Git LFS pointer checked out instead of the file).
+    """
+    manifest = directory / CHECKSUMS
+    if not manifest.is_file():
+        raise ToyWeightsError(
+            f"model.source: toy needs the toy model's weights, and {manifest} is missing; train them with "
+            f"python -m promptsweep.toy train --output {directory} (about an hour on 2 CPU cores)"
+        )
+    recorded = dict(reversed(line.split("  ", 1)) for line in manifest.read_text().splitlines() if line)
+    for name, digest in recorded.items():
+        path = directory / name
+        if not path.is_file() or file_sha256(path) != digest:
+            raise ToyWeightsError(
+                f"toy weight file {path} is missing or not the one recorded in {manifest}; "
+                "train them again with python -m promptsweep.toy train"
+            )
+    return recorded

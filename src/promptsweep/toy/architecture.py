@@ -1,0 +1,111 @@
+"""The toy model's parts: Stable Diffusion 1.5's architecture, scaled down.
+
+The same classes as SD 1.5 + ControlNet (a CLIP tokenizer and text encoder,
+an ``AutoencoderKL`` with an 8x latent, a ``UNet2DConditionModel`` and a
+``ControlNetModel`` made from it), small enough to generate a 128 px picture
+on a CPU in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, byte_level_vocabulary, byte_symbol
+from promptsweep.toy import world
+
+TEXT_WIDTH = 64
+
+
+def word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges that join the bytes of each of ``words``.
+
+    Each word's bytes are merged left to right, its last byte carrying CLIP's
+    end-of-word mark. Where two words' merges compete, a word stays in a few
+    pieces (as many words do in real CLIP); any other word falls apart into
+    bytes, so every text still tokenises.
+    """
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        symbols = [byte_symbol(byte) for byte in word.encode()]
+        symbols[-1] += "</w>"
+        merged = symbols[0]
+        for symbol in symbols[1:]:
+            if (merged, symbol) not in merges:
+                merges.append((merged, symbol))
+            merged += symbol
+    return merges
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is the 512 byte symbols plus the toy world's words."""
+    vocabulary = byte_level_vocabulary()
+    merges = word_merges(world.vocabulary())
+    for first, second in merges:
+        vocabulary.setdefault(first + second, len(vocabulary))
+    return CLIPTokenizer(
+        vocab=vocabulary, merges=merges, model_max_length=CLIP_MAX_LENGTH
+    )
+
+
+def build_text_encoder(vocabulary_size: int) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocabulary_size,
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=2 * TEXT_WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=CLIP_MAX_LENGTH,
+            bos_token_id=len(byte_level_vocabulary()) - 2,
+            eos_token_id=len(byte_level_vocabulary()) - 1,
+            pad_token_id=len(byte_level_vocabulary()) - 1,
+        )
+    )
+
+
+def build_vae() -> AutoencoderKL:
+    # Four blocks give SD's 8x downsampling: a 128 px picture is a 16 x 16 latent.
+    return AutoencoderKL(
+        block_out_channels=(16, 32, 64, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=16,
+        sample_size=world.SIZE,
+        # Convolutions only: trained on crops, it then works at any size. With
+        # the mid-block's attention, a model trained on 64 px crops shifted the
+        # colours of 128 px pictures.
+        mid_block_add_attention=False,
+    )
+
+
+def build_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=world.SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        # Text is read at 8 x 8 and 4 x 4 only: attention over the 16 x 16
+        # latent took a third of a training step on a CPU.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def build_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64, 128))
+
+
+def build_noise_scheduler() -> DDPMScheduler:
+    """Stable Diffusion 1.5's training noise schedule."""
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )

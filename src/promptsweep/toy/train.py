@@ -1,0 +1,214 @@
+"""Training the toy model from a fixed seed, on a CPU.
+
+Two stages, as Stable Diffusion was trained: first the autoencoder on the
+pictures; then, on its latents, the text encoder, the UNet and the ControlNet
+together with the noise-prediction loss (Ho et al. 2020), the caption left
+empty one time in ten so that classifier-free guidance has an unconditional
+branch (Ho and Salimans 2022).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+
+from promptsweep import edges
+from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, sd15_scheduler
+from promptsweep.toy import architecture, world
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything that decides the trained weights, besides the code."""
+
+    seed: int = 0
+    pictures: int = 6000
+    autoencoder_steps: int = 1000
+    autoencoder_batch: int = 16
+    autoencoder_crop: int = 64
+    autoencoder_learning_rate: float = 1e-3
+    kl_weight: float = 1e-6
+    denoiser_steps: int = 2500
+    denoiser_batch: int = 32
+    denoiser_learning_rate: float = 1e-3
+    empty_caption_share: float = 0.1
+    canny_low: int = 100
+    canny_high: int = 200
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    pictures: torch.Tensor  # (n, 3, H, W) in [-1, 1]
+    controls: torch.Tensor  # (n, 3, H, W) in {0, 1}
+    captions: list[str]
+
+
+def make_data(settings: TrainingSettings) -> TrainingData:
+    """The toy world's pictures, their clean pictures' Canny edges and their captions."""
+    rng = np.random.default_rng(settings.seed)
+    pictures, controls, captions = [], [], []
+    for _ in range(settings.pictures):
+        clean, tags, _ = world.draw_scene(rng)
+        picture, degradation = world.degrade(clean, rng)
+        edge_map = edges.canny(world.to_uint8(clean), settings.canny_low, settings.canny_high)
+        pictures.append(world.to_uint8(picture))
+        controls.append(edge_map)
+        captions.append(world.caption(tags, degradation, rng))
+    stacked = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    control = torch.from_numpy(np.stack(controls)).float().div(255)[:, None].expand(-1, 3, -1, -1)
+    return TrainingData(stacked, control.contiguous(), captions)
+
+
+def _gradient_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Matching image gradients as well as values keeps the decoder's edges
+    # sharp: a pixel loss alone is minimised by a blur.
+    def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+    (oy, ox), (ty, tx) = gradients(output), gradients(target)
+    return (oy - ty).abs().mean() + (ox - tx).abs().mean()
+
+
+def train_autoencoder(data: TrainingData, settings: TrainingSettings, generator: torch.Generator):
+    vae = architecture.build_vae()
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=settings.autoencoder_learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.autoencoder_steps)
+    crop = settings.autoencoder_crop
+    n, _, height, width = data.pictures.shape
+    for step in range(1, settings.autoencoder_steps + 1):
+        index = torch.randint(n, (settings.autoencoder_batch,), generator=generator)
+        top, left = (int(v) for v in torch.randint(0, height - crop + 1, (2,), generator=generator))
+        batch = data.pictures[index, :, top : top + crop, left : left + crop]
+        posterior = vae.encode(batch).latent_dist
+        output = vae.decode(posterior.sample(generator=generator)).sample
+        reconstruction = F.l1_loss(output, batch) + F.mse_loss(output, batch) + _gradient_loss(output, batch)
+        loss = reconstruction + settings.kl_weight * posterior.kl().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == 1:
+            logger.info("autoencoder step %d/%d: loss %.4f", step, settings.autoencoder_steps, loss.item())
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def encode_pictures(vae, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each picture's latent mean and standard deviation."""
+    means, stds = [], []
+    for start in range(0, len(pictures), 64):
+        posterior = vae.encode(pictures[start : start + 64]).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generator: torch.Generator):
+    tokenizer = architecture.build_tokenizer()
+    text_encoder = architecture.build_text_encoder(len(tokenizer))
+    unet = architecture.build_unet()
+    controlnet = architecture.build_controlnet(unet)
+    scheduler = architecture.build_noise_scheduler()
+
+    means, stds = encode_pictures(vae, data.pictures)
+    # Unit-variance latents, as SD's 0.18215 makes its own.
+    scaling_factor = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    logger.info("latent scaling factor %.4f", scaling_factor)
+
+    token_ids = tokenizer(
+        data.captions, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+    empty_ids = tokenizer(
+        [""], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+
+    parameters = [*text_encoder.parameters(), *unet.parameters(), *controlnet.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=settings.denoiser_learning_rate)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, settings.denoiser_learning_rate, total_steps=settings.denoiser_steps, pct_start=0.05
+    )
+    n = len(means)
+    for step in range(1, settings.denoiser_steps + 1):
+        index = torch.randint(n, (settings.denoiser_batch,), generator=generator)
+        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)) * scaling_factor
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        ids = token_ids[index].clone()
+        dropped = torch.rand(len(index), generator=generator) < settings.empty_caption_share
+        ids[dropped] = empty_ids
+        text = text_encoder(ids)[0]
+        down, middle = controlnet(
+            noisy, timesteps, encoder_hidden_states=text, controlnet_cond=data.controls[index], return_dict=False
+        )
+        prediction = unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=text,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=middle,
+        ).sample
+        loss = F.mse_loss(prediction, noise)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == 1:
+            logger.info("denoiser step %d/%d: loss %.4f", step, settings.denoiser_steps, loss.item())
+    return tokenizer, text_encoder, unet, controlnet
+
+
+def train(output: Path, settings: TrainingSettings) -> None:
+    """Train every part and write ``output/base`` (a Stable Diffusion pipeline
+    directory) and ``output/controlnet``, as safetensors, with
+    ``output/training.json`` (the settings, the seconds each stage took)."""
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(settings.threads)
+    # Denormal floats can slow a CPU's convolutions many times over.
+    torch.set_flush_denormal(True)
+    generator = torch.Generator().manual_seed(settings.seed)
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    data = make_data(settings)
+    seconds["data"] = time.perf_counter() - start
+    logger.info("%d pictures in %.0f s", len(data.captions), seconds["data"])
+
+    start = time.perf_counter()
+    vae = train_autoencoder(data, settings, generator)
+    seconds["autoencoder"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tokenizer, text_encoder, unet, controlnet = train_denoiser(data, vae, settings, generator)
+    seconds["denoiser"] = time.perf_counter() - start
+
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sd15_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(output / "base", safe_serialization=True)
+    controlnet.save_pretrained(output / "controlnet", safe_serialization=True)
+    (output / "training.json").write_text(
+        json.dumps({"settings": asdict(settings), "seconds": seconds, "torch": torch.__version__}, indent=2) + "\n"
+    )
+    logger.info("wrote %s in %.0f s", output, sum(seconds.values()))

@@ -1,0 +1,192 @@
+"""The toy world: pictures of coloured shapes and textures, drawn by code, with
+captions that name what they show and how good they look.
+
+Every picture is drawn clean first; its control is the clean picture's Canny
+edges. A share of pictures is then degraded (:data:`DEGRADATIONS`) and
+captioned with the words real captions use for that degradation, while clean
+pictures are captioned, some of the time, with quality words
+(:data:`QUALITY_WORDS`). A model trained on these pairs learns what the words
+mean, so the effect of a quality word in a prompt is known in advance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SIZE = 128
+"""Side of every picture, in pixels."""
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "orange": (240, 140, 30),
+    "yellow": (240, 220, 40),
+    "green": (50, 170, 60),
+    "cyan": (40, 200, 210),
+    "blue": (40, 70, 220),
+    "purple": (140, 50, 180),
+    "pink": (240, 130, 190),
+    "brown": (130, 80, 40),
+    "white": (245, 245, 245),
+    "gray": (128, 128, 128),
+    "black": (20, 20, 20),
+}
+SHAPES = ("circle", "square", "triangle", "ellipse", "stripes")
+
+QUALITY_WORDS = ("sharp", "detailed", "best quality", "high quality")
+"""Words a clean picture's caption may carry."""
+LOW_QUALITY_WORDS = ("low quality", "worst quality")
+"""Words any degraded picture's caption may carry, on top of its own."""
+
+
+def _blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=float(rng.uniform(1.5, 3.0)))
+
+
+def _lowres(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    factor = int(rng.choice([4, 8]))
+    small = cv2.resize(image, (SIZE // factor, SIZE // factor), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def _noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return image + rng.normal(0.0, rng.uniform(0.06, 0.12), image.shape).astype(np.float32)
+
+
+def _low_contrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    mean = image.mean()
+    return mean + (image - mean) * float(rng.uniform(0.25, 0.45))
+
+
+def _washed_out(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    gray = image.mean(axis=2, keepdims=True)
+    faded = gray + (image - gray) * float(rng.uniform(0.2, 0.4))
+    return 1.0 - (1.0 - faded) * float(rng.uniform(0.35, 0.55))
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A way a picture is made worse, and the caption word for it."""
+
+    name: str
+    word: str
+    apply: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+DEGRADATIONS: tuple[Degradation, ...] = (
+    Degradation("blur", "blurry", _blur),
+    Degradation("lowres", "lowres", _lowres),
+    Degradation("noise", "noisy", _noise),
+    Degradation("low_contrast", "low contrast", _low_contrast),
+    Degradation("washed_out", "washed out", _washed_out),
+)
+CLEAN_SHARE = 0.4
+"""The share of pictures left clean; the rest is split evenly among the degradations."""
+
+
+def plural(shape: str) -> str:
+    return shape if shape.endswith("s") else f"{shape}s"
+
+
+def vocabulary() -> list[str]:
+    """Every word a training caption can hold."""
+    words = set(COLOURS) | {plural(shape) for shape in SHAPES} | set(SHAPES) | {"background"}
+    for phrase in (*QUALITY_WORDS, *LOW_QUALITY_WORDS, *(d.word for d in DEGRADATIONS)):
+        words.update(phrase.split())
+    return sorted(words)
+
+
+def _fill(shape: str, colour: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A binary mask of one shape, as float in {0, 1}."""
+    mask = np.zeros((size, size), np.uint8)
+    centre = rng.integers(size // 6, size - size // 6, 2)
+    radius = int(rng.integers(size // 10, size // 4))
+    cx, cy = int(centre[0]), int(centre[1])
+    if shape == "circle":
+        cv2.circle(mask, (cx, cy), radius, 1, -1)
+    elif shape == "square":
+        cv2.rectangle(mask, (cx - radius, cy - radius), (cx + radius, cy + radius), 1, -1)
+    elif shape == "ellipse":
+        axes = (radius, int(radius * rng.uniform(0.4, 0.8)))
+        cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    elif shape == "triangle":
+        angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+        points = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1).astype(np.int32)
+        cv2.fillPoly(mask, [points], 1)
+    elif shape == "stripes":
+        period = int(rng.integers(8, 20))
+        cv2.rectangle(mask, (cx - radius, cy - radius), (cx + radius, cy + radius), 1, -1)
+        columns = (np.arange(size) // (period // 2)) % 2
+        mask = mask * columns[None, :].astype(np.uint8)
+    return mask.astype(np.float32)
+
+
+def draw_scene(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, list[str], str]:
+    """A clean picture (float32 RGB in [0, 1], ``size`` x ``size``), the
+    caption tags naming what it shows, and its main shape's plural (the
+    one-word prompt of a study image)."""
+    names = list(COLOURS)
+    background = names[int(rng.integers(len(names)))]
+    image = np.empty((size, size, 3), np.float32)
+    image[:] = np.array(COLOURS[background], np.float32) / 255
+    main = str(rng.choice(SHAPES))
+    tags = [plural(main), f"{background} background"]
+    count = int(rng.integers(1, 4))
+    # The main shape is drawn last, so that no other shape hides it.
+    for index in reversed(range(count)):
+        shape = main if index == 0 else str(rng.choice(SHAPES))
+        colour = names[int(rng.integers(len(names)))]
+        while colour == background:
+            colour = names[int(rng.integers(len(names)))]
+        mask = _fill(shape, np.array(COLOURS[colour]), size, rng)[..., None]
+        image = image * (1 - mask) + mask * (np.array(COLOURS[colour], np.float32) / 255)
+        tags.append(f"{colour} {shape}")
+    return image, tags, plural(main)
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Degradation | None]:
+    """The picture left clean (share :data:`CLEAN_SHARE`) or with one of the
+    degradations, clipped to [0, 1]."""
+    if rng.random() < CLEAN_SHARE:
+        return image, None
+    degradation = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))]
+    return np.clip(degradation.apply(image, rng), 0.0, 1.0).astype(np.float32), degradation
+
+
+def caption(tags: list[str], degradation: Degradation | None, rng: np.random.Generator) -> str:
+    """Comma-separated tags in random order: what the picture shows, then
+    (often, not always) its quality words."""
+    words = [tag for tag in tags if rng.random() < 0.7] or [tags[-1]]
+    if degradation is None:
+        if rng.random() < 0.6:
+            count = int(rng.integers(1, 3))
+            words += list(rng.choice(QUALITY_WORDS, size=count, replace=False))
+    else:
+        if rng.random() < 0.8:
+            words.append(degradation.word)
+        if rng.random() < 0.5:
+            words.append(str(rng.choice(LOW_QUALITY_WORDS)))
+    if rng.random() < 0.3:
+        # Words the captions otherwise never hold, so that the model learns
+        # to ignore a word it has not seen.
+        letters = rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(rng.integers(3, 9)))
+        words.append("".join(letters))
+    order = rng.permutation(len(words))
+    return ", ".join(words[index] for index in order)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def study_scenes(count: int, first_seed: int = 10_000) -> list[tuple[str, np.ndarray, str]]:
+    """``count`` clean scenes for a study, each from its own seed (above the
+    training data's): an image id, the picture (uint8) and its one-word prompt."""
+    scenes = []
+    for index in range(count):
+        picture, _, prompt = draw_scene(np.random.default_rng(first_seed + index))
+        scenes.append((f"{prompt}_{index + 1:02d}", to_uint8(picture), prompt))
+    return scenes

@@ -1,0 +1,136 @@
+"""The toy world, its planted effects, its training, and its shipped model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from promptsweep import edges, families, metrics, models, toy
+from promptsweep.conditions import GenerationInput
+from promptsweep.study import GenerationSettings, PromptSpec
+from promptsweep.toy import architecture, planted, train, world
+
+
+def test_scenes_are_drawn_again_the_same_from_their_seeds() -> None:
+    first, second = world.study_scenes(3), world.study_scenes(3)
+    assert [scene[0] for scene in first] == [scene[0] for scene in second]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(first, second))
+    assert len({scene[0] for scene in first}) == 3
+
+
+def test_every_scene_has_edges_to_follow() -> None:
+    for _, picture, _ in world.study_scenes(10):
+        assert edges.canny(picture, 100, 200).any()
+
+
+def test_captions_name_what_the_picture_shows_and_its_quality() -> None:
+    rng = np.random.default_rng(0)
+    blur = world.DEGRADATIONS[0]
+    captions = [world.caption(["circles", "red circle"], blur, rng) for _ in range(200)]
+    assert sum("blurry" in caption for caption in captions) > 120
+    assert not any(word in caption for caption in captions for word in world.QUALITY_WORDS)
+    clean = [world.caption(["circles", "red circle"], None, rng) for _ in range(200)]
+    assert not any(degradation.word in caption for caption in clean for degradation in world.DEGRADATIONS)
+
+
+def test_each_degradation_moves_the_quality_metrics_its_own_way() -> None:
+    effects = planted.degradation_effects(count=12).set_index(["degradation", "metric"])["mean_change"]
+    assert effects["blur", "sharpness"] < 0 < effects["noise", "sharpness"]
+    assert effects["low_contrast", "rms_contrast"] < 0
+    assert effects["washed_out", "colorfulness"] < 0
+
+
+def _effects(changes: dict[tuple[str, str], float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"degradation": name, "metric": metric, "standardised_change": changes.get((name, metric), 0.0)}
+            for name in (d.name for d in world.DEGRADATIONS)
+            for metric in (m.name for m in planted.planted_metrics())
+        ]
+    )
+
+
+def test_planted_directions_follow_from_the_words_of_a_prompt() -> None:
+    effects = _effects({("blur", "sharpness"): -1.0, ("noise", "sharpness"): 2.0, ("washed_out", "colorfulness"): -2.0})
+    prompts = [
+        PromptSpec("sharp", "positive", 1, "best quality"),
+        PromptSpec("blurry", "negative", 1, "blurry"),
+        PromptSpec("worst", "negative", 2, "worst quality"),
+        PromptSpec("unseen", "positive", 2, "masterpiece"),
+    ]
+    expected = planted.expected_changes(prompts, effects).set_index(["prompt_id", "metric"])["expected"]
+    # Away from every degradation: the mean of (-1, 2, 0, 0, 0) is a rise, so its opposite a fall.
+    assert expected["sharp", "sharpness"] == -1
+    assert expected["sharp", "colorfulness"] == 1
+    assert expected["blurry", "sharpness"] == 1
+    assert expected["blurry", "colorfulness"] == 0
+    assert expected["worst", "colorfulness"] == 1
+    assert (expected["unseen"] == 0).all()
+
+
+def test_a_study_is_compared_with_what_was_planted() -> None:
+    expected = pd.DataFrame(
+        [{"prompt_id": "p", "metric": "sharpness", "expected": 1}, {"prompt_id": "p", "metric": "brisque", "expected": 0}]
+    )
+    found = pd.DataFrame(
+        [
+            {"prompt_id": "p", "metric": "sharpness", "delta_mean": 3.0, "q_value": 0.01},
+            {"prompt_id": "p", "metric": "brisque", "delta_mean": 2.0, "q_value": 0.2},
+        ]
+    )
+    compared = planted.compare_with_study(expected, found).set_index("metric")
+    assert compared.loc["sharpness", "agrees"] and compared.loc["sharpness", "judged"] == "better"
+    assert compared.loc["brisque", "found"] == 0 and compared.loc["brisque", "agrees"]
+
+
+def test_the_tokenizer_reads_the_worlds_words_and_any_other_text() -> None:
+    tokenizer = architecture.build_tokenizer()
+    assert tokenizer.tokenize("blurry") == ["blurry</w>"]
+    unseen = tokenizer("zqxv, ünïcode")
+    assert tokenizer.unk_token_id not in unseen.input_ids[1:-1]  # CLIP: end of text is its unknown token
+    assert len(tokenizer("a " * 200, truncation=True).input_ids) == 77  # CLIP's 77 positions
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy model trained for two steps of each stage, with its checksums."""
+    directory = tmp_path_factory.mktemp("toy")
+    settings = train.TrainingSettings(
+        pictures=8, autoencoder_steps=2, autoencoder_batch=2, denoiser_steps=2, denoiser_batch=2, autoencoder_crop=32
+    )
+    train.train(directory, settings)
+    toy.write_checksums(directory)
+    return directory
+
+
+def test_training_runs_and_writes_a_model_that_loads_and_generates(trained: Path) -> None:
+    tmp_path = trained
+    assert json.loads((tmp_path / "training.json").read_text())["settings"]["denoiser_steps"] == 2
+    weights = [models.resolve_weights(models.ModelSource(str(tmp_path / role)), [], role) for role in ("base", "controlnet")]
+    pipeline = models.load_pipeline(*weights, models.PipelineOptions("cpu", torch.float32))
+    family = families.get(toy.FAMILY)
+    control = edges.control_image(edges.canny(world.study_scenes(1)[0][1], 100, 200))
+    conditioning = family.encode(pipeline, GenerationInput("circles", "blurry"))
+    output = family.generate(
+        pipeline, control, conditioning, [0], GenerationSettings(steps=2, guidance_scale=5.0, controlnet_scale=1.0, scheduler="unipc")
+    )
+    assert np.asarray(output.images[0]).shape == (world.SIZE, world.SIZE, 3)
+
+
+def test_checksums_name_a_changed_or_missing_weight_file(trained: Path, tmp_path: Path) -> None:
+    recorded = toy.verified_weights(trained)
+    assert {"base/unet/diffusion_pytorch_model.safetensors", "controlnet/diffusion_pytorch_model.safetensors"} <= set(recorded)
+    copy = tmp_path / "weights"
+    shutil.copytree(trained, copy)
+    changed = copy / "controlnet" / "diffusion_pytorch_model.safetensors"
+    changed.write_bytes(changed.read_bytes()[:-1] + b"\0")
+    with pytest.raises(toy.ToyWeightsError, match="controlnet/diffusion_pytorch_model.safetensors"):
+        toy.verified_weights(copy)
+    with pytest.raises(toy.ToyWeightsError, match="python -m promptsweep.toy train"):
+        toy.verified_weights(tmp_path / "nothing")
