@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -52,10 +53,11 @@ def scratch_copy(source: Path, root: Path, resolution: int | None, steps: int | 
             shutil.copy2(path, root / name)
     config = root / "config" / "config.yaml"
     text = config.read_text()
-    if resolution is not None:
-        text = text.replace("  resolution: 256", f"  resolution: {resolution}", 1)
-    if steps is not None:
-        text = text.replace("  steps: 20", f"  steps: {steps}", 1)
+    overrides = {"resolution": resolution, "steps": steps}
+    for key, value in overrides.items():
+        if value is not None:
+            text = re.sub(rf"(?m)^  {key}: .*\n", "", text)
+            text = text.replace("\ngeneration:\n", f"\ngeneration:\n  {key}: {value}\n", 1)
     config.write_text(text)
 
 

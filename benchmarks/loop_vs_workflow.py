@@ -29,11 +29,13 @@ def loop_seconds() -> tuple[float, float]:
     from promptsweep import edges, models
     from promptsweep.generation import CPU_BATCH_SIZE, Item, generate
     from promptsweep.families.sd15 import FAMILY as SD15
-    from promptsweep.study import GenerationSettings, condition_input, read_images, read_prompts
+    from promptsweep.study import (
+        GenerationSettings, condition_input, read_images, read_prompts, with_generation_defaults,
+    )
     from promptsweep.families.sd15_tiny import write_tiny_model
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    generation = config["generation"]
+    generation = with_generation_defaults(config["generation"], config["model"])
     started = time.perf_counter()
     generating, generated = 0.0, 0
     with tempfile.TemporaryDirectory() as scratch:

@@ -193,3 +193,20 @@ def test_a_registered_family_generates_and_doses_through_the_protocol_alone(monk
     images = generation.generate(stub, None, control, items, GenerationSettings(1, 1.0, 1.0, "unipc"), 2)
     assert [image.seed for image in images] == [0, 1, 2]
     assert [int(image.pixels[0, 0, 0]) for image in images] == [round(v / 100 * 255) for v in (3, 10, 17)]
+
+
+def test_tables_say_when_a_family_ignored_the_negative_prompts() -> None:
+    from promptsweep.study import PromptSpec, study_caveat
+
+    negative = [PromptSpec("neg1", "negative", 1, "blurry")]
+    generation = {
+        "steps": 2, "guidance_scale": 3.5, "controlnet_scale": 1.0, "scheduler": "flow_match_euler",
+        "eta": 0.0, "guess_mode": False, "true_cfg_scale": 1.0,
+    }
+    flux = {"source": "pretrained", "family": "flux"}
+    assert "ignored every negative prompt" in study_caveat(flux, {**generation, "true_cfg_scale": 1.0}, negative)
+    assert study_caveat(flux, {**generation, "true_cfg_scale": 4.0}, negative) is None
+    assert study_caveat(flux, {**generation, "true_cfg_scale": 1.0}, []) is None
+    sd15 = {"source": "tiny", "family": "sd15"}
+    caveat = study_caveat(sd15, {**generation, "guidance_scale": 9.0, "scheduler": "unipc"}, negative)
+    assert caveat is not None and "tiny random model" in caveat and "ignored" not in caveat

@@ -114,7 +114,7 @@ def test_contact_sheet_draws_a_map_under_each_variant(tmp_path: Path) -> None:
     variants = [("good", changed(baseline, rng)), ("bad", changed(baseline, rng))]
     maps = [(label, metrics.ssim_map(baseline, variant)) for label, variant in variants]
     path = tmp_path / "sheet.png"
-    plots.contact_sheet(np.zeros(SIZE[::-1], np.uint8), [("baseline", baseline), *variants], "cat, seed 0", False, path, maps=maps)
+    plots.contact_sheet(np.zeros(SIZE[::-1], np.uint8), [("baseline", baseline), *variants], "cat, seed 0", None, path, maps=maps)
     with Image.open(path) as sheet:
         assert sheet.height > sheet.width / 3  # two rows: pictures, then maps
     assert not path.with_suffix(".svg").exists()  # pictures: PNG only
@@ -130,7 +130,7 @@ def test_contact_sheet_job_draws_the_same_maps_in_metric_processes(
     arguments = {
         "image_id": "cat", "edge_map": rows["edge_path"].iloc[0],
         "labels": ["baseline", *rows["prompt_id"]], "images": [rows["baseline_path"].iloc[0], *rows["variant_path"]],
-        "title": "cat, seed 0", "tiny": False,
+        "title": "cat, seed 0", "caveat": None,
     }
     plot_jobs.contact_sheet(**arguments, output=str(tmp_path / "here.png"), log=str(tmp_path / "here.log"))
     threads.use_metric_processes(2, "cpu", 2)

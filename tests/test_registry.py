@@ -213,7 +213,7 @@ def test_a_new_condition_kind_is_drawn_with_no_other_edit(tmp_path: Path, monkey
         "ssim_mean": [0.8, 0.7, 0.9], "ssim_ci_low": [0.7, 0.6, 0.85], "ssim_ci_high": [0.9, 0.8, 0.95],
     })
     ssim = registry.METRICS["ssim"]
-    plots.metric_by_prompt(summary, ssim, (0.5, 0.4, 0.6), "tiny", True, tmp_path / "by_prompt.png")
-    plots.effect_vs_emphasis(summary, ssim, "tiny", True, tmp_path / "effect.png")
+    plots.metric_by_prompt(summary, ssim, (0.5, 0.4, 0.6), "tiny", "a caveat", tmp_path / "by_prompt.png")
+    plots.effect_vs_emphasis(summary, ssim, "tiny", "a caveat", tmp_path / "effect.png")
     assert (tmp_path / "by_prompt.png").stat().st_size > 0 and (tmp_path / "effect.svg").stat().st_size > 0
     assert conditions.generation_input("neutral", "cat", "plain") == conditions.GenerationInput("plain cat", "")

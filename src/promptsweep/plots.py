@@ -19,7 +19,6 @@ from promptsweep.conditions import KIND_BY_NAME, kind_rank  # noqa: E402
 from promptsweep.registry import METRICS as METRICS_BY_NAME  # noqa: E402
 from promptsweep.registry import Metric  # noqa: E402
 
-TINY_NOTE = "tiny random model: these numbers test the workflow and mean nothing"
 
 # SSIM maps use the colormap of the SSIM heatmap, so that dark means changed and
 # yellow unchanged in every figure and in the gallery; viridis is perceptually
@@ -34,12 +33,12 @@ SSIM_MAP_RANGE = (0.0, 1.0)
 SSIM_MAP_LABEL = "local SSIM to baseline (1 = unchanged)"
 
 
-def _title(axes: plt.Axes, title: str, model_name: str, tiny: bool) -> None:
+def _title(axes: plt.Axes, title: str, model_name: str, caveat: str | None) -> None:
     axes.set_title(f"{title}\n{model_name}", fontsize=11)
-    if tiny:
+    if caveat:
         # Below the axes, where no data or legend can hide it.
         axes.figure.text(
-            0.5, -0.04, TINY_NOTE, ha="center", va="top", fontsize=9, color="darkred",
+            0.5, -0.04, caveat, ha="center", va="top", fontsize=9, color="darkred",
             bbox={"facecolor": "white", "edgecolor": "darkred"},
         )
 
@@ -58,7 +57,7 @@ def _ordered(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["kind", "emphasis"], key=lambda c: c.map(kind_rank) if c.name == "kind" else c)
 
 
-def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[float, float, float], model_name: str, tiny: bool, path: str | Path) -> None:
+def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[float, float, float], model_name: str, caveat: str | None, path: str | Path) -> None:
     """Mean ``metric`` of each prompt's variants to their baselines, 95% CI,
     prompts grouped by kind and ordered by emphasis, beside the noise floor
     (``(mean, ci_low, ci_high)`` of the metric between seeds of the same baseline)."""
@@ -79,11 +78,11 @@ def metric_by_prompt(summary: pd.DataFrame, metric: Metric, noise_floor: tuple[f
     axes.set_ylabel(f"{metric.label} to same-seed baseline ({metric.direction})")
     axes.set_xlabel("additional prompt, ordered by emphasis")
     axes.legend(fontsize=8, loc="best")
-    _title(axes, "How much each additional prompt changes the image (mean, 95% t interval over images)", model_name, tiny)
+    _title(axes, "How much each additional prompt changes the image (mean, 95% t interval over images)", model_name, caveat)
     save_figure(figure, path)
 
 
-def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
+def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, caveat: str | None, path: str | Path) -> None:
     """Effect (1 - ``metric``) against emphasis rank, one line per kind, with 95% CIs."""
     name = metric.name
     figure, axes = plt.subplots(figsize=(6, 4.5))
@@ -94,11 +93,11 @@ def effect_vs_emphasis(summary: pd.DataFrame, metric: Metric, model_name: str, t
     axes.set_xlabel("emphasis rank (1 = weakest)")
     axes.set_ylabel(f"effect: 1 − {metric.display_name} to baseline")
     axes.legend(fontsize=8)
-    _title(axes, "Effect against emphasis", model_name, tiny)
+    _title(axes, "Effect against emphasis", model_name, caveat)
     save_figure(figure, path)
 
 
-def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequence[str], model_name: str, tiny: bool, path: str | Path) -> None:
+def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequence[str], model_name: str, caveat: str | None, path: str | Path) -> None:
     """Mean ``metric`` over seeds for every image x prompt."""
     grid = pairs.pivot_table(index="image_id", columns="prompt_id", values=metric.name, aggfunc="mean")
     grid = grid.reindex(columns=[p for p in prompt_order if p in grid.columns])
@@ -109,13 +108,13 @@ def image_prompt_heatmap(pairs: pd.DataFrame, metric: Metric, prompt_order: Sequ
     axes.set_xlabel("additional prompt")
     axes.set_ylabel("image")
     figure.colorbar(image, ax=axes, label=f"mean {metric.label} to baseline over seeds")
-    _title(axes, f"{metric.display_name} per image and prompt", model_name, tiny)
+    _title(axes, f"{metric.display_name} per image and prompt", model_name, caveat)
     save_figure(figure, path)
 
 
 def dose_response(
     table: pd.DataFrame, metric: str | None, noise_effect: tuple[float, float, float],
-    model_name: str, tiny: bool, path: str | Path,
+    model_name: str, caveat: str | None, path: str | Path,
 ) -> None:
     """Effect (1 - SSIM to the baseline) and ``metric``'s delta against dose,
     one line per prompt in its kind's colour, 95% CI bands, and the noise
@@ -150,7 +149,7 @@ def dose_response(
         axes.set_xlabel("dose (0 = baseline, 1 = word prompt)")
         axes.set_ylabel(label)
         axes.legend(fontsize=7, loc="best")
-        _title(axes, "Dose response (mean, 95% t interval over images)", model_name, tiny)
+        _title(axes, "Dose response (mean, 95% t interval over images)", model_name, caveat)
     save_figure(figure, path)
 
 
@@ -181,7 +180,7 @@ def contact_sheet(
     edge_map: np.ndarray,
     panels: Sequence[tuple[str, np.ndarray]],
     title: str,
-    tiny: bool,
+    caveat: str | None,
     path: str | Path,
     maps: Sequence[tuple[str, np.ndarray]] | None = None,
 ) -> None:
@@ -208,12 +207,12 @@ def contact_sheet(
         map_cells = dict(zip([label for label, _ in panels], list(grid[1::stride].flat)[1:]))
         drawn = [draw_ssim_map(map_cells[label], ssim_map, f"SSIM {label}") for label, ssim_map in maps]
         ssim_colorbar(drawn[-1], list(grid.flat))
-    figure.suptitle(title + (f"\n{TINY_NOTE}" if tiny else ""), fontsize=9)
+    figure.suptitle(title + (f"\n{caveat}" if caveat else ""), fontsize=9)
     # PNG only: a sheet is pictures, which an SVG would only wrap, at twice the time.
     save_figure(figure, path, svg=False)
 
 
-def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str | Path) -> None:
+def quality_forest(quality: pd.DataFrame, model_name: str, caveat: str | None, path: str | Path) -> None:
     """Per metric, one panel: each prompt's mean paired change against the
     same-seed baseline with its 95% CI, beside the band of the seed noise
     floor (± the mean change between baselines of two seeds)."""
@@ -240,13 +239,13 @@ def quality_forest(quality: pd.DataFrame, model_name: str, tiny: bool, path: str
         axes.set_xlabel(f"Δ {metric.label if metric else name} ({metric.direction if metric else ''})", fontsize=8)
     grid.flat[0].legend(fontsize=7, loc="best")
     figure.suptitle(f"Paired change against the same-seed baseline (mean, 95% t interval over images)\n{model_name}", fontsize=10)
-    if tiny:
-        figure.text(0.5, -0.02, TINY_NOTE, ha="center", va="top", fontsize=9, color="darkred", bbox={"facecolor": "white", "edgecolor": "darkred"})
+    if caveat:
+        figure.text(0.5, -0.02, caveat, ha="center", va="top", fontsize=9, color="darkred", bbox={"facecolor": "white", "edgecolor": "darkred"})
     figure.tight_layout()
     save_figure(figure, path)
 
 
-def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric, gain: Metric, model_name: str, tiny: bool, path: str | Path) -> None:
+def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric, gain: Metric, model_name: str, caveat: str | None, path: str | Path) -> None:
     """One point per prompt: how much it changes the image (1 - ``effect``)
     against how much it changes ``gain``, both with 95% CIs."""
     deltas = quality[quality["metric"] == gain.name].set_index("prompt_id")
@@ -265,11 +264,11 @@ def change_vs_gain(summary: pd.DataFrame, quality: pd.DataFrame, effect: Metric,
     # Up is a gain only where higher is better: say which it is (BRISQUE up is worse).
     axes.set_ylabel(f"Δ {gain.label} (up: {gain.judge(1)}, down: {gain.judge(-1)})")
     axes.legend(fontsize=8, loc="best")
-    _title(axes, "Change against gain, per additional prompt (95% CIs)", model_name, tiny)
+    _title(axes, "Change against gain, per additional prompt (95% CIs)", model_name, caveat)
     save_figure(figure, path)
 
 
-def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, tiny: bool, path: str | Path) -> None:
+def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, caveat: str | None, path: str | Path) -> None:
     """Resampled power of each prompt's test against the noise floor by number
     of images, with the 80% target and this study's number of images."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
@@ -282,5 +281,5 @@ def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, tiny: boo
     axes.set_xlabel("images in the study (log scale)")
     axes.set_ylabel("power at alpha = 0.05")
     axes.legend(fontsize=7, ncol=2, loc="lower right")
-    _title(axes, "Power to detect each prompt's change against the noise floor", model_name, tiny)
+    _title(axes, "Power to detect each prompt's change against the noise floor", model_name, caveat)
     save_figure(figure, path, svg=False)

@@ -19,6 +19,13 @@ from promptsweep.conditions import BASELINE, KIND_BY_NAME, SHEET_KINDS, Generati
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
+MODEL_SOURCE_CAVEATS: dict[str, str | None] = {
+    "tiny": "tiny random model: these numbers test the workflow and mean nothing",
+    "toy": "toy model trained on a toy world of coloured shapes, whose answers are known: not a real model",
+    "pretrained": None,
+}
+"""Each ``model.source``, and what every table and plot of its study must say about it."""
+
 IMAGE_COLUMNS = ("image_id", "path", "prompt")
 PROMPT_COLUMNS = ("prompt_id", "kind", "emphasis", "text")
 
@@ -57,6 +64,43 @@ class GenerationSettings:
     true_cfg_scale: float = 1.0
     """FLUX's "true" classifier-free guidance: a second forward pass with the
     negative prompt, on when > 1. Other families guide with guidance_scale."""
+
+
+MODEL_DEFAULT_KEYS = ("resolution", "steps", "guidance_scale", "scheduler")
+"""The ``generation:`` keys whose default is the model's own."""
+
+
+def generation_defaults(model: dict[str, Any]) -> dict[str, Any]:
+    """The ``generation:`` defaults of the config's ``model:``: the toy
+    model's own, or its family's (:attr:`promptsweep.families.Family.defaults`)."""
+    from promptsweep import families, toy
+
+    if model["source"] == "toy":
+        return dict(toy.GENERATION_DEFAULTS)
+    return {key: families.get(model["family"]).defaults[key] for key in MODEL_DEFAULT_KEYS}
+
+
+def with_generation_defaults(generation: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """``generation`` with every :data:`MODEL_DEFAULT_KEYS` it does not set
+    taken from :func:`generation_defaults`."""
+    return {**generation_defaults(model), **generation}
+
+
+def study_caveat(model: dict[str, Any], generation: dict[str, Any], prompts: list[PromptSpec]) -> str | None:
+    """What every table and plot of the study must say about its model: the
+    source's caveat (:data:`MODEL_SOURCE_CAVEATS`), and that the negative
+    prompts were ignored where the family does not read them under these
+    settings (FLUX.1 without true guidance); None when nothing needs saying."""
+    from promptsweep import families
+
+    notes = [MODEL_SOURCE_CAVEATS[model["source"]]]
+    family = families.get(model["family"])
+    settings = GenerationSettings(**generation_settings(generation))
+    if any(prompt.kind == "negative" for prompt in prompts) and not family.uses_negative_prompt(settings):
+        notes.append(
+            f"the {family.name} family ignored every negative prompt under these generation settings (docs/models.md)"
+        )
+    return "; ".join(note for note in notes if note) or None
 
 
 def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:

@@ -18,12 +18,19 @@ from promptsweep.jobs import metrics as metric_jobs
 from promptsweep.jobs import model as model_jobs
 from promptsweep.jobs import plots as plot_jobs
 from promptsweep.jobs import tables as table_jobs
+from promptsweep.toy import CHECKSUMS as TOY_CHECKSUMS
+from promptsweep.toy import FAMILY as TOY_FAMILY
+from promptsweep.toy import WEIGHTS as TOY_WEIGHTS
+from promptsweep.toy import ToyWeightsError
+from promptsweep.toy import verified_weights as verified_toy_weights
 from promptsweep.study import (
     ID_PATTERN,
     condition_input,
     generation_settings,
     read_images,
     read_prompts,
+    study_caveat,
+    with_generation_defaults,
 )
 
 try:
@@ -38,6 +45,17 @@ try:
     families.get(config["model"]["family"])
 except families.FamilyConfigError as error:
     raise WorkflowError(str(error)) from None
+if config["model"]["source"] == "toy":
+    if config["model"]["family"] != TOY_FAMILY:
+        raise WorkflowError(
+            f"model.family: the toy model is a {TOY_FAMILY} model, not {config['model']['family']}; "
+            f"set model.family to {TOY_FAMILY}, or model.source to tiny or pretrained"
+        )
+    try:
+        verified_toy_weights()
+    except ToyWeightsError as error:
+        raise WorkflowError(str(error)) from None
+config["generation"] = with_generation_defaults(config["generation"], config["model"])
 if config["plots"]["quality_metric"] not in {
     m.name for m in registry.quality_metrics()
 }:
@@ -63,6 +81,9 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
+MODEL_CAVEAT = study_caveat(
+    config["model"], config["generation"], list(PROMPTS.values())
+)
 try:
     EMPHASIS = emphasis.emphasis_plan(
         config["emphasis"],
@@ -292,8 +313,14 @@ def generation_requests(image):
     }
 
 
-def tiny_model_input(wildcards):
-    return ["results/models/tiny"] if config["model"]["source"] == "tiny" else []
+def built_in_model_input(wildcards):
+    """The tiny model's directory, or the shipped toy weights' checksums (so
+    that new toy weights rerun every generation); nothing for real weights."""
+    if config["model"]["source"] == "tiny":
+        return {"tiny": "results/models/tiny"}
+    if config["model"]["source"] == "toy":
+        return {"toy_checksums": str(TOY_WEIGHTS / TOY_CHECKSUMS)}
+    return {}
 
 
 def model_params():

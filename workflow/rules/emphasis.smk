@@ -90,7 +90,7 @@ rule dose_response_plot:
     params:
         quality_metric=config["plots"]["quality_metric"],
         model_name=model_params()["name"],
-        tiny=config["model"]["source"] == "tiny",
+        caveat=MODEL_CAVEAT,
     run:
         emphasis_jobs.dose_response_plot(
             **input, **params, output=output[0], log=log[0]

@@ -11,7 +11,7 @@ rule tiny_model:
 
 rule model_weights:
     input:
-        tiny_model_input,
+        unpack(built_in_model_input),
     output:
         "results/models/weights.json",
     log:
@@ -21,7 +21,7 @@ rule model_weights:
     run:
         model_jobs.model_weights(
             model=params.model,
-            tiny_directory=input[0] if input else None,
+            tiny_directory=input.get("tiny"),
             output=output[0],
             log=log[0],
         )

@@ -48,7 +48,7 @@ rule summary_plots:
         quality_metric=config["plots"]["quality_metric"],
         prompt_order=list(PROMPTS),
         model_name=model_params()["name"],
-        tiny=config["model"]["source"] == "tiny",
+        caveat=MODEL_CAVEAT,
     run:
         plot_jobs.summary_plots(
             **input, **params, outputs=dict(output.items()), log=log[0]
@@ -71,7 +71,7 @@ rule contact_sheet:
     params:
         labels=CONDITIONS,
         title=lambda wildcards: f"{wildcards.image} ({IMAGES[wildcards.image].prompt}), seed {SEEDS[0]}, {model_params()['name']}",
-        tiny=config["model"]["source"] == "tiny",
+        caveat=MODEL_CAVEAT,
     run:
         plot_jobs.contact_sheet(
             image_id=wildcards.image,
@@ -82,7 +82,7 @@ rule contact_sheet:
                 for condition in CONDITIONS
             ],
             title=params.title,
-            tiny=params.tiny,
+            caveat=params.caveat,
             output=output[0],
             log=log[0],
         )

@@ -82,7 +82,7 @@ rule summary_tables:
     params:
         prompts=list(PROMPTS.values()),
         model_name=model_params()["name"],
-        tiny=config["model"]["source"] == "tiny",
+        caveat=MODEL_CAVEAT,
         settings=config["metrics"],
     run:
         table_jobs.summary_tables(
@@ -114,7 +114,7 @@ rule power_tables:
     params:
         prompts=list(PROMPTS.values()),
         model_name=model_params()["name"],
-        tiny=config["model"]["source"] == "tiny",
+        caveat=MODEL_CAVEAT,
     run:
         table_jobs.power_tables(
             **input, **params, outputs=dict(output.items()), log=log[0]

@@ -144,8 +144,8 @@ class SD15:
 
     name = "sd15"
     pipeline_class = "StableDiffusionControlNetPipeline"
-    # The generation: values of config/config.yaml; the workflow does not read them from here yet.
-    defaults = {"resolution": 256, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
+    # ControlNet's own: 512 px, guidance 9 (its gradio demos); diffusers' UniPC at 20 steps.
+    defaults = {"resolution": 512, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         if role == "controlnet":

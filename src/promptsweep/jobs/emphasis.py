@@ -147,7 +147,7 @@ def dose_response(
 
 @computed_alone
 def dose_response_plot(
-    *, table: str, noise_floor: str, quality_metric: str, model_name: str, tiny: bool, output: str, log: str
+    *, table: str, noise_floor: str, quality_metric: str, model_name: str, caveat: str | None, output: str, log: str
 ) -> None:
     """Effect and the delta of ``quality_metric`` (or, when it has no values,
     the first quality metric that has) against dose, one line per prompt."""
@@ -160,7 +160,7 @@ def dose_response_plot(
         deltas = [column.removesuffix("_delta_mean") for column in dose_table if column.endswith("_delta_mean")]
         quality = [metric.name for metric in registry.quality_metrics() if metric.name in deltas]
         metric = quality_metric if quality_metric in deltas else (quality or deltas or [None])[0]
-        plots.dose_response(dose_table, metric, floor, model_name, tiny, output)
+        plots.dose_response(dose_table, metric, floor, model_name, caveat, output)
         logger.info("plotted effect and %s against dose", metric)
 
 

@@ -30,11 +30,17 @@ def model_weights(*, model: dict[str, Any], tiny_directory: str | None, output: 
         from promptsweep import models
 
         family = families.get(model["family"])
+        patterns: dict[str, list[str]] = {"base": [], "controlnet": []}
         if model["source"] == "tiny":
             assert tiny_directory is not None
             base_source = models.ModelSource(str(Path(tiny_directory) / "base"))
             controlnet_source = models.ModelSource(str(Path(tiny_directory) / "controlnet"))
-            patterns: dict[str, list[str]] = {"base": [], "controlnet": []}
+        elif model["source"] == "toy":
+            from promptsweep import toy
+
+            toy.verified_weights()
+            base_source = models.ModelSource(str(toy.WEIGHTS / "base"))
+            controlnet_source = models.ModelSource(str(toy.WEIGHTS / "controlnet"))
         else:
             base_source = models.ModelSource(model["base"]["id"], model["base"].get("revision"))
             controlnet_source = models.ModelSource(

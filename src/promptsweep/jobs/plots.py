@@ -20,7 +20,7 @@ def summary_plots(
     quality_metric: str,
     prompt_order: Sequence[str],
     model_name: str,
-    tiny: bool,
+    caveat: str | None,
     outputs: Mapping[str, str],
     log: str,
 ) -> None:
@@ -35,13 +35,13 @@ def summary_plots(
         summary_table = files.read_table(summary)
         per_image = stats.per_image_mean(files.read_table(noise_floor), metric.name)
         floor = (float(per_image.mean()), *stats.mean_ci(per_image.to_numpy()))
-        plots.metric_by_prompt(summary_table, metric, floor, model_name, tiny, outputs["by_prompt"])
-        plots.effect_vs_emphasis(summary_table, metric, model_name, tiny, outputs["effect_vs_emphasis"])
-        plots.image_prompt_heatmap(pair_table, metric, prompt_order, model_name, tiny, outputs["heatmap"])
+        plots.metric_by_prompt(summary_table, metric, floor, model_name, caveat, outputs["by_prompt"])
+        plots.effect_vs_emphasis(summary_table, metric, model_name, caveat, outputs["effect_vs_emphasis"])
+        plots.image_prompt_heatmap(pair_table, metric, prompt_order, model_name, caveat, outputs["heatmap"])
         quality = files.read_table(quality_summary)
-        plots.quality_forest(quality, model_name, tiny, outputs["quality_forest"])
+        plots.quality_forest(quality, model_name, caveat, outputs["quality_forest"])
         plots.change_vs_gain(
-            summary_table, quality, metric, registry.METRICS[quality_metric], model_name, tiny, outputs["change_vs_gain"]
+            summary_table, quality, metric, registry.METRICS[quality_metric], model_name, caveat, outputs["change_vs_gain"]
         )
         logger.info("plots written")
 
@@ -54,7 +54,7 @@ def contact_sheet(
     labels: Sequence[str],
     images: Sequence[str],
     title: str,
-    tiny: bool,
+    caveat: str | None,
     output: str,
     log: str,
 ) -> None:
@@ -70,7 +70,7 @@ def contact_sheet(
             registry.ImagePair.ssim_map, [registry.ImagePair(baseline, picture) for _, picture in panels[1:]]
         )
         plots.contact_sheet(
-            files.read_png(Path(edge_map)), panels, title, tiny, output,
+            files.read_png(Path(edge_map)), panels, title, caveat, output,
             maps=list(zip(labels[1:], maps, strict=True)),
         )
         logger.info("%d panels in %s", len(panels), output)

@@ -43,7 +43,7 @@ def summary_tables(
     image_metrics: str,
     prompts: Sequence[PromptSpec],
     model_name: str,
-    tiny: bool,
+    caveat: str | None,
     settings: Mapping[str, Any],
     outputs: Mapping[str, str],
     log: str,
@@ -60,7 +60,7 @@ and the verdict, as CSV, Markdown and LaTeX."""
             quality_tables.quality_summary(image_table, prompts),
         )
         trend = stats.emphasis_trend(pair_table, metric=registry.EFFECT_METRIC)
-        note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        note = f"Model: {model_name}." + (f" {caveat[0].upper()}{caveat[1:]}." if caveat else "")
         learned_notes = "\n".join(f"- {line}." for line in learned_metric_notes(pair_table, image_table, settings))
         effect = registry.METRICS[registry.EFFECT_METRIC].display_name
         files.write_table(Path(outputs["quality_csv"]), quality_tables.quality_table(image_table))
@@ -167,7 +167,7 @@ def power_tables(
     image_metrics: str,
     prompts: Sequence[PromptSpec],
     model_name: str,
-    tiny: bool,
+    caveat: str | None,
     outputs: Mapping[str, str],
     log: str,
 ) -> None:
@@ -184,9 +184,9 @@ def power_tables(
             effects, image_table, [prompt.prompt_id for prompt in prompts], BASELINE,
             quality_tables.delta_metrics(image_table),
         )
-        note = f"Model: {model_name}." + (f" {plots.TINY_NOTE.capitalize()}." if tiny else "")
+        note = f"Model: {model_name}." + (f" {caveat[0].upper()}{caveat[1:]}." if caveat else "")
         files.write_table(Path(outputs["power_csv"]), table)
         files.write_text(Path(outputs["power_md"]), f"{note}\n\n" + tables.to_markdown(table))
         curves = power.power_curves(effects, POWER_CURVE_IMAGES)
-        plots.power_curves(curves, int(pair_table["image_id"].nunique()), model_name, tiny, outputs["power_plot"])
+        plots.power_curves(curves, int(pair_table["image_id"].nunique()), model_name, caveat, outputs["power_plot"])
         logger.info("power of %d prompts x %d quantities", table["prompt_id"].nunique(), table["quantity"].nunique())
