@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from promptsweep import edges, families, metrics, models, toy
+from promptsweep.files import file_sha256
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings, PromptSpec
 from promptsweep.toy import architecture, planted, train, world
@@ -123,14 +124,19 @@ def test_training_runs_and_writes_a_model_that_loads_and_generates(trained: Path
     assert np.asarray(output.images[0]).shape == (world.SIZE, world.SIZE, 3)
 
 
+def _checksums(directory: Path) -> dict[str, str]:
+    return {path.relative_to(directory).as_posix(): file_sha256(path) for path in directory.rglob("*.safetensors")}
+
+
 def test_checksums_name_a_changed_or_missing_weight_file(trained: Path, tmp_path: Path) -> None:
-    recorded = toy.verified_weights(trained)
+    recorded = toy.recorded_checksums(trained)
     assert {"base/unet/diffusion_pytorch_model.safetensors", "controlnet/diffusion_pytorch_model.safetensors"} <= set(recorded)
+    toy.check_checksums(_checksums(trained), trained)
     copy = tmp_path / "weights"
     shutil.copytree(trained, copy)
     changed = copy / "controlnet" / "diffusion_pytorch_model.safetensors"
     changed.write_bytes(changed.read_bytes()[:-1] + b"\0")
     with pytest.raises(toy.ToyWeightsError, match="controlnet/diffusion_pytorch_model.safetensors"):
-        toy.verified_weights(copy)
+        toy.check_checksums(_checksums(copy), copy)
     with pytest.raises(toy.ToyWeightsError, match="python -m promptsweep.toy train"):
-        toy.verified_weights(tmp_path / "nothing")
+        toy.recorded_checksums(tmp_path / "nothing")

@@ -22,7 +22,7 @@ from promptsweep.toy import CHECKSUMS as TOY_CHECKSUMS
 from promptsweep.toy import FAMILY as TOY_FAMILY
 from promptsweep.toy import WEIGHTS as TOY_WEIGHTS
 from promptsweep.toy import ToyWeightsError
-from promptsweep.toy import verified_weights as verified_toy_weights
+from promptsweep.toy import recorded_checksums as recorded_toy_checksums
 from promptsweep.study import (
     ID_PATTERN,
     condition_input,
@@ -52,7 +52,7 @@ if config["model"]["source"] == "toy":
             f"set model.family to {TOY_FAMILY}, or model.source to tiny or pretrained"
         )
     try:
-        verified_toy_weights()
+        recorded_toy_checksums()
     except ToyWeightsError as error:
         raise WorkflowError(str(error)) from None
 config["generation"] = with_generation_defaults(config["generation"], config["model"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from promptsweep import families, files
+from promptsweep import families, files, toy
 from promptsweep.jobs import job_log
 
 
@@ -36,9 +36,6 @@ def model_weights(*, model: dict[str, Any], tiny_directory: str | None, output: 
             base_source = models.ModelSource(str(Path(tiny_directory) / "base"))
             controlnet_source = models.ModelSource(str(Path(tiny_directory) / "controlnet"))
         elif model["source"] == "toy":
-            from promptsweep import toy
-
-            toy.verified_weights()
             base_source = models.ModelSource(str(toy.WEIGHTS / "base"))
             controlnet_source = models.ModelSource(str(toy.WEIGHTS / "controlnet"))
         else:
@@ -49,6 +46,11 @@ def model_weights(*, model: dict[str, Any], tiny_directory: str | None, output: 
             patterns = {role: family.weight_patterns(role, model["safety_checker"]) for role in ("base", "controlnet")}
         base = models.resolve_weights(base_source, patterns["base"], "base")
         controlnet = models.resolve_weights(controlnet_source, patterns["controlnet"], "controlnet")
+        if model["source"] == "toy":
+            toy.check_checksums(
+                {f"{role}/{name}": digest for role, weights in (("base", base), ("controlnet", controlnet))
+                 for name, digest in weights.sha256.items()}
+            )
         mismatch = family.controlnet_mismatch(Path(base.directory), Path(controlnet.directory))
         if mismatch:
             raise families.FamilyConfigError(

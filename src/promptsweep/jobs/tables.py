@@ -15,6 +15,11 @@ from promptsweep.threads import computed_alone
 from promptsweep.study import PromptSpec
 
 
+def model_note(model_name: str, caveat: str | None) -> str:
+    """The line above every table: the model, and what must be said about it."""
+    return f"Model: {model_name}." + (f" {caveat[0].upper()}{caveat[1:]}." if caveat else "")
+
+
 def pairs_table(
     *,
     pair_metrics: Sequence[str],
@@ -60,7 +65,7 @@ and the verdict, as CSV, Markdown and LaTeX."""
             quality_tables.quality_summary(image_table, prompts),
         )
         trend = stats.emphasis_trend(pair_table, metric=registry.EFFECT_METRIC)
-        note = f"Model: {model_name}." + (f" {caveat[0].upper()}{caveat[1:]}." if caveat else "")
+        note = model_note(model_name, caveat)
         learned_notes = "\n".join(f"- {line}." for line in learned_metric_notes(pair_table, image_table, settings))
         effect = registry.METRICS[registry.EFFECT_METRIC].display_name
         files.write_table(Path(outputs["quality_csv"]), quality_tables.quality_table(image_table))
@@ -184,7 +189,7 @@ def power_tables(
             effects, image_table, [prompt.prompt_id for prompt in prompts], BASELINE,
             quality_tables.delta_metrics(image_table),
         )
-        note = f"Model: {model_name}." + (f" {caveat[0].upper()}{caveat[1:]}." if caveat else "")
+        note = model_note(model_name, caveat)
         files.write_table(Path(outputs["power_csv"]), table)
         files.write_text(Path(outputs["power_md"]), f"{note}\n\n" + tables.to_markdown(table))
         curves = power.power_curves(effects, POWER_CURVE_IMAGES)

@@ -34,24 +34,30 @@ def write_checksums(directory: Path) -> None:
     (directory / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
-def verified_weights(directory: Path = WEIGHTS) -> dict[str, str]:
-    """The recorded sha256 of each weight file, after checking every file against it.
-
-    Raises :class:`ToyWeightsError` naming the file when one is missing or
-    differs (for example a Git LFS pointer checked out instead of the file).
-    """
+def recorded_checksums(directory: Path = WEIGHTS) -> dict[str, str]:
+    """The sha256 of each weight file as ``SHA256SUMS`` records it, by its
+    path relative to ``directory``; read without hashing anything, so the
+    workflow checks it when it is parsed."""
     manifest = directory / CHECKSUMS
     if not manifest.is_file():
         raise ToyWeightsError(
             f"model.source: toy needs the toy model's weights, and {manifest} is missing; train them with "
             f"python -m promptsweep.toy train --output {directory} (about an hour on 2 CPU cores)"
         )
-    recorded = dict(reversed(line.split("  ", 1)) for line in manifest.read_text().splitlines() if line)
-    for name, digest in recorded.items():
-        path = directory / name
-        if not path.is_file() or file_sha256(path) != digest:
+    return dict(reversed(line.split("  ", 1)) for line in manifest.read_text().splitlines() if line)
+
+
+def check_checksums(actual: dict[str, str], directory: Path = WEIGHTS) -> None:
+    """Check the sha256 of the weight files found (``actual``, as
+    :func:`recorded_checksums` names them; the model job has them from
+    ``models.resolve_weights``) against the recorded ones.
+
+    Raises :class:`ToyWeightsError` naming the file when one is missing or
+    differs (for example a Git LFS pointer checked out instead of the file).
+    """
+    for name, digest in recorded_checksums(directory).items():
+        if actual.get(name) != digest:
             raise ToyWeightsError(
-                f"toy weight file {path} is missing or not the one recorded in {manifest}; "
-                "train them again with python -m promptsweep.toy train"
+                f"toy weight file {directory / name} is missing or not the one recorded in "
+                f"{directory / CHECKSUMS}; train them again with python -m promptsweep.toy train"
             )
-    return recorded
