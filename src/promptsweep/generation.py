@@ -56,6 +56,14 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
 
+def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """Each seed's starting noise of ``shape`` (batch axis 1), float32 on the
+    CPU, from one CPU generator per seed (:func:`generators`), concatenated:
+    the same seed gives the same noise whatever device generates, and
+    whichever other seeds share the call."""
+    return torch.cat([torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators(list(seeds))])
+
+
 def tokens_beyond_limit(tokenizer: Any, text: str) -> int:
     """How many of ``text``'s tokens CLIP ignores: its text encoder reads
     ``model_max_length`` (77) positions, start and end tokens included.

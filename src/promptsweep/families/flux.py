@@ -115,9 +115,7 @@ class Flux:
         """Each seed's (latent channels, h / s, w / s) noise, packed as the
         pipeline packs it: 2x2 patches, shape (n, h w / (4 s^2), 4 channels),
         with the transformer's input channels = 4 latent channels."""
-        import torch
-
-        from promptsweep.generation import generators
+        from promptsweep.generation import seeded_noise
 
         scale = pipeline.vae_scale_factor
         patch = 2 * scale
@@ -128,9 +126,7 @@ class Flux:
             )
         channels = pipeline.transformer.config.in_channels // 4
         shape = (1, channels, height // scale, width // scale)
-        noise = torch.cat(
-            [torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators(list(seeds))]
-        )
+        noise = seeded_noise(seeds, shape)
         return pipeline._pack_latents(noise, len(seeds), channels, height // scale, width // scale)
 
     def generate(

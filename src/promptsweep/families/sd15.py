@@ -194,15 +194,11 @@ class SD15:
     ) -> torch.Tensor:
         """Shape (n, latent channels, h / s, w / s), with the VAE's latent
         channels and its scale ``s`` (``vae_scale_factor``) from the loaded model."""
-        import torch
-
-        from promptsweep.generation import generators
+        from promptsweep.generation import seeded_noise
 
         scale = pipeline.vae_scale_factor
         shape = (1, pipeline.vae.config.latent_channels, height // scale, width // scale)
-        return torch.cat(
-            [torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators(list(seeds))]
-        )
+        return seeded_noise(seeds, shape)
 
     def generate(
         self,

@@ -177,15 +177,11 @@ class SDXL:
         self, pipeline: StableDiffusionXLControlNetPipeline, seeds: Sequence[int], height: int, width: int
     ) -> torch.Tensor:
         """Shape (n, UNet input channels, h / s, w / s), ``s`` the VAE's scale."""
-        import torch
-
-        from promptsweep.generation import generators
+        from promptsweep.generation import seeded_noise
 
         scale = pipeline.vae_scale_factor
         shape = (1, pipeline.unet.config.in_channels, height // scale, width // scale)
-        return torch.cat(
-            [torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators(list(seeds))]
-        )
+        return seeded_noise(seeds, shape)
 
     def generate(
         self,
