@@ -1,0 +1,74 @@
+"""The search's config values and their checks.
+
+Every check raises :class:`promptsweep.emphasis.EmphasisConfigError` (a
+``ValueError``) whose message starts with the config key to change, as the
+rest of the ``emphasis`` config does, so the workflow reports them alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
+
+from promptsweep.emphasis import BUDGET_KEY, EmphasisConfigError
+
+OPTIMISERS_KEY = "emphasis.search.optimisers"
+SPACE_KEY = "emphasis.search.space"
+
+# (low, high) of each dimension of the searched space.
+Bounds = tuple[tuple[float, float], ...]
+# Whether a higher or a lower objective is better; the metric registry says which.
+Direction = Literal["maximize", "minimize"]
+
+
+def check_budget(budget_generations: int, n_images: int, n_seeds: int) -> int:
+    """The number of trials ``budget_generations`` pays for.
+
+    A trial generates every selection image with every selection seed, so
+    it costs ``n_images * n_seeds`` generations; the budget is counted in
+    generations because generations are what take the time."""
+    per_trial = n_images * n_seeds
+    if per_trial < 1:
+        raise ValueError(f"a trial needs at least one image and one seed, not {n_images} x {n_seeds}")
+    trials = budget_generations // per_trial
+    if trials < 1:
+        raise EmphasisConfigError(
+            f"{BUDGET_KEY}: {budget_generations} generations do not pay for one trial, which costs "
+            f"{n_images} images x {n_seeds} selection seeds = {per_trial} generations; raise "
+            f"{BUDGET_KEY} to at least {per_trial}"
+        )
+    return trials
+
+
+def check_space(bounds: Sequence[Sequence[float]]) -> Bounds:
+    """The searched space as ``(low, high)`` per dimension: at least one
+    dimension, each with finite bounds and ``low < high``."""
+    if not bounds:
+        raise EmphasisConfigError(f"{SPACE_KEY}: empty; give one [low, high] pair per dimension")
+    checked = []
+    for dimension, pair in enumerate(bounds):
+        if len(pair) != 2 or not all(_is_number(value) for value in pair):
+            raise EmphasisConfigError(f"{SPACE_KEY}[{dimension}]: {pair!r} is not a [low, high] pair of numbers")
+        low, high = float(pair[0]), float(pair[1])
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise EmphasisConfigError(
+                f"{SPACE_KEY}[{dimension}]: [{low}, {high}] is not a range; give finite bounds with low < high"
+            )
+        checked.append((low, high))
+    return tuple(checked)
+
+
+def check_settings(optimiser: str, settings: Mapping[str, Any], known: Collection[str]) -> None:
+    """Refuse settings an optimiser does not read: a misspelt setting would
+    otherwise be ignored without a word."""
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise EmphasisConfigError(
+            f"{OPTIMISERS_KEY}.{optimiser}: unknown settings {unknown}; the settings of {optimiser} are: {listed}"
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
