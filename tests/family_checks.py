@@ -109,10 +109,11 @@ def check_wrong_controlnet(family: str, base_dir: Path, controlnet_dir: Path, sd
 STUDY_PROMPTS = "prompt_id\tkind\temphasis\ttext\nbest\tpositive\t1\tbest quality\nbad\tnegative\t1\tlowres\n"
 
 
-def run_two_image_study(family: str, root: Path, generation: str) -> Study:
-    """The family's tiny model through the real ``snakemake`` command line:
-    two control images x (baseline + one positive + one negative prompt) x one
-    seed, 64 px, 2 steps; ``generation`` adds the family's settings."""
+def two_image_study(family: str, root: Path, generation: str) -> Study:
+    """The family's tiny model, set up to run through the real ``snakemake``
+    command line: two control images x (baseline + one positive + one
+    negative prompt) x one seed, 64 px, 2 steps; ``generation`` adds the
+    family's settings."""
     study = Study(root)
     (root / "config" / "config.yaml").write_text(
         "images: config/images.tsv\nprompts: config/prompts.tsv\nseeds: [0]\n"
@@ -120,8 +121,26 @@ def run_two_image_study(family: str, root: Path, generation: str) -> Study:
         f"model:\n  source: tiny\n  family: {family}\n  name: tiny {family} (random weights)\n"
     )
     (root / "config" / "prompts.tsv").write_text(STUDY_PROMPTS)
+    return study
+
+
+def run_two_image_study(family: str, root: Path, generation: str) -> Study:
+    """:func:`two_image_study`, run to the end."""
+    study = two_image_study(family, root, generation)
     study.snakemake()
     return study
+
+
+def check_weighted_text_stops_before_any_job(family: str, root: Path, generation: str) -> None:
+    """A prompt in compel's weight syntax, for a family that cannot read it,
+    stops the dry run, naming the sheet row, before any job is planned."""
+    study = two_image_study(family, root, generation)
+    (root / "config" / "prompts.tsv").write_text(STUDY_PROMPTS + "heavy\tpositive\t2\t(best quality)1.3\n")
+    result = study.snakemake("--dry-run", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config/prompts.tsv: prompt heavy" in output and "weight syntax" in output
+    assert "Job stats" not in output
 
 
 def check_study_outputs(study: Study, family: str) -> None:

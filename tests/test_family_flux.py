@@ -95,3 +95,8 @@ def test_two_image_study_through_snakemake(tmp_path: Path) -> None:
         FAMILY, tmp_path, "  guidance_scale: 3.5\n  scheduler: flow_match_euler\n  true_cfg_scale: 2.0\n"
     )
     checks.check_study_outputs(study, FAMILY)
+
+
+@pytest.mark.workflow
+def test_a_weighted_prompt_stops_the_study_before_any_job(tmp_path: Path) -> None:
+    checks.check_weighted_text_stops_before_any_job(FAMILY, tmp_path, "  scheduler: flow_match_euler\n")

@@ -82,3 +82,8 @@ def test_negative_prompt_acts_through_cfg() -> None:
 def test_two_image_study_through_snakemake(tmp_path: Path) -> None:
     study = checks.run_two_image_study(FAMILY, tmp_path, "  guidance_scale: 4.5\n  scheduler: flow_match_euler\n")
     checks.check_study_outputs(study, FAMILY)
+
+
+@pytest.mark.workflow
+def test_a_weighted_prompt_stops_the_study_before_any_job(tmp_path: Path) -> None:
+    checks.check_weighted_text_stops_before_any_job(FAMILY, tmp_path, "  scheduler: flow_match_euler\n")

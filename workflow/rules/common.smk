@@ -81,6 +81,22 @@ PROMPTS = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prom
 # JSON Schema accepts 1.0 as an integer; seeds become file names.
 SEEDS = [int(seed) for seed in config["seeds"]]
 CONDITIONS = [BASELINE, *PROMPTS]
+try:
+    families.check_weighted_texts(
+        families.get(config["model"]["family"]),
+        {
+            **{
+                f"{config['prompts']}: prompt {prompt_id}": prompt.text
+                for prompt_id, prompt in PROMPTS.items()
+            },
+            **{
+                f"{config['images']}: image {image_id}": image.prompt
+                for image_id, image in IMAGES.items()
+            },
+        },
+    )
+except families.FamilyConfigError as error:
+    raise WorkflowError(str(error)) from None
 MODEL_CAVEAT = study_caveat(
     config["model"], config["generation"], list(PROMPTS.values())
 )

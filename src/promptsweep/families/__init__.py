@@ -148,6 +148,8 @@ class Family(Protocol):
     """The diffusers pipeline class it generates with, for the records."""
     defaults: Mapping[str, Any]
     """Its ``generation:`` defaults (resolution, steps, guidance_scale, scheduler) that a config overrides."""
+    reads_weights: bool
+    """Whether compel can encode a text in its weight syntax for this family's text encoders."""
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         """The files to fetch for ``role`` ("base" or "controlnet"), safetensors only."""
@@ -199,11 +201,23 @@ def refuse_weights(family: str, text: str) -> None:
     from promptsweep.emphasis import has_weights
 
     if has_weights(text):
-        raise ValueError(
+        raise FamilyConfigError(
             f"text {text!r} uses compel's weight syntax, which compel cannot encode for the {family} family "
             "(its T5 text encoder); remove the weights from that row of the prompt sheet, or use the sd15 "
             "or sdxl family"
         )
+
+
+def check_weighted_texts(family: Family, texts: Mapping[str, str]) -> None:
+    """Before any job: stop on the first of ``texts`` (where it is, e.g. a
+    sheet row, to its text) in a weight syntax that ``family`` cannot read."""
+    if family.reads_weights:
+        return
+    for where, text in texts.items():
+        try:
+            refuse_weights(family.name, text)
+        except FamilyConfigError as error:
+            raise FamilyConfigError(f"{where}: {error}") from None
 
 
 def with_scheduler(pipeline: Any, scheduler: str, accepted: Sequence[str], **options: Any) -> Any:

@@ -66,6 +66,7 @@ class Flux:
 
     name = "flux"
     pipeline_class = "FluxControlNetPipeline"
+    reads_weights = False
     # FLUX.1-dev: 1024 px, distilled guidance 3.5 (its card); 28 steps (the pipeline's default).
     defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 3.5, "scheduler": "flow_match_euler"}
 

@@ -144,6 +144,7 @@ class SD15:
 
     name = "sd15"
     pipeline_class = "StableDiffusionControlNetPipeline"
+    reads_weights = True
     # ControlNet's own: 512 px, guidance 9 (its gradio demos); diffusers' UniPC at 20 steps.
     defaults = {"resolution": 512, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
 

@@ -133,6 +133,7 @@ class SDXL:
 
     name = "sdxl"
     pipeline_class = "StableDiffusionXLControlNetPipeline"
+    reads_weights = True
     # SDXL's native 1024 px and the pipeline's guidance 5.0; 30 UniPC steps
     # (the pipeline's 50 default to SDXL's own Euler sampler, UniPC needs fewer).
     defaults = {"resolution": 1024, "steps": 30, "guidance_scale": 5.0, "scheduler": "unipc"}
