@@ -15,7 +15,8 @@ from promptsweep import edges, families, metrics, models, toy
 from promptsweep.files import file_sha256
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings, PromptSpec
-from promptsweep.toy import architecture, planted, train, world
+from promptsweep.toy import __main__ as toy_command
+from promptsweep.toy import architecture, planted, world
 
 
 def test_scenes_are_drawn_again_the_same_from_their_seeds() -> None:
@@ -100,13 +101,14 @@ def test_the_tokenizer_reads_the_worlds_words_and_any_other_text() -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A toy model trained for two steps of each stage, with its checksums."""
+    """A toy model trained for two steps of each stage by the package's
+    command, which writes its checksums."""
     directory = tmp_path_factory.mktemp("toy")
-    settings = train.TrainingSettings(
-        pictures=8, autoencoder_steps=2, autoencoder_batch=2, denoiser_steps=2, denoiser_batch=2, autoencoder_crop=32
-    )
-    train.train(directory, settings)
-    toy.write_checksums(directory)
+    toy_command.main([
+        "train", "--output", str(directory), "--pictures", "8", "--autoencoder-steps", "2", "--autoencoder-batch", "2",
+        "--autoencoder-crop", "32", "--denoiser-steps", "2", "--denoiser-batch", "2",
+    ])
+    assert (directory / "training.log").read_text()
     return directory
 
 

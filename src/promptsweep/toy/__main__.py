@@ -36,12 +36,20 @@ def main(argv: list[str] | None = None) -> None:
         **{setting.name: getattr(arguments, setting.name) for setting in dataclasses.fields(train.TrainingSettings)}
     )
     arguments.output.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(arguments.output / "training.log", mode="w")],
-    )
-    train.train(arguments.output, settings)
+    # On the package's logger, not the root's: the log must be written
+    # whatever logging the caller (a test runner, a notebook) set up.
+    logger = logging.getLogger("promptsweep.toy")
+    logger.setLevel(logging.INFO)
+    handlers = [logging.StreamHandler(), logging.FileHandler(arguments.output / "training.log", mode="w")]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    try:
+        train.train(arguments.output, settings)
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def write_scenes(output: Path, sheet: Path, count: int) -> None:

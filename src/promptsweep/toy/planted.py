@@ -54,7 +54,7 @@ def degradation_effects(
 
     ``autoencode`` (uint8 picture to uint8 picture), when given, is applied
     to every picture before it is scored: a model's autoencoder round trip,
-    so that the changes are those the model can represent (an 8x latent
+    so that the changes are those the model can represent (a latent
     keeps little of pixel noise)."""
     rng = np.random.default_rng(seed)
     seen = autoencode or (lambda picture: picture)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
-from promptsweep import edges
+from promptsweep import edges, metrics, toy
 from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, sd15_scheduler
 from promptsweep.toy import architecture, world
 
@@ -33,12 +33,12 @@ class TrainingSettings:
 
     seed: int = 0
     pictures: int = 6000
-    autoencoder_steps: int = 1000
+    autoencoder_steps: int = 3000
     autoencoder_batch: int = 16
     autoencoder_crop: int = 64
-    autoencoder_learning_rate: float = 1e-3
+    autoencoder_learning_rate: float = 2e-3
     kl_weight: float = 1e-6
-    denoiser_steps: int = 2500
+    denoiser_steps: int = 1300
     denoiser_batch: int = 32
     denoiser_learning_rate: float = 1e-3
     empty_caption_share: float = 0.1
@@ -91,7 +91,9 @@ def train_autoencoder(data: TrainingData, settings: TrainingSettings, generator:
         top, left = (int(v) for v in torch.randint(0, height - crop + 1, (2,), generator=generator))
         batch = data.pictures[index, :, top : top + crop, left : left + crop]
         posterior = vae.encode(batch).latent_dist
-        output = vae.decode(posterior.sample(generator=generator)).sample
+        # The decoder reads the posterior's mean, as a plain autoencoder's would:
+        # an untrained encoder's unit sampling noise slowed learning several times over.
+        output = vae.decode(posterior.mean).sample
         reconstruction = F.l1_loss(output, batch) + F.mse_loss(output, batch) + _gradient_loss(output, batch)
         loss = reconstruction + settings.kl_weight * posterior.kl().mean()
         optimiser.zero_grad()
@@ -101,18 +103,27 @@ def train_autoencoder(data: TrainingData, settings: TrainingSettings, generator:
         if step % 100 == 0 or step == 1:
             logger.info("autoencoder step %d/%d: loss %.4f", step, settings.autoencoder_steps, loss.item())
     vae.eval()
+    logger.info("autoencoder: mean edge F1 of reconstructed study pictures %.3f", reconstruction_edge_f1(vae, settings))
     return vae
 
 
 @torch.no_grad()
-def encode_pictures(vae, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each picture's latent mean and standard deviation."""
-    means, stds = [], []
-    for start in range(0, len(pictures), 64):
-        posterior = vae.encode(pictures[start : start + 64]).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
-    return torch.cat(means), torch.cat(stds)
+def reconstruction_edge_f1(vae, settings: TrainingSettings, count: int = 10) -> float:
+    """Mean Canny edge F1 between the first ``count`` study pictures and their
+    reconstructions: the most the denoiser can reach on them."""
+    scores = []
+    for _, picture, _ in world.study_scenes(count):
+        pixels = torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 127.5 - 1
+        output = vae.decode(vae.encode(pixels).latent_dist.mean).sample
+        decoded = world.to_uint8(output[0].permute(1, 2, 0).clamp(-1, 1).add(1).div(2).numpy())
+        scores.append(metrics.canny_f1(decoded, edges.canny(picture, settings.canny_low, settings.canny_high), settings.canny_low, settings.canny_high))
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def encode_pictures(vae, pictures: torch.Tensor) -> torch.Tensor:
+    """Each picture's latent: the posterior's mean, which the decoder was trained on."""
+    return torch.cat([vae.encode(pictures[start : start + 64]).latent_dist.mean for start in range(0, len(pictures), 64)])
 
 
 def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generator: torch.Generator):
@@ -122,7 +133,7 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
     controlnet = architecture.build_controlnet(unet)
     scheduler = architecture.build_noise_scheduler()
 
-    means, stds = encode_pictures(vae, data.pictures)
+    means = encode_pictures(vae, data.pictures)
     # Unit-variance latents, as SD's 0.18215 makes its own.
     scaling_factor = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling_factor)
@@ -143,7 +154,7 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
     n = len(means)
     for step in range(1, settings.denoiser_steps + 1):
         index = torch.randint(n, (settings.denoiser_batch,), generator=generator)
-        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)) * scaling_factor
+        latents = means[index] * scaling_factor
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
         noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -175,7 +186,8 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
 def train(output: Path, settings: TrainingSettings) -> None:
     """Train every part and write ``output/base`` (a Stable Diffusion pipeline
     directory) and ``output/controlnet``, as safetensors, with
-    ``output/training.json`` (the settings, the seconds each stage took)."""
+    ``output/training.json`` (the settings, the seconds each stage took) and
+    ``output/SHA256SUMS`` (every weight file's sha256)."""
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     # Denormal floats can slow a CPU's convolutions many times over.
@@ -211,4 +223,5 @@ def train(output: Path, settings: TrainingSettings) -> None:
     (output / "training.json").write_text(
         json.dumps({"settings": asdict(settings), "seconds": seconds, "torch": torch.__version__}, indent=2) + "\n"
     )
+    toy.write_checksums(output)
     logger.info("wrote %s in %.0f s", output, sum(seconds.values()))
