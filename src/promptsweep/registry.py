@@ -102,6 +102,18 @@ class Metric:
     """Files its config value names: the jobs rerun when one appears."""
     computed_with: Callable[[Any], str] | None = None
     """A line for the summary saying what it was computed with."""
+    torch_form: str | None = None
+    """The name of its differentiable form in :mod:`promptsweep.differentiable`;
+    None where it has none (it cannot be the gradient optimiser's objective)."""
+
+    def differentiable(self) -> Callable[[Any], Any]:
+        """Its torch form: images ``(N, 3, H, W)`` in [0, 1] to one value each.
+        Imported on demand, as the learned metrics' models are."""
+        if self.torch_form is None:
+            raise ValueError(f"{self.name} has no differentiable torch form")
+        import importlib
+
+        return getattr(importlib.import_module("promptsweep.differentiable"), self.torch_form)
 
     @property
     def note_column(self) -> str:
@@ -322,14 +334,17 @@ METRICS: dict[str, Metric] = {
         Metric(
             "sharpness", "image", "sharpness (Laplacian variance)", "gray levels²", "higher is better", "quality",
             each(_QualityMeasure("sharpness")),
+            torch_form="sharpness",
         ),
         Metric(
             "colorfulness", "image", "colourfulness (Hasler-Süsstrunk)", "RGB levels", "higher is better", "quality",
             each(_QualityMeasure("colorfulness")),
+            torch_form="colorfulness",
         ),
         Metric(
             "rms_contrast", "image", "RMS contrast", "", "higher is better", "quality",
             each(_QualityMeasure("rms_contrast")),
+            torch_form="rms_contrast",
         ),
         Metric(
             "entropy", "image", "gray-level entropy", "bits", "higher is better", "quality",

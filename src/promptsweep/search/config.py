@@ -11,7 +11,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from promptsweep.emphasis import BUDGET_KEY, EmphasisConfigError
+from promptsweep.emphasis import BUDGET_KEY, OBJECTIVE_KEY, EmphasisConfigError
 
 OPTIMISERS_KEY = "emphasis.search.optimisers"
 SPACE_KEY = "emphasis.search.space"
@@ -67,6 +67,22 @@ def check_settings(optimiser: str, settings: Mapping[str, Any], known: Collectio
         listed = ", ".join(sorted(known)) or "none"
         raise EmphasisConfigError(
             f"{OPTIMISERS_KEY}.{optimiser}: unknown settings {unknown}; the settings of {optimiser} are: {listed}"
+        )
+
+
+def check_differentiable(objective: str, optimiser_names: Collection[str]) -> None:
+    """Refuse the ``gradient`` optimiser for an objective whose metric has no
+    differentiable torch form in the registry (e.g. BRISQUE), before any job."""
+    from promptsweep import registry
+
+    if "gradient" not in optimiser_names:
+        return
+    metric = registry.METRICS[objective]
+    if metric.torch_form is None:
+        differentiable = ", ".join(m.name for m in registry.metrics_of("image") if m.torch_form is not None)
+        raise EmphasisConfigError(
+            f"{OBJECTIVE_KEY}: {objective!r} has no differentiable form, so the gradient optimiser in "
+            f"{OPTIMISERS_KEY} cannot follow it; choose one of {differentiable}, or drop gradient"
         )
 
 
