@@ -6,6 +6,7 @@ result; it repeats until its budget of finished trials is spent. Every
 optimiser is one module under :mod:`promptsweep.search.optimisers` behind
 one ask/tell protocol; :mod:`promptsweep.search.journal` runs the loop on an
 Optuna journal file, so that a killed search, rerun, continues where it
-stopped; :mod:`promptsweep.search.config` checks the config values the
-search reads.
+stopped; :mod:`promptsweep.search.spaces` says what a point is and the
+conditioning it stands for; :mod:`promptsweep.search.config` checks the
+config values the search reads.
 """
