@@ -133,6 +133,7 @@ class StubFamily:
     name = "stub"
     pipeline_class = "StubPipeline"
     defaults = {"resolution": 64, "steps": 1, "guidance_scale": 1.0, "scheduler": "unipc"}
+    reads_weights = True
 
     def weight_patterns(self, role, safety_checker):
         return ["*.safetensors"]
