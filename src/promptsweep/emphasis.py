@@ -354,19 +354,25 @@ def check_search_budget(cost: SearchCost, budget: int) -> None:
         )
 
 
-def check_search_seeds(selection_seeds: Sequence[int], evaluation_seeds: Sequence[int]) -> None:
-    """Selection and evaluation seeds must be non-empty and disjoint: a seed
-    in both would let the choice be scored on the data that made it."""
-    if not selection_seeds:
-        raise EmphasisConfigError(f"{SELECTION_SEEDS_KEY}: empty; list at least one seed")
-    if not evaluation_seeds:
-        raise EmphasisConfigError(f"{EVALUATION_SEEDS_KEY}: empty; list at least one seed")
-    shared = sorted(set(selection_seeds) & set(evaluation_seeds))
+def check_disjoint_split(
+    selection_key: str, selection: Sequence[Any], evaluation_key: str, evaluation: Sequence[Any], items: str
+) -> None:
+    """A selection and an evaluation list (of seeds, of images) must be
+    non-empty and disjoint: an item in both would let the choice be scored on
+    the data that made it. ``items`` names them in the message."""
+    for key, values in ((selection_key, selection), (evaluation_key, evaluation)):
+        if not values:
+            raise EmphasisConfigError(f"{key}: empty; list at least one of the {items}")
+    shared = sorted(set(selection) & set(evaluation))
     if shared:
         raise EmphasisConfigError(
-            f"{SELECTION_SEEDS_KEY} and {EVALUATION_SEEDS_KEY} share seeds {shared}; "
-            "remove them from one of the two lists"
+            f"{selection_key} and {evaluation_key} share {items} {shared}; remove them from one of the two lists"
         )
+
+
+def check_search_seeds(selection_seeds: Sequence[int], evaluation_seeds: Sequence[int]) -> None:
+    """Selection and evaluation seeds: :func:`check_disjoint_split`."""
+    check_disjoint_split(SELECTION_SEEDS_KEY, selection_seeds, EVALUATION_SEEDS_KEY, evaluation_seeds, "seeds")
 
 
 # --- Generation requests ------------------------------------------------------------

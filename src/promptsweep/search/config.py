@@ -11,7 +11,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from promptsweep.emphasis import BUDGET_KEY, OBJECTIVE_KEY, EmphasisConfigError
+from promptsweep.emphasis import BUDGET_KEY, OBJECTIVE_KEY, EmphasisConfigError, check_disjoint_split
 
 OPTIMISERS_KEY = "emphasis.search.optimisers"
 SPACE_KEY = "emphasis.search.space"
@@ -75,21 +75,15 @@ def check_settings(optimiser: str, settings: Mapping[str, Any], known: Collectio
 def check_image_split(
     selection_images: Sequence[str], evaluation_images: Sequence[str], study_images: Collection[str]
 ) -> None:
-    """Selection and evaluation images: each list non-empty, every id an
-    image of the study, and no image in both, so that the candidate chosen on
-    the selection images is judged on images its choice never saw."""
+    """Selection and evaluation images: every id an image of the study, and
+    the two lists non-empty and disjoint (:func:`check_disjoint_split`), so
+    that the candidate chosen on the selection images is judged on images its
+    choice never saw."""
     for key, images in ((SELECTION_IMAGES_KEY, selection_images), (EVALUATION_IMAGES_KEY, evaluation_images)):
-        if not images:
-            raise EmphasisConfigError(f"{key}: empty; list at least one image id of the image sheet")
         unknown = sorted(set(images) - set(study_images))
         if unknown:
             raise EmphasisConfigError(f"{key}: {unknown} are not image ids of the image sheet; use ids it lists")
-    shared = sorted(set(selection_images) & set(evaluation_images))
-    if shared:
-        raise EmphasisConfigError(
-            f"{SELECTION_IMAGES_KEY} and {EVALUATION_IMAGES_KEY} share images {shared}; "
-            "remove them from one of the two lists"
-        )
+    check_disjoint_split(SELECTION_IMAGES_KEY, selection_images, EVALUATION_IMAGES_KEY, evaluation_images, "images")
 
 
 def check_differentiable(objective: str, optimiser_names: Collection[str]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, byte_level_vocabulary, byte_symbol
+from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, byte_level_vocabulary, byte_symbol, sd15_scheduler
 from promptsweep.toy import world
 
 TEXT_WIDTH = 64
@@ -111,7 +111,5 @@ def build_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
 
 
 def build_noise_scheduler() -> DDPMScheduler:
-    """Stable Diffusion 1.5's training noise schedule."""
-    return DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
-    )
+    """Stable Diffusion 1.5's training noise schedule: the betas of its scheduler config."""
+    return DDPMScheduler.from_config(sd15_scheduler().config)
