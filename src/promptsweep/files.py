@@ -88,6 +88,11 @@ class ChangedResultError(RuntimeError):
     """A generated image that no longer matches its provenance record."""
 
 
+def json_digest(value: Any) -> str:
+    """The sha256 of ``value`` as JSON with sorted keys: equal values, equal digests."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def read_generated(path: Path | str, record: dict[str, Any]) -> np.ndarray:
     """A generated image, checked against the sha256 its record holds: an image
     changed after generation must not be scored as if the model had made it."""

@@ -11,8 +11,6 @@ model jobs, matplotlib and scipy.stats (about 0.6 s) in the summary jobs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -68,14 +66,14 @@ def file_digest(path: str | Path) -> str:
 def inputs_digest(inputs: Iterable[str], parameters: Mapping[str, Any]) -> str:
     """What a job's outputs are made of: the content of every input file (in
     order), the job's parameters, and the registered metrics."""
-    from promptsweep import registry
+    from promptsweep import files, registry
 
     content = {
         "inputs": [[str(path), file_digest(path)] for path in inputs],
         "parameters": parameters,
         "metrics": sorted(registry.METRICS),
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return files.json_digest(content)
 
 
 class Ledger:

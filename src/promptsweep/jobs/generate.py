@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -64,7 +62,7 @@ def image_fingerprint(request: Mapping[str, Any], seed: int, edge_map_sha256: st
         "edge_map_sha256": edge_map_sha256,
         "weights_sha256": {part: weights[part]["sha256"] for part in ("base", "controlnet")},
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return files.json_digest(content)
 
 
 def is_current(image: Path, record: Path, fingerprint: str) -> bool:
@@ -203,22 +201,10 @@ def _generate_stale(
 ) -> None:
     """Load the pipeline (once per process) and generate every control
     image's ``stale`` images, as :func:`generate` describes."""
-    from promptsweep import families, generation, models, provenance
+    from promptsweep import provenance
 
     runtime = next(iter(requests[0].values()))["runtime"]
-    options = pipeline_options(runtime)
-    family = families.get(weights_record["family"])
-    loaded = models.cached_pipeline(
-        models.ResolvedWeights.from_record(weights_record["base"]),
-        models.ResolvedWeights.from_record(weights_record["controlnet"]),
-        options,
-        family=family.name,
-    )
-    if loaded.load_seconds is None:
-        logger.info("pipeline: reused (already loaded in this process)")
-    else:
-        logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
-    batch_size = generation.resolve_batch_size(runtime["batch_size"], options.device)
+    family, pipeline, options, batch_size = load_pipeline(logger, weights_record, runtime)
     # Provenance shared by every image of the job, looked up once.
     job_provenance = {
         "model": weights_record,
@@ -230,9 +216,31 @@ def _generate_stale(
     for label, edge_map, image_requests, image_stale in zip(labels, edge_maps, requests, stale):
         if image_stale:
             _generate_image(
-                logger, label, family, loaded.pipeline, options.device, job_provenance, batch_size, edge_map,
+                logger, label, family, pipeline, options.device, job_provenance, batch_size, edge_map,
                 image_requests, image_stale,
             )
+
+
+def load_pipeline(
+    logger: logging.Logger, weights_record: Mapping[str, Any], runtime: Mapping[str, Any]
+) -> tuple[Family, Any, Any, int]:
+    """The model family, its pipeline (loaded once per process), the
+    pipeline options and the batch size that ``runtime`` asks for."""
+    from promptsweep import families, generation, models
+
+    options = pipeline_options(dict(runtime))
+    family = families.get(weights_record["family"])
+    loaded = models.cached_pipeline(
+        models.ResolvedWeights.from_record(weights_record["base"]),
+        models.ResolvedWeights.from_record(weights_record["controlnet"]),
+        options,
+        family=family.name,
+    )
+    if loaded.load_seconds is None:
+        logger.info("pipeline: reused (already loaded in this process)")
+    else:
+        logger.info("pipeline: loaded in %.2f s on %s, %s", loaded.load_seconds, options.device, options.dtype)
+    return family, loaded.pipeline, options, generation.resolve_batch_size(runtime["batch_size"], options.device)
 
 
 def stale_images(
@@ -413,6 +421,8 @@ def _write_image(
             "dose": embedded.dose,
             "embedding_norms": embedded.norms,
             **({"embedding": request["embedding"]} if "embedding" in request else {}),
+            # An optimisation search's best point: which search chose it, and where.
+            **({"search": request["search"]} if "search" in request else {}),
             "edge_map": edge_map,
             "generation": request["generation"],
             "resolution": [control.width, control.height],
