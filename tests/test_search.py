@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.search import journal, optimisers
-from promptsweep.search.config import check_budget, check_space
+from promptsweep.search.config import check_budget, check_weight_range
 from promptsweep.search.journal import RETRY_ATTR, Outcome, run_search
 
 DIMENSION = 10
@@ -321,9 +321,9 @@ def test_unknown_optimiser_or_setting_names_the_key_and_the_known_ones():
 
 
 @pytest.mark.parametrize(
-    ("space", "message"),
-    [([], ": empty"), ([[0, 1], [1, 1]], r"\[1\]: \[1.0, 1.0\] is not a range"), ([[0, "1"]], r"\[0\]: .* not a")],
+    ("weights", "message"),
+    [([], r": \[\] is not a"), ([1, 1], r": \[1.0, 1.0\] is not a range"), ([0, "1"], r": \[0, '1'\] is not a")],
 )
-def test_space_checks_name_the_key(space, message):
-    with pytest.raises(EmphasisConfigError, match=r"^emphasis\.search\.space" + message):
-        check_space(space)
+def test_weight_range_checks_name_the_key(weights, message):
+    with pytest.raises(EmphasisConfigError, match=r"^emphasis\.search\.weights" + message):
+        check_weight_range(weights)

@@ -22,7 +22,7 @@ def _conditioning(seed: int) -> Conditioning:
 
 BASELINE = _conditioning(0)
 WORDS = {"pos": _conditioning(1), "neg": _conditioning(2)}
-SPACE = spaces.directions_space(["pos", "neg"], -2.0, 4.0)
+SPACE = spaces.directions_space(["pos", "neg"], [-2.0, 4.0])
 
 
 def test_the_origin_is_the_baseline_and_a_word_point_its_word_prompt() -> None:
@@ -46,8 +46,8 @@ def test_a_point_of_the_wrong_size_and_an_unknown_space_are_refused() -> None:
         SPACE.conditioning(BASELINE, WORDS, (0.0, 0.0, 1.0))
     with pytest.raises(EmphasisConfigError, match="emphasis.search.space: unknown space 'latent'"):
         spaces.check_space_name("latent")
-    with pytest.raises(EmphasisConfigError, match="emphasis.search.space"):
-        spaces.directions_space(["pos"], 1.0, 1.0)
+    with pytest.raises(EmphasisConfigError, match="emphasis.search.weights"):
+        spaces.directions_space(["pos"], [1.0, 1.0])
 
 
 def test_selection_and_evaluation_images_must_be_disjoint_images_of_the_study() -> None:

@@ -506,7 +506,8 @@ def emphasis_plan(
     }
     search_settings = settings.get("search")
     search = None
-    if search_settings:
+    # With optimisers the search is promptsweep.search.plan's, not this grid.
+    if search_settings and "optimisers" not in search_settings:
         check_objective(search_settings["objective"], per_image_metrics)
         selection = tuple(int(seed) for seed in search_settings["selection_seeds"])
         evaluation = tuple(int(seed) for seed in search_settings["evaluation_seeds"])

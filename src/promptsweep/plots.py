@@ -283,3 +283,47 @@ def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, caveat: s
     axes.legend(fontsize=7, ncol=2, loc="lower right")
     _title(axes, "Power to detect each prompt's change against the noise floor", model_name, caveat)
     save_figure(figure, path, svg=False)
+
+
+def search_convergence(
+    trials: dict[str, pd.DataFrame], generations_per_trial: int, metric: Metric, model_name: str,
+    caveat: str | None, path: str | Path, word_search: str = "words",
+) -> None:
+    """Each optimiser's best feasible objective so far against the
+    generations it has spent on the selection split, one line per
+    optimiser, and the best word prompt's level as a dashed line."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for search, table in trials.items():
+        if search == word_search:
+            continue
+        axes.step(table["trial"] * generations_per_trial, table["best_so_far"], where="post", marker=".", label=search)
+    words = trials.get(word_search)
+    if words is not None and words["best_so_far"].notna().any():
+        level = words["best_so_far"].iloc[-1]
+        axes.axhline(level, color="0.3", linestyle="--", label=f"best word prompt ({level:.3g})")
+    axes.set_xlabel("generations spent on the selection split")
+    axes.set_ylabel(f"best {metric.display_name} so far ({metric.direction})")
+    axes.legend(fontsize=8, loc="best")
+    _title(axes, "Search convergence (feasible trials only)", model_name, caveat)
+    save_figure(figure, path)
+
+
+def search_contact_sheet(
+    images: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], seed: int, model_name: str,
+    caveat: str | None, path: str | Path,
+) -> None:
+    """One row per evaluation image: its edge map, then the baseline, the
+    best word prompt and each optimiser's best, all with ``seed``."""
+    columns = 1 + max(len(panels) for _, _, panels in images)
+    figure, grid = plt.subplots(len(images), columns, figsize=(2.0 * columns, 2.2 * len(images)), squeeze=False)
+    for row, (image_id, edge_map, panels) in zip(grid, images):
+        for axes in row:
+            axes.axis("off")
+        row[0].imshow(edge_map, cmap="gray")
+        row[0].set_title(f"{image_id}: edges", fontsize=7)
+        for axes, (label, picture) in zip(row[1:], panels):
+            axes.imshow(picture)
+            axes.set_title(label, fontsize=7)
+    title = f"Held-out images, seed {seed}: baseline, best word prompt, each optimiser's best\n{model_name}"
+    figure.suptitle(title + (f"\n{caveat}" if caveat else ""), fontsize=9)
+    save_figure(figure, path, svg=False)

@@ -15,6 +15,7 @@ from promptsweep.emphasis import BUDGET_KEY, OBJECTIVE_KEY, EmphasisConfigError,
 
 OPTIMISERS_KEY = "emphasis.search.optimisers"
 SPACE_KEY = "emphasis.search.space"
+WEIGHTS_KEY = "emphasis.search.weights"
 SELECTION_IMAGES_KEY = "emphasis.search.selection_images"
 EVALUATION_IMAGES_KEY = "emphasis.search.evaluation_images"
 
@@ -43,22 +44,14 @@ def check_budget(budget_generations: int, n_images: int, n_seeds: int) -> int:
     return trials
 
 
-def check_space(bounds: Sequence[Sequence[float]]) -> Bounds:
-    """The searched space as ``(low, high)`` per dimension: at least one
-    dimension, each with finite bounds and ``low < high``."""
-    if not bounds:
-        raise EmphasisConfigError(f"{SPACE_KEY}: empty; give one [low, high] pair per dimension")
-    checked = []
-    for dimension, pair in enumerate(bounds):
-        if len(pair) != 2 or not all(_is_number(value) for value in pair):
-            raise EmphasisConfigError(f"{SPACE_KEY}[{dimension}]: {pair!r} is not a [low, high] pair of numbers")
-        low, high = float(pair[0]), float(pair[1])
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise EmphasisConfigError(
-                f"{SPACE_KEY}[{dimension}]: [{low}, {high}] is not a range; give finite bounds with low < high"
-            )
-        checked.append((low, high))
-    return tuple(checked)
+def check_weight_range(pair: Sequence[float]) -> tuple[float, float]:
+    """Every direction's ``[low, high]`` weights: two finite numbers, ``low < high``."""
+    if len(pair) != 2 or not all(_is_number(value) for value in pair):
+        raise EmphasisConfigError(f"{WEIGHTS_KEY}: {list(pair)!r} is not a [low, high] pair of numbers")
+    low, high = float(pair[0]), float(pair[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise EmphasisConfigError(f"{WEIGHTS_KEY}: [{low}, {high}] is not a range; give finite bounds with low < high")
+    return low, high
 
 
 def check_settings(optimiser: str, settings: Mapping[str, Any], known: Collection[str]) -> None:

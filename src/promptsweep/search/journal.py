@@ -91,6 +91,7 @@ def run_search(
     ``trial k/n: objective x, best y`` to ``log``. A rerun logs how many
     finished trials it resumed from (see the module's docstring)."""
     settings = settings or {}
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(journal_path)))
     existing = _trials_in_journal(storage, study_name)
     sampling = optimisers.sampling(optimiser_name, bounds, _stream_seed(seed, existing), settings)
@@ -203,28 +204,46 @@ def _format(value: float | None) -> str:
 
 
 def trials_table(optimiser: str, trials: Sequence[FrozenTrial], dimension: int, direction: Direction) -> pd.DataFrame:
-    """One row per finished trial, in the order they ran: optimiser, trial
-    (1, 2, ...), the parameters w0, w1, ..., the objective measured,
-    whether the trial was feasible, each constraint's value, the seconds
-    its objective took, and ``best_so_far``, the best feasible objective up
-    to and including the trial (NaN before the first feasible one), for a
-    convergence plot. Failed (interrupted) trials are left out: each was
-    retried as a later trial."""
+    """One row per finished trial of a study, in the order they ran
+    (:func:`trials_frame`). Failed (interrupted) trials are left out: each
+    was retried as a later trial."""
     names = parameter_names(dimension)
     finished = sorted((trial for trial in trials if trial.state == TrialState.COMPLETE), key=lambda t: t.number)
-    constraints = list(dict.fromkeys(name for t in finished for name in t.user_attrs[OUTCOME_ATTR]["constraints"]))
-    rows = []
-    for index, trial in enumerate(finished, start=1):
+    records = []
+    for trial in finished:
         outcome = trial.user_attrs[OUTCOME_ATTR]
+        point = tuple(trial.params[name] for name in names)
+        records.append(
+            (point, Outcome(outcome["objective"], outcome["constraints"]), outcome["seconds"], outcome["feasible"])
+        )
+    return trials_frame(optimiser, records, dimension, direction)
+
+
+def trials_frame(
+    optimiser: str,
+    records: Sequence[tuple[Sequence[float], Outcome, float, bool]],
+    dimension: int,
+    direction: Direction,
+) -> pd.DataFrame:
+    """One row per (point, outcome, seconds, feasible) of ``records``: optimiser,
+    trial (1, 2, ...), the parameters w0, w1, ..., the objective measured,
+    whether the trial was feasible, each constraint's value, the seconds its
+    objective took, and ``best_so_far``, the best feasible objective up to
+    and including the trial (NaN before the first feasible one), for a
+    convergence plot."""
+    names = parameter_names(dimension)
+    constraints = list(dict.fromkeys(name for _, outcome, _, _ in records for name in outcome.constraints))
+    rows = []
+    for index, (point, outcome, seconds, feasible) in enumerate(records, start=1):
         rows.append(
             {
                 "optimiser": optimiser,
                 "trial": index,
-                **{name: trial.params[name] for name in names},
-                "objective": math.nan if outcome["objective"] is None else outcome["objective"],
-                "feasible": outcome["feasible"],
-                **{name: outcome["constraints"].get(name, math.nan) for name in constraints},
-                "seconds": outcome["seconds"],
+                **dict(zip(names, point, strict=True)),
+                "objective": math.nan if outcome.objective is None else outcome.objective,
+                "feasible": feasible,
+                **{name: outcome.constraints.get(name, math.nan) for name in constraints},
+                "seconds": seconds,
             }
         )
     columns = ["optimiser", "trial", *names, "objective", "feasible", *constraints, "seconds"]

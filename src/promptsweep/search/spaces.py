@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from promptsweep import emphasis
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.families import Conditioning
-from promptsweep.search.config import SPACE_KEY, Bounds, check_space
+from promptsweep.search.config import SPACE_KEY, Bounds, check_weight_range
 
 SPACES = ("directions",)
 """The spaces a search can move in (the issue's ``tokens`` space is not built yet)."""
@@ -45,11 +45,11 @@ class DirectionsSpace:
         return tuple(1.0 if other == prompt_id else 0.0 for other in self.prompt_ids)
 
 
-def directions_space(prompt_ids: Sequence[str], low: float, high: float) -> DirectionsSpace:
-    """One dimension per prompt, each weight in ``[low, high]``."""
+def directions_space(prompt_ids: Sequence[str], weights: Sequence[float]) -> DirectionsSpace:
+    """One dimension per prompt, each weight in ``weights``, ``[low, high]``."""
     if not prompt_ids:
         raise EmphasisConfigError(f"{SPACE_KEY}: directions needs at least one prompt in the prompt sheet")
-    return DirectionsSpace(tuple(prompt_ids), check_space([(low, high)] * len(prompt_ids)))
+    return DirectionsSpace(tuple(prompt_ids), (check_weight_range(weights),) * len(prompt_ids))
 
 
 def check_space_name(name: str) -> None:
