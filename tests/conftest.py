@@ -49,7 +49,8 @@ def write_test_image(path: Path, seed: int, size: tuple[int, int] = (80, 96)) ->
 
 def run_snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """The ``snakemake`` command line in ``root``, as a user runs it."""
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1", *args]
+    # The caller's arguments first: after --resources, a target would be read as a resource.
+    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--resources", "gpu=1"]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")

@@ -287,7 +287,7 @@ def power_curves(curves: pd.DataFrame, n_images: int, model_name: str, caveat: s
 
 def search_convergence(
     trials: dict[str, pd.DataFrame], generations_per_trial: int, metric: Metric, model_name: str,
-    caveat: str | None, path: str | Path, word_search: str = "words",
+    caveat: str | None, path: str | Path, word_search: str,
 ) -> None:
     """Each optimiser's best feasible objective so far against the
     generations it has spent on the selection split, one line per

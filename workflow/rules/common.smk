@@ -8,7 +8,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from promptsweep import emphasis, families, registry, threads
+from promptsweep import emphasis, families, files, registry, threads
+from promptsweep.search import plan as search_plan
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs
 from promptsweep.jobs import gallery as gallery_jobs
@@ -17,6 +18,7 @@ from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
 from promptsweep.jobs import model as model_jobs
 from promptsweep.jobs import plots as plot_jobs
+from promptsweep.jobs import search as search_jobs
 from promptsweep.jobs import tables as table_jobs
 from promptsweep.toy import CHECKSUMS as TOY_CHECKSUMS
 from promptsweep.toy import FAMILY as TOY_FAMILY
@@ -133,6 +135,15 @@ if SEARCH is not None:
         f"{list(SEARCH.evaluation_seeds)}); budget {SEARCH.budget}"
     )
 SEARCH_CONDITIONS = SEARCH.conditions if SEARCH is not None else []
+OPTIMISATION = None
+if search_plan.is_optimisation_search(config["emphasis"].get("search")):
+    try:
+        OPTIMISATION = search_plan.optimisation_search(
+            config["emphasis"]["search"], list(EMPHASIS.prompt_ids), list(IMAGES)
+        )
+    except emphasis.EmphasisConfigError as error:
+        raise WorkflowError(f"config: {error}") from None
+    logger.info(search_plan.describe(OPTIMISATION))
 # Every condition the generate job makes for each control image, and those
 # compared with the baseline (the prompts and the prompts at doses).
 GENERATED_CONDITIONS = [*CONDITIONS, *DOSE_CONDITIONS]
@@ -431,10 +442,15 @@ def emphasis_outputs():
             "results/tables/dose_response.md",
             "results/plots/dose_response.png",
         ]
-    if SEARCH is not None:
+    if SEARCH is not None or OPTIMISATION is not None:
         outputs += [
             "results/tables/latent_search.csv",
             "results/tables/latent_search.md",
+        ]
+    if OPTIMISATION is not None:
+        outputs += [
+            "results/plots/search_convergence.png",
+            "results/plots/search_contact_sheet.png",
         ]
     return outputs
 
@@ -476,3 +492,72 @@ def evaluation_conditions(slot):
         "chosen": [BASELINE, *(candidate.name for candidate in SEARCH.candidates)],
         "best_word": [BASELINE, *SEARCH.word_prompts],
     }[slot]
+
+
+# Optimisation search (workflow/rules/search.smk) ---------------------------------
+
+
+def search_word_requests(image, seeds):
+    """The generation requests of the baseline and of every direction's word
+    prompt of ``image`` on ``seeds``: what a point of the search is made of."""
+    return {
+        condition: generation_request(image, condition, seeds)
+        for condition in [BASELINE, *OPTIMISATION.space.prompt_ids]
+    }
+
+
+def search_trial_settings(search):
+    """Everything one search's trials depend on, as plain values."""
+    return {
+        "optimiser_settings": dict(OPTIMISATION.optimisers.get(search, {})),
+        "prompt_ids": list(OPTIMISATION.space.prompt_ids),
+        "weight_range": list(OPTIMISATION.space.bounds[0]),
+        "objective": OPTIMISATION.objective,
+        "direction": OPTIMISATION.direction,
+        "tolerances": asdict(OPTIMISATION.tolerances),
+        "trials": OPTIMISATION.trials,
+        "seed": OPTIMISATION.seed,
+        "selection_seeds": list(OPTIMISATION.selection_seeds),
+        "requests": {
+            image: search_word_requests(image, OPTIMISATION.selection_seeds)
+            for image in OPTIMISATION.selection_images
+        },
+        "metric_settings": registry.metric_settings(config["metrics"], "image"),
+        "canny_low": config["generation"]["canny_low"],
+        "canny_high": config["generation"]["canny_high"],
+    }
+
+
+def search_journal(search):
+    """The search's Optuna journal, named by a digest of what its trials
+    depend on (the model included): a changed search starts a new journal,
+    and a rerun of the same one resumes from its finished trials."""
+    model = model_params()
+    if config["model"]["source"] == "toy":
+        model["checksums"] = recorded_toy_checksums()
+    digest = files.json_digest(
+        {"search": search_trial_settings(search), "model": model}
+    )
+    return f"results/search/journals/{search}-{digest[:12]}.journal"
+
+
+def search_evaluated_file(image, condition, seed, suffix="png"):
+    return f"results/search/evaluation/{image}/{condition}/seed{seed}.{suffix}"
+
+
+def search_evaluated_by_condition(image, suffix):
+    return {
+        condition: [
+            search_evaluated_file(image, condition, seed, suffix)
+            for seed in OPTIMISATION.evaluation_seeds
+        ]
+        for condition in [BASELINE, *OPTIMISATION.evaluated_conditions]
+    }
+
+
+def search_evaluated(image, suffix):
+    return [
+        path
+        for paths in search_evaluated_by_condition(image, suffix).values()
+        for path in paths
+    ]

@@ -28,7 +28,6 @@ from promptsweep.search.config import (
     EVALUATION_IMAGES_KEY,
     OPTIMISERS_KEY,
     SELECTION_IMAGES_KEY,
-    SPACE_KEY,
     Direction,
     check_budget,
     check_differentiable,
@@ -167,7 +166,7 @@ def describe(search: OptimisationSearch) -> str:
     """The line the workflow logs before the search starts: its budget in generations."""
     cost = search.cost()
     return (
-        f"{OPTIMISERS_KEY}: {', '.join(search.optimisers)} in the {SPACE_KEY.rsplit('.', 1)[1]} space "
+        f"{OPTIMISERS_KEY}: {', '.join(search.optimisers)} in the {search.space_name} space "
         f"({len(search.space.prompt_ids)} directions), {search.trials} trials each of "
         f"{len(search.selection_images)} images x {len(search.selection_seeds)} seeds "
         f"({search.budget} generations budgeted); objective {search.objective} ({search.direction}); "

@@ -1,0 +1,132 @@
+"""The optimisation search through the real ``snakemake`` command line, on
+the reduced study (2 images, 64 px, 2 steps): one selection image, one
+held-out evaluation image, random search and CMA-ES with a small budget."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import Study
+from promptsweep.search.evaluation import COLUMNS
+
+pytestmark = pytest.mark.workflow
+
+SEARCH_KEYS = {
+    "optimisers": "[random, cmaes]",
+    "objective": "sharpness",
+    "budget": "4",
+    "selection_seeds": "[5, 6]",
+    "evaluation_seeds": "[7]",
+    "selection_images": "[square]",
+    "evaluation_images": "[blocks]",
+    "tolerances": "{edge_f1: 1.0}",
+}
+
+
+def search_config(**changes: str) -> str:
+    keys = {**SEARCH_KEYS, **changes}
+    return "emphasis:\n  search:\n" + "".join(f"    {key}: {value}\n" for key, value in keys.items())
+
+
+SEARCH = search_config()
+PROMPTS = ["good", "best", "bad"]
+TARGETS = [
+    "results/tables/latent_search.csv",
+    "results/plots/search_convergence.png",
+    "results/plots/search_contact_sheet.png",
+]
+
+
+def with_search(study: Study, text: str = SEARCH) -> Study:
+    config = study.root / "config" / "config.yaml"
+    config.write_text(config.read_text() + text)
+    return study
+
+
+@pytest.fixture(scope="module")
+def search_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    study = with_search(Study(tmp_path_factory.mktemp("search")))
+    # The search's own targets: the rest of the study is tested elsewhere.
+    study.snakemake(*TARGETS)
+    return study
+
+
+def test_each_optimiser_writes_its_trials_within_the_budget(search_study: Study) -> None:
+    for optimiser in ("random", "cmaes"):
+        trials = pd.read_csv(search_study.root / f"results/search/{optimiser}/trials.csv")
+        # 4 generations pay for 2 trials of 1 image x 2 seeds.
+        assert trials["trial"].tolist() == [1, 2]
+        assert set(trials["optimiser"]) == {optimiser}
+        assert {*PROMPTS, "objective", "feasible", "seconds", "best_so_far", "edge_f1_drop_over_tolerance"} <= set(trials.columns)
+        assert trials[PROMPTS].abs().to_numpy().max() <= 3.0
+    words = pd.read_csv(search_study.root / "results/search/words/trials.csv")
+    assert words["prompt_id"].tolist() == PROMPTS
+    # A word prompt's point is weight 1 on its own direction.
+    assert [[float(words.loc[i, p]) for p in PROMPTS] for i in range(3)] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_best_points_are_generated_on_the_held_out_image_only(search_study: Study) -> None:
+    root = search_study.root / "results/search/evaluation"
+    assert sorted(path.name for path in root.iterdir()) == ["blocks"]
+    conditions = sorted(path.name for path in (root / "blocks").iterdir())
+    assert conditions == ["baseline", "best-word", "search-cmaes", "search-random"]
+    best = json.loads((search_study.root / "results/search/cmaes/best.json").read_text())
+    record = json.loads((root / "blocks/search-cmaes/seed7.json").read_text())
+    assert record["search"]["point"] == best["point"]
+    assert [term[0] for term in record["embedding"]["terms"]] == PROMPTS
+    assert [term[1] for term in record["embedding"]["terms"]] == [best["point"][p] for p in PROMPTS]
+    # Nothing is generated for the selection image on the evaluation split.
+    assert not (search_study.root / "results/search/evaluation/square").exists()
+
+
+def test_latent_search_table_rows_and_plots(search_study: Study) -> None:
+    table = pd.read_csv(search_study.root / "results/tables/latent_search.csv")
+    assert list(table.columns) == list(COLUMNS)
+    assert table["optimiser"].tolist() == ["random", "cmaes", "words"]
+    assert table["candidate"].tolist() == ["search-random", "search-cmaes", "best-word"]
+    assert (table["evaluations"] == [4, 4, 6]).all()
+    assert set(table["selection_images"]) == {"square"} and set(table["evaluation_images"]) == {"blocks"}
+    assert table.loc[table["optimiser"] == "words", "vs_best_word_mean"].isna().all()
+    for name in ("search_convergence.png", "search_contact_sheet.png"):
+        assert (search_study.root / "results/plots" / name).stat().st_size > 0
+
+
+def test_selection_never_reads_the_evaluation_split(search_study: Study) -> None:
+    """The loop jobs' inputs are the selection image's edge map and the
+    model: the evaluation image cannot reach a choice."""
+    planned = search_study.snakemake("--dry-run", "--forcerun", "search_trials", *TARGETS).stdout
+    blocks = [block for block in planned.split("\n\n") if "rule search_trials:" in block]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert "results/edges/square.png" in block and "blocks" not in block
+
+
+def test_a_killed_search_resumes_from_its_journal(search_study: Study) -> None:
+    """The journal outlives the outputs: with them deleted, a rerun of the
+    same search resumes from every finished trial and generates none again."""
+    (search_study.root / "results/search/random/trials.csv").unlink()
+    search_study.snakemake("results/search/random/trials.csv")
+    log = (search_study.root / "logs/search/random.log").read_text()
+    assert "resumed from 2 finished trials" in log
+    assert "trial 1/2" not in log and "trial 2/2" not in log
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"evaluation_images": "[square]"}, "emphasis.search.selection_images"),
+        ({"budget": "1"}, "emphasis.search.budget"),
+        ({"optimisers": "[random, annealing]"}, "emphasis.search.optimisers"),
+        ({"space": "tokens2"}, "emphasis.search.space"),
+        ({"optimisers": "[gradient]", "objective": "brisque"}, "emphasis.search.objective"),
+    ],
+)
+def test_a_bad_search_config_stops_before_any_job_naming_the_key(study: Study, changes: dict[str, str], key: str) -> None:
+    with_search(study, search_config(**changes))
+    result = study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert key in result.stderr + result.stdout
+    assert not (study.root / "results").exists()
