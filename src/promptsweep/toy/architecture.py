@@ -111,5 +111,19 @@ def build_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
 
 
 def build_noise_scheduler() -> DDPMScheduler:
-    """Stable Diffusion 1.5's training noise schedule: the betas of its scheduler config."""
-    return DDPMScheduler.from_config(sd15_scheduler().config)
+    """Stable Diffusion 1.5's betas, rescaled to zero terminal SNR, with
+    v-prediction and trailing timesteps (Lin et al. 2024, "Common Diffusion
+    Noise Schedules and Sample Steps are Flawed").
+
+    SD's own schedule leaves some of the picture in its last training step,
+    so its models keep the starting noise's mean colour: grey. The toy
+    world's pictures are mostly one flat colour, and with SD's schedule the
+    trained model drew every ground grey-beige whatever colour the prompt
+    named. The pipeline saves this scheduler, so every sampler built from its
+    config inherits the three settings."""
+    return DDPMScheduler.from_config(
+        sd15_scheduler().config,
+        rescale_betas_zero_snr=True,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )

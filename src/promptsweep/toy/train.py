@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
 from promptsweep import edges, metrics, toy
-from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH, sd15_scheduler
+from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH
 from promptsweep.toy import architecture, world
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
             down_block_additional_residuals=down,
             mid_block_additional_residual=middle,
         ).sample
-        loss = F.mse_loss(prediction, noise)
+        loss = F.mse_loss(prediction, scheduler.get_velocity(latents, noise, timesteps))
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -213,7 +213,7 @@ def train(output: Path, settings: TrainingSettings) -> None:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=sd15_scheduler(),
+        scheduler=architecture.build_noise_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -20,20 +20,29 @@ import numpy as np
 SIZE = 128
 """Side of every picture, in pixels."""
 
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "orange": (240, 140, 30),
-    "yellow": (240, 220, 40),
-    "green": (50, 170, 60),
-    "cyan": (40, 200, 210),
-    "blue": (40, 70, 220),
-    "purple": (140, 50, 180),
-    "pink": (240, 130, 190),
-    "brown": (130, 80, 40),
+GROUND_COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
-    "gray": (128, 128, 128),
+    "yellow": (240, 220, 40),
+    "pink": (245, 160, 200),
+    "cyan": (90, 220, 230),
+    "orange": (245, 160, 60),
+}
+"""Light colours, one of which fills each picture's ground."""
+SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (200, 30, 30),
+    "green": (30, 120, 45),
+    "blue": (35, 60, 200),
+    "purple": (110, 40, 150),
+    "brown": (110, 65, 30),
     "black": (20, 20, 20),
 }
+"""Dark colours, which fill the shapes.
+
+Grounds are light and shapes dark, so that a shape's outline in the control
+tells light from dark even where the prompt names no colour: with any colour
+on any ground, a model that had not yet learned colour words drew the mean
+colour, a grey in which Canny found few edges."""
+COLOURS = GROUND_COLOURS | SHAPE_COLOURS
 SHAPES = ("circle", "square", "triangle", "ellipse", "stripes")
 
 QUALITY_WORDS = ("sharp", "detailed", "best quality", "high quality")
@@ -83,7 +92,7 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation("low_contrast", "low contrast", _low_contrast),
     Degradation("washed_out", "washed out", _washed_out),
 )
-CLEAN_SHARE = 0.4
+CLEAN_SHARE = 0.5
 """The share of pictures left clean; the rest is split evenly among the degradations."""
 
 
@@ -99,7 +108,7 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def _fill(shape: str, colour: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def _fill(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A binary mask of one shape, as float in {0, 1}."""
     mask = np.zeros((size, size), np.uint8)
     centre = rng.integers(size // 6, size - size // 6, 2)
@@ -128,21 +137,19 @@ def draw_scene(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, 
     """A clean picture (float32 RGB in [0, 1], ``size`` x ``size``), the
     caption tags naming what it shows, and its main shape's plural (the
     one-word prompt of a study image)."""
-    names = list(COLOURS)
-    background = names[int(rng.integers(len(names)))]
+    grounds, colours = list(GROUND_COLOURS), list(SHAPE_COLOURS)
+    background = grounds[int(rng.integers(len(grounds)))]
     image = np.empty((size, size, 3), np.float32)
-    image[:] = np.array(COLOURS[background], np.float32) / 255
+    image[:] = np.array(GROUND_COLOURS[background], np.float32) / 255
     main = str(rng.choice(SHAPES))
     tags = [plural(main), f"{background} background"]
     count = int(rng.integers(1, 4))
     # The main shape is drawn last, so that no other shape hides it.
     for index in reversed(range(count)):
         shape = main if index == 0 else str(rng.choice(SHAPES))
-        colour = names[int(rng.integers(len(names)))]
-        while colour == background:
-            colour = names[int(rng.integers(len(names)))]
-        mask = _fill(shape, np.array(COLOURS[colour]), size, rng)[..., None]
-        image = image * (1 - mask) + mask * (np.array(COLOURS[colour], np.float32) / 255)
+        colour = colours[int(rng.integers(len(colours)))]
+        mask = _fill(shape, size, rng)[..., None]
+        image = image * (1 - mask) + mask * (np.array(SHAPE_COLOURS[colour], np.float32) / 255)
         tags.append(f"{colour} {shape}")
     return image, tags, plural(main)
 
@@ -184,9 +191,15 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def study_scenes(count: int, first_seed: int = 10_000) -> list[tuple[str, np.ndarray, str]]:
     """``count`` clean scenes for a study, each from its own seed (above the
-    training data's): an image id, the picture (uint8) and its one-word prompt."""
+    training data's): an image id, the picture (uint8) and its prompt, which
+    names its main shapes and its ground ("triangles, white background").
+
+    The prompt names the ground's colour because the ground is most of the
+    picture: left to the model, its colour would follow every change of the
+    text, a word the captions never used included, and colourfulness would
+    change with any prompt."""
     scenes = []
     for index in range(count):
-        picture, _, prompt = draw_scene(np.random.default_rng(first_seed + index))
-        scenes.append((f"{prompt}_{index + 1:02d}", to_uint8(picture), prompt))
+        picture, tags, shapes = draw_scene(np.random.default_rng(first_seed + index))
+        scenes.append((f"{shapes}_{index + 1:02d}", to_uint8(picture), ", ".join(tags[:2])))
     return scenes
