@@ -126,12 +126,12 @@ def test_the_table_compares_each_optimiser_with_the_best_word_prompt() -> None:
     })
     bests = {
         "random": {"objective": 51.0, "point": {"good": 0.5, "best": 0.0}, "prompt_id": None},
-        "cmaes": {"objective": 53.0, "point": {"good": 1.5, "best": -0.25}, "prompt_id": None},
+        "cmaes": {"objective": 53.0, "point": {"best": -0.25, "good": 1.5}, "prompt_id": None},
         plan.WORDS: {"objective": 50.5, "point": {"good": 1.0, "best": 0.0}, "prompt_id": "good"},
     }
     conditions = {"random": "search-random", "cmaes": "search-cmaes", plan.WORDS: plan.BEST_WORD}
     table = evaluation.search_table(
-        rows, bests, conditions, {"random": 8, "cmaes": 8, plan.WORDS: 6}, "sharpness", "directions",
+        rows, bests, conditions, {"random": 8, "cmaes": 8, plan.WORDS: 6}, "sharpness", "directions", ["good", "best"],
         ["a", "b"], ["c", "d", "e", "f", "g", "h"], [5, 6], [7],
     ).set_index("optimiser")
     assert list(table.reset_index().columns) == list(evaluation.COLUMNS)

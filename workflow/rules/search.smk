@@ -26,14 +26,15 @@ if OPTIMISATION is not None:
         priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
+        # The journal's name holds a digest of every setting of the search, so
+        # it alone, not the long settings, reruns the job when one changes.
         params:
-            settings=lambda wildcards: search_trial_settings(wildcards.search),
             journal=lambda wildcards: search_journal(wildcards.search),
         run:
             search_jobs.search_trials(
                 search=wildcards.search,
                 **input,
-                **params.settings,
+                **search_trial_settings(wildcards.search),
                 journal=params.journal,
                 outputs=dict(output.items()),
                 log=log[0],
@@ -133,6 +134,7 @@ if OPTIMISATION is not None:
             generations_per_trial=OPTIMISATION.generations_per_trial,
             objective=OPTIMISATION.objective,
             space=OPTIMISATION.space_name,
+            prompt_ids=list(OPTIMISATION.space.prompt_ids),
             selection_images=list(OPTIMISATION.selection_images),
             evaluation_images=list(OPTIMISATION.evaluation_images),
             selection_seeds=list(OPTIMISATION.selection_seeds),

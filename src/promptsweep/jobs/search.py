@@ -304,6 +304,7 @@ def search_table(
     generations_per_trial: int,
     objective: str,
     space: str,
+    prompt_ids: Sequence[str],
     selection_images: Sequence[str],
     evaluation_images: Sequence[str],
     selection_seeds: Sequence[int],
@@ -325,7 +326,7 @@ def search_table(
             for search, path in zip(conditions, trials, strict=True)
         }
         table = evaluation.search_table(
-            files.read_tables(evaluation_metrics), best_records, conditions, spent, objective, space,
+            files.read_tables(evaluation_metrics), best_records, conditions, spent, objective, space, prompt_ids,
             selection_images, evaluation_images, selection_seeds, evaluation_seeds,
         )
         files.write_table(Path(outputs["csv"]), table)

@@ -68,8 +68,8 @@ def _image_gains(rows: pd.DataFrame, condition: str, metric: str) -> pd.Series:
     return stats.per_image_mean(emphasis.paired_differences(rows, condition, [metric]), metric)
 
 
-def _point_text(point: Mapping[str, float]) -> str:
-    return " ".join(f"{prompt_id}={weight:.3g}" for prompt_id, weight in point.items() if weight != 0) or "baseline"
+def _point_text(point: Mapping[str, float], prompt_ids: Sequence[str]) -> str:
+    return " ".join(f"{p}={point[p]:.3g}" for p in prompt_ids if point[p] != 0) or "baseline"
 
 
 def judged(change: float, low: float, high: float, direction: str) -> str:
@@ -88,6 +88,7 @@ def search_table(
     evaluations: Mapping[str, int],
     objective: str,
     space: str,
+    prompt_ids: Sequence[str],
     selection_images: Sequence[str],
     evaluation_images: Sequence[str],
     selection_seeds: Sequence[int],
@@ -98,7 +99,8 @@ def search_table(
     evaluation split's per-image metrics (image_id, condition, seed, the
     metrics) of the baseline and of each search's condition
     (``conditions``: search -> condition id). ``evaluations``: the
-    generations each search spent on the selection split."""
+    generations each search spent on the selection split; ``prompt_ids``
+    the directions, in the order the ``point`` column lists their weights."""
     direction = registry.METRICS[objective].direction
     word_search = next(search for search in bests if conditions[search] == BEST_WORD)
     word_gains = _image_gains(rows, BEST_WORD, objective)
@@ -132,7 +134,7 @@ def search_table(
                 "vs_best_word_ci_low": over_low,
                 "vs_best_word_ci_high": over_high,
                 "p_value": math.nan if is_word else stats.mean_test_p(over_word),
-                "point": _point_text(best["point"]),
+                "point": _point_text(best["point"], prompt_ids),
             }
         )
     frame = pd.DataFrame(table)
