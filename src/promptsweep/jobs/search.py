@@ -25,18 +25,15 @@ if TYPE_CHECKING:
     from promptsweep.families import Conditioning
     from promptsweep.search.journal import Outcome
 
-KEYS = ["image_id", "seed"]
-
-
 @dataclass(frozen=True)
 class SelectionImage:
     """One selection image as a trial needs it: its control, and the
     conditionings its points are made of."""
 
     image_id: str
-    subject: str
     prompt: str
-    """The baseline's prompt, which a point's images are scored against."""
+    """The baseline's prompt, the image's own: a point's images are scored
+    against it, and it is the subject every condition of the image shows."""
     edge_map: np.ndarray
     baseline: Conditioning
     words: dict[str, Conditioning]
@@ -91,7 +88,7 @@ def _scored(
     rows = [{"image_id": image.image_id, "seed": seed} for seed in seeds]
     valid = [(row, picture) for row, picture in zip(rows, generated, strict=True) if picture.problem is None]
     samples = [
-        registry.ScoredImage(picture.pixels, image.prompt, image.subject, image.edge_map, *canny) for _, picture in valid
+        registry.ScoredImage(picture.pixels, image.prompt, image.prompt, image.edge_map, *canny) for _, picture in valid
     ]
     values = loaded.score(samples)
     for row in rows:
@@ -212,7 +209,6 @@ def _selection_image(
     }
     return SelectionImage(
         image_id=image_id,
-        subject=baseline["prompt"],
         prompt=baseline["prompt"],
         edge_map=edge_map,
         baseline=encode(texts[BASELINE]),
