@@ -122,6 +122,8 @@ def test_a_killed_search_resumes_from_its_journal(search_study: Study) -> None:
         ({"optimisers": "[random, annealing]"}, "emphasis.search.optimisers"),
         ({"space": "tokens2"}, "emphasis.search.space"),
         ({"optimisers": "[gradient]", "objective": "brisque"}, "emphasis.search.objective"),
+        # A learned metric whose weights metrics.aesthetic does not name would be NaN in every trial.
+        ({"objective": "aesthetic"}, "emphasis.search.objective"),
     ],
 )
 def test_a_bad_search_config_stops_before_any_job_naming_the_key(study: Study, changes: dict[str, str], key: str) -> None:

@@ -312,8 +312,8 @@ def search_contact_sheet(
     images: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], seed: int, model_name: str,
     caveat: str | None, path: str | Path,
 ) -> None:
-    """One row per evaluation image: its edge map, then the baseline, the
-    best word prompt and each optimiser's best, all with ``seed``."""
+    """One row per evaluation image: its edge map, then its pictures
+    (the baseline, each optimiser's best, the best word prompt), all with ``seed``."""
     columns = 1 + max(len(panels) for _, _, panels in images)
     figure, grid = plt.subplots(len(images), columns, figsize=(2.0 * columns, 2.2 * len(images)), squeeze=False)
     for row, (image_id, edge_map, panels) in zip(grid, images):
@@ -324,6 +324,6 @@ def search_contact_sheet(
         for axes, (label, picture) in zip(row[1:], panels):
             axes.imshow(picture)
             axes.set_title(label, fontsize=7)
-    title = f"Held-out images, seed {seed}: baseline, best word prompt, each optimiser's best\n{model_name}"
+    title = f"Held-out images, seed {seed}: baseline, each optimiser's best, best word prompt\n{model_name}"
     figure.suptitle(title + (f"\n{caveat}" if caveat else ""), fontsize=9)
     save_figure(figure, path, svg=False)

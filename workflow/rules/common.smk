@@ -119,14 +119,21 @@ except emphasis.EmphasisConfigError as error:
 # Prompts at doses ("pos5@0.5"): generated like the word conditions, on SEEDS.
 DOSE_CONDITIONS = list(EMPHASIS.dose_conditions)
 SEARCH = EMPHASIS.search
-if SEARCH is not None and not registry.configured(
-    registry.METRICS[SEARCH.objective], config["metrics"]
-):
-    raise WorkflowError(
-        f"emphasis.search.objective: {SEARCH.objective!r} needs weights that "
-        f"metrics.{registry.METRICS[SEARCH.objective].config_key} does not name; "
-        "set them, or choose a metric that needs none (e.g. sharpness)"
-    )
+
+
+def check_objective_configured(objective):
+    """A search objective whose weights the config does not name would be
+    NaN in every trial: stop before any job, naming both keys."""
+    if not registry.configured(registry.METRICS[objective], config["metrics"]):
+        raise WorkflowError(
+            f"emphasis.search.objective: {objective!r} needs weights that "
+            f"metrics.{registry.METRICS[objective].config_key} does not name; "
+            "set them, or choose a metric that needs none (e.g. sharpness)"
+        )
+
+
+if SEARCH is not None:
+    check_objective_configured(SEARCH.objective)
 if SEARCH is not None:
     logger.info(
         f"emphasis.search: {len(SEARCH.candidates)} candidates; {SEARCH.cost.total} extra "
@@ -143,6 +150,7 @@ if search_plan.is_optimisation_search(config["emphasis"].get("search")):
         )
     except emphasis.EmphasisConfigError as error:
         raise WorkflowError(f"config: {error}") from None
+    check_objective_configured(OPTIMISATION.objective)
     logger.info(search_plan.describe(OPTIMISATION))
 # Every condition the generate job makes for each control image, and those
 # compared with the baseline (the prompts and the prompts at doses).

@@ -183,7 +183,7 @@ def search_trials(
             if search == WORDS:
                 return _word_trials(space, measure, direction, logger)
             return search_journal.run_search(
-                Path(journal), search, search, space.bounds, measure, trials, direction, seed,
+                _journal_of_inputs(Path(journal), [*edge_maps, weights]), search, search, space.bounds, measure, trials, direction, seed,
                 optimiser_settings, log=logger.info,
             )
 
@@ -193,6 +193,15 @@ def search_trials(
         best = _best_record(search, table, prompt_ids, direction, objective)
         files.write_json(Path(outputs["best"]), best)
         logger.info("best: trial %s, objective %s, point %s", best["trial"], best["objective"], best["point"])
+
+
+def _journal_of_inputs(journal: Path, inputs: Sequence[str]) -> Path:
+    """``journal``, its name extended by a digest of the inputs' content (the
+    edge maps, and the model record with its weights' sha256): the workflow
+    names the journal by the settings, known before any job runs; a changed
+    picture or model must not resume from trials made with the old ones."""
+    digest = files.json_digest([files.file_sha256(path) for path in inputs])
+    return journal.with_name(f"{journal.stem}-{digest[:8]}{journal.suffix}")
 
 
 def _selection_image(
@@ -220,6 +229,7 @@ def _word_trials(space: Any, measure: Callable[[Sequence[float]], Outcome], dire
     """Each word prompt's point as a trial, in the layout of
     :func:`promptsweep.search.journal.trials_table`, with its prompt id."""
     from promptsweep.search.journal import trials_frame
+    from promptsweep.search.plan import WORDS
 
     records = []
     for index, prompt_id in enumerate(space.prompt_ids, start=1):
@@ -232,7 +242,7 @@ def _word_trials(space: Any, measure: Callable[[Sequence[float]], Outcome], dire
             "none" if outcome.objective is None else f"{outcome.objective:.3g}",
             "" if outcome.feasible else " (infeasible)",
         )
-    return trials_frame("words", records, len(space.prompt_ids), direction).assign(prompt_id=list(space.prompt_ids))
+    return trials_frame(WORDS, records, len(space.prompt_ids), direction).assign(prompt_id=list(space.prompt_ids))
 
 
 def _best_record(search: str, table: pd.DataFrame, prompt_ids: Sequence[str], direction: str, objective: str) -> dict[str, Any]:

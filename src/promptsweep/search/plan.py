@@ -173,7 +173,7 @@ def describe(search: OptimisationSearch) -> str:
         f"{OPTIMISERS_KEY}: {', '.join(search.optimisers)} in the {search.space_name} space "
         f"({len(search.space.prompt_ids)} directions), {search.trials} trials each of "
         f"{len(search.selection_images)} images x {len(search.selection_seeds)} seeds "
-        f"({search.budget} generations budgeted); objective {search.objective} ({search.direction}); "
+        f"({search.budget} generations budgeted for each); objective {search.objective} ({search.direction}); "
         f"{cost['total']} generations in all ({cost['selection']} on the selection split "
         f"{list(search.selection_seeds)}, {cost['evaluation']} on the evaluation split {list(search.evaluation_seeds)})"
     )
