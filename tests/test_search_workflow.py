@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import Study
+from test_emphasis_workflow import with_emphasis
 from promptsweep.search.evaluation import COLUMNS
 
 pytestmark = pytest.mark.workflow
@@ -40,15 +41,9 @@ TARGETS = [
 ]
 
 
-def with_search(study: Study, text: str = SEARCH) -> Study:
-    config = study.root / "config" / "config.yaml"
-    config.write_text(config.read_text() + text)
-    return study
-
-
 @pytest.fixture(scope="module")
 def search_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    study = with_search(Study(tmp_path_factory.mktemp("search")))
+    study = with_emphasis(Study(tmp_path_factory.mktemp("search")), SEARCH)
     # The search's own targets: the rest of the study is tested elsewhere.
     study.snakemake(*TARGETS)
     return study
@@ -127,7 +122,7 @@ def test_a_killed_search_resumes_from_its_journal(search_study: Study) -> None:
     ],
 )
 def test_a_bad_search_config_stops_before_any_job_naming_the_key(study: Study, changes: dict[str, str], key: str) -> None:
-    with_search(study, search_config(**changes))
+    with_emphasis(study, search_config(**changes))
     result = study.snakemake("--dry-run", check=False)
     assert result.returncode != 0
     assert key in result.stderr + result.stdout

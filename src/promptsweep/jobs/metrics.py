@@ -18,7 +18,7 @@ from promptsweep.jobs import Ledger, job_log
 from promptsweep.threads import computed_alone, map_measure
 
 
-def _loaded(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
+def loaded_metrics(scope: registry.Scope, settings: Mapping[str, Any], logger: logging.Logger) -> registry.LoadedMetrics:
     """The metrics of ``scope``, warning in the job's log about learned metrics
     the config asks for but that cannot be computed (left unset, they are the
     quiet default)."""
@@ -82,7 +82,7 @@ def pair_metrics(
                 ledgers[prompt_id] = ledger
         if not ledgers:
             return
-        loaded = _loaded("pair", settings, logger)
+        loaded = loaded_metrics("pair", settings, logger)
         baseline_images = _read_generated(baselines, baseline_records)
         for scored_together in _passes(list(ledgers), len(seeds)):
             with ExitStack() as recording:
@@ -158,7 +158,7 @@ def _pair_tables(
             row.update(loaded.note_columns(), baseline_path=baseline.path, variant_path=variant.path, ssim_map_path=ssim_map)
             rows.append(row)
     map_measure(_write_ssim_map, pictures)
-    _fill(rows, scored, loaded)
+    fill_metrics(rows, scored, loaded)
     for prompt_id, output in tables.items():
         prompt_rows = [row for row in rows if row["prompt_id"] == prompt_id]
         for row in prompt_rows:
@@ -198,7 +198,7 @@ def image_metrics(
     image is NaN.
     """
     with job_log(log, f"image metrics {image_id}") as logger:
-        loaded = _loaded("image", settings, logger)
+        loaded = loaded_metrics("image", settings, logger)
         reference = files.read_png(Path(edge_map))
         keys = [(condition, seed) for condition in conditions for seed in seeds]
         rows = []
@@ -211,7 +211,7 @@ def image_metrics(
                 )
             row.update(loaded.note_columns())
             rows.append(row)
-        _fill(rows, scored, loaded)
+        fill_metrics(rows, scored, loaded)
         table = _table(rows, ["image_id", "condition", "seed"], loaded)
         logger.info("%d images: mean %s", len(table), _values_text(table.mean(numeric_only=True), loaded))
         files.write_table(Path(output), table)
@@ -251,7 +251,7 @@ def _noise_floor_table(
     settings: Mapping[str, Any],
     output: str,
 ) -> None:
-    loaded = _loaded("pair", settings, logger)
+    loaded = loaded_metrics("pair", settings, logger)
     read = zip(seeds, _read_generated(baselines, records), strict=True)
     valid = {seed: image.pixels for seed, image in read if image.record["valid"]}
     rows = []
@@ -262,13 +262,13 @@ def _noise_floor_table(
             if seed_a in valid and seed_b in valid:
                 scored.append((row, registry.ImagePair(valid[seed_a], valid[seed_b])))
             rows.append(row)
-    _fill(rows, scored, loaded)
+    fill_metrics(rows, scored, loaded)
     logger.info("%d seed pairs", len(rows))
     table = _table(rows, ["image_id", "seed_a", "seed_b"], loaded, notes=False)
     files.write_table(Path(output), table)
 
 
-def _fill(rows: list[dict[str, Any]], scored: list[tuple[dict[str, Any], Any]], loaded: registry.LoadedMetrics) -> None:
+def fill_metrics(rows: list[dict[str, Any]], scored: list[tuple[dict[str, Any], Any]], loaded: registry.LoadedMetrics) -> None:
     """Every metric's value into the rows of the scored samples (one batch per
     metric), NaN into the others."""
     for row in rows:

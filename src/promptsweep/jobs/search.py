@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from promptsweep import edges, files, registry, threads
 from promptsweep.conditions import BASELINE, GenerationInput
 from promptsweep.jobs import job_log
 from promptsweep.jobs import generate as generate_jobs
+from promptsweep.jobs import metrics as metric_jobs
 
 if TYPE_CHECKING:
     from promptsweep.families import Conditioning
@@ -73,9 +73,7 @@ def _scoring_metrics(settings: Mapping[str, Any], objective: str, logger: loggin
     """The image metrics a trial needs: its objective and its constraints."""
     from promptsweep.emphasis import CLIP_SCORE, EDGE_F1
 
-    loaded = registry.load_metrics("image", settings)
-    for warning in loaded.warnings:
-        logger.warning("%s", warning)
+    loaded = metric_jobs.loaded_metrics("image", settings, logger)
     wanted = {objective, EDGE_F1, CLIP_SCORE}
     return replace(loaded, metrics=[metric for metric in loaded.metrics if metric.name in wanted])
 
@@ -85,16 +83,13 @@ def _scored(
     canny: tuple[int, int],
 ) -> pd.DataFrame:
     """The generated images' metrics, one row per seed; an invalid image's are NaN."""
-    rows = [{"image_id": image.image_id, "seed": seed} for seed in seeds]
-    valid = [(row, picture) for row, picture in zip(rows, generated, strict=True) if picture.problem is None]
-    samples = [
-        registry.ScoredImage(picture.pixels, image.prompt, image.prompt, image.edge_map, *canny) for _, picture in valid
+    rows: list[dict[str, Any]] = [{"image_id": image.image_id, "seed": seed} for seed in seeds]
+    scored = [
+        (row, registry.ScoredImage(picture.pixels, image.prompt, image.prompt, image.edge_map, *canny))
+        for row, picture in zip(rows, generated, strict=True)
+        if picture.problem is None
     ]
-    values = loaded.score(samples)
-    for row in rows:
-        row.update(dict.fromkeys(values, math.nan))
-    for index, (row, _) in enumerate(valid):
-        row.update({name: column[index] for name, column in values.items()})
+    metric_jobs.fill_metrics(rows, scored, loaded)
     return pd.DataFrame(rows)
 
 
