@@ -20,8 +20,10 @@ rule condition_image_metrics:
     log:
         "logs/image_metrics/{image}/{condition}.log",
     params:
-        images=lambda wildcards: generated(wildcards.image, wildcards.condition, "png"),
-        records=lambda wildcards: generated(
+        images=lambda wildcards: PLAN.generated(
+            wildcards.image, wildcards.condition, "png"
+        ),
+        records=lambda wildcards: PLAN.generated(
             wildcards.image, wildcards.condition, "json"
         ),
         canny_low=config["generation"]["canny_low"],
@@ -89,7 +91,7 @@ rule dose_response_plot:
         "logs/plots/dose_response.log",
     params:
         quality_metric=config["plots"]["quality_metric"],
-        model_name=model_params()["name"],
+        model_name=PLAN.model_params()["name"],
         caveat=MODEL_CAVEAT,
     run:
         emphasis_jobs.dose_response_plot(
@@ -112,15 +114,15 @@ if SEARCH is not None:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
         output:
-            images=search_generated("{image}", "{candidate}", "png"),
-            records=search_generated("{image}", "{candidate}", "json"),
+            images=PLAN.search_generated("{image}", "{candidate}", "png"),
+            records=PLAN.search_generated("{image}", "{candidate}", "json"),
         log:
             "logs/search/generate/{image}/{candidate}.log",
         priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
         params:
-            request=lambda wildcards: generation_request(
+            request=lambda wildcards: PLAN.generation_request(
                 wildcards.image, wildcards.candidate, SEARCH.selection_seeds
             ),
         run:
@@ -139,12 +141,12 @@ if SEARCH is not None:
             images=lambda wildcards: [
                 path
                 for condition in SEARCH_CONDITIONS
-                for path in search_generated(wildcards.image, condition, "png")
+                for path in PLAN.search_generated(wildcards.image, condition, "png")
             ],
             records=lambda wildcards: [
                 path
                 for condition in SEARCH_CONDITIONS
-                for path in search_generated(wildcards.image, condition, "json")
+                for path in PLAN.search_generated(wildcards.image, condition, "json")
             ],
             weights=weight_files("image"),
         output:
@@ -179,7 +181,7 @@ if SEARCH is not None:
         log:
             "logs/search/selection.log",
         params:
-            **search_settings(),
+            **PLAN.search_settings(),
         run:
             emphasis_jobs.search_selection(
                 image_metrics=input.image_metrics,
@@ -198,8 +200,8 @@ if SEARCH is not None:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
         output:
-            images=evaluation_generated("{image}", "{slot}", "png"),
-            records=evaluation_generated("{image}", "{slot}", "json"),
+            images=PLAN.evaluation_generated("{image}", "{slot}", "png"),
+            records=PLAN.evaluation_generated("{image}", "{slot}", "json"),
         log:
             "logs/search/evaluation/{image}/{slot}.log",
         priority: GPU_JOB_PRIORITY
@@ -207,10 +209,10 @@ if SEARCH is not None:
             gpu=1,
         params:
             requests=lambda wildcards: {
-                condition: generation_request(
+                condition: PLAN.generation_request(
                     wildcards.image, condition, SEARCH.evaluation_seeds
                 )
-                for condition in evaluation_conditions(wildcards.slot)
+                for condition in PLAN.evaluation_conditions(wildcards.slot)
             },
         run:
             emphasis_jobs.evaluation_generate(
@@ -230,12 +232,12 @@ if SEARCH is not None:
             images=lambda wildcards: [
                 path
                 for slot in SEARCH_SLOTS
-                for path in evaluation_generated(wildcards.image, slot, "png")
+                for path in PLAN.evaluation_generated(wildcards.image, slot, "png")
             ],
             records=lambda wildcards: [
                 path
                 for slot in SEARCH_SLOTS
-                for path in evaluation_generated(wildcards.image, slot, "json")
+                for path in PLAN.evaluation_generated(wildcards.image, slot, "json")
             ],
             weights=weight_files("image"),
         output:
@@ -278,7 +280,7 @@ if SEARCH is not None:
         log:
             "logs/tables/latent_search.log",
         params:
-            **search_settings(),
+            **PLAN.search_settings(),
             evaluation_seeds=list(SEARCH.evaluation_seeds) if SEARCH else [],
         run:
             emphasis_jobs.latent_search(

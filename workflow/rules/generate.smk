@@ -6,7 +6,7 @@
 # carries a fingerprint of the three. A folder, not its files, as the output:
 # matching each requested file against hundreds of output patterns made
 # planning a 400-image study take 187 s.
-if IMAGES_PER_GENERATION_JOB == 1:
+if config["images_per_generation_job"] == 1:
 
     rule generate:
         input:
@@ -14,14 +14,14 @@ if IMAGES_PER_GENERATION_JOB == 1:
             weights="results/models/weights.json",
             unchanged=lambda wildcards: unchanged_by_hand("generate", [wildcards.image]),
         output:
-            update(directory(generated_folder("{image}"))),
+            update(directory(PLAN.generated_folder("{image}"))),
         log:
             "logs/generate/{image}.log",
         priority: GPU_JOB_PRIORITY
         resources:
             gpu=1,
         params:
-            requests=lambda wildcards: generation_requests(wildcards.image),
+            requests=lambda wildcards: PLAN.generation_requests(wildcards.image),
         run:
             generate_jobs.generate(
                 edge_maps=[input.edge_map],
@@ -35,7 +35,7 @@ if IMAGES_PER_GENERATION_JOB == 1:
 
 else:
     # Several control images per job: the pipeline is loaded once per job.
-    for shard_index, shard in enumerate(image_shards()):
+    for shard_index, shard in enumerate(PLAN.image_shards()):
 
         rule:
             name:
@@ -47,14 +47,14 @@ else:
                     unchanged_by_hand, f"generate_shard{shard_index}", shard
                 ),
             output:
-                update([directory(generated_folder(image)) for image in shard]),
+                update([directory(PLAN.generated_folder(image)) for image in shard]),
             log:
                 f"logs/generate/shard{shard_index}.log",
             priority: GPU_JOB_PRIORITY
             resources:
                 gpu=1,
             params:
-                requests=[generation_requests(image) for image in shard],
+                requests=[PLAN.generation_requests(image) for image in shard],
                 shard=shard,
             run:
                 generate_jobs.generate(

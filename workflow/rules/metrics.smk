@@ -14,7 +14,7 @@ rule pair_metrics:
     log:
         "logs/pair_metrics/{image}.log",
     params:
-        pairs=lambda wildcards: pair_files(wildcards.image),
+        pairs=lambda wildcards: PLAN.pair_files(wildcards.image),
         settings=registry.metric_settings(config["metrics"], "pair"),
     run:
         metric_jobs.pair_metrics(
@@ -39,8 +39,12 @@ rule image_metrics:
     log:
         "logs/image_metrics/{image}.log",
     params:
-        images=lambda wildcards: generated_files(wildcards.image, CONDITIONS, "png"),
-        records=lambda wildcards: generated_files(wildcards.image, CONDITIONS, "json"),
+        images=lambda wildcards: PLAN.generated_files(
+            wildcards.image, CONDITIONS, "png"
+        ),
+        records=lambda wildcards: PLAN.generated_files(
+            wildcards.image, CONDITIONS, "json"
+        ),
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
         subject=lambda wildcards: IMAGES[wildcards.image].prompt,
@@ -66,8 +70,8 @@ rule noise_floor:
     log:
         "logs/noise_floor/{image}.log",
     params:
-        baselines=lambda wildcards: generated(wildcards.image, BASELINE, "png"),
-        records=lambda wildcards: generated(wildcards.image, BASELINE, "json"),
+        baselines=lambda wildcards: PLAN.generated(wildcards.image, BASELINE, "png"),
+        records=lambda wildcards: PLAN.generated(wildcards.image, BASELINE, "json"),
         settings=registry.metric_settings(config["metrics"], "pair"),
     run:
         metric_jobs.noise_floor(

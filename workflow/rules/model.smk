@@ -17,7 +17,7 @@ rule model_weights:
     log:
         "logs/model/weights.log",
     params:
-        model=model_params(),
+        model=PLAN.model_params(),
     run:
         model_jobs.model_weights(
             model=params.model,

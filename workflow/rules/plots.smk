@@ -47,7 +47,7 @@ rule summary_plots:
     params:
         quality_metric=config["plots"]["quality_metric"],
         prompt_order=list(PROMPTS),
-        model_name=model_params()["name"],
+        model_name=PLAN.model_params()["name"],
         caveat=MODEL_CAVEAT,
     run:
         plot_jobs.summary_plots(
@@ -70,7 +70,7 @@ rule contact_sheet:
         "logs/plots/sheet_{image}.log",
     params:
         labels=CONDITIONS,
-        title=lambda wildcards: f"{wildcards.image} ({IMAGES[wildcards.image].prompt}), seed {SEEDS[0]}, {model_params()['name']}",
+        title=lambda wildcards: f"{wildcards.image} ({IMAGES[wildcards.image].prompt}), seed {SEEDS[0]}, {PLAN.model_params()['name']}",
         caveat=MODEL_CAVEAT,
     run:
         plot_jobs.contact_sheet(
@@ -78,7 +78,7 @@ rule contact_sheet:
             edge_map=input.edge_map,
             labels=params.labels,
             images=[
-                generated(wildcards.image, condition, "png")[0]
+                PLAN.generated(wildcards.image, condition, "png")[0]
                 for condition in CONDITIONS
             ],
             title=params.title,
@@ -114,6 +114,6 @@ rule gallery:
         doses=EMPHASIS.dose_conditions,
         kinds={prompt_id: prompt.kind for prompt_id, prompt in PROMPTS.items()},
         edge_maps={image: f"results/edges/{image}.png" for image in IMAGES},
-        title=f"promptsweep: {model_params()['name']}",
+        title=f"promptsweep: {PLAN.model_params()['name']}",
     run:
         gallery_jobs.gallery(**input, **params, output=output[0], log=log[0])

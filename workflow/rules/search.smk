@@ -29,7 +29,7 @@ if OPTIMISATION is not None:
         # The journal's name holds a digest of every setting of the search, so
         # it alone, not the long settings, reruns the job when one changes.
         params:
-            journal=lambda wildcards: search_journal(wildcards.search),
+            journal=lambda wildcards: PLAN.search_journal(wildcards.search),
         run:
             search_jobs.search_trials(
                 search=wildcards.search,
@@ -49,8 +49,8 @@ if OPTIMISATION is not None:
                 for search in OPTIMISATION.searches
             ],
         output:
-            images=search_evaluated("{image}", "png"),
-            records=search_evaluated("{image}", "json"),
+            images=PLAN.search_evaluated("{image}", "png"),
+            records=PLAN.search_evaluated("{image}", "json"),
         log:
             "logs/search/evaluation/{image}.log",
         wildcard_constraints:
@@ -61,13 +61,13 @@ if OPTIMISATION is not None:
         params:
             conditions=OPTIMISATION.conditions,
             prompt_ids=list(OPTIMISATION.space.prompt_ids),
-            requests=lambda wildcards: search_word_requests(
+            requests=lambda wildcards: PLAN.search_word_requests(
                 wildcards.image, OPTIMISATION.evaluation_seeds
             ),
-            images=lambda wildcards: search_evaluated_by_condition(
+            images=lambda wildcards: PLAN.search_evaluated_by_condition(
                 wildcards.image, "png"
             ),
-            records=lambda wildcards: search_evaluated_by_condition(
+            records=lambda wildcards: PLAN.search_evaluated_by_condition(
                 wildcards.image, "json"
             ),
         run:
@@ -78,8 +78,8 @@ if OPTIMISATION is not None:
     rule search_evaluation_metrics:
         input:
             edge_map="results/edges/{image}.png",
-            images=search_evaluated("{image}", "png"),
-            records=search_evaluated("{image}", "json"),
+            images=PLAN.search_evaluated("{image}", "png"),
+            records=PLAN.search_evaluated("{image}", "json"),
             weights=weight_files("image"),
         output:
             "results/search/evaluation_metrics/{image}.tsv",
@@ -162,7 +162,7 @@ if OPTIMISATION is not None:
         params:
             generations_per_trial=OPTIMISATION.generations_per_trial,
             objective=OPTIMISATION.objective,
-            model_name=model_params()["name"],
+            model_name=PLAN.model_params()["name"],
             caveat=MODEL_CAVEAT,
         run:
             search_jobs.search_convergence_plot(
@@ -178,7 +178,7 @@ if OPTIMISATION is not None:
                 "results/edges/{image}.png", image=OPTIMISATION.evaluation_images
             ),
             images=[
-                search_evaluated_file(
+                PLAN.search_evaluated_file(
                     image, condition, OPTIMISATION.evaluation_seeds[0]
                 )
                 for image in OPTIMISATION.evaluation_images
@@ -196,7 +196,7 @@ if OPTIMISATION is not None:
         params:
             images={
                 image: {
-                    condition: search_evaluated_file(
+                    condition: PLAN.search_evaluated_file(
                         image, condition, OPTIMISATION.evaluation_seeds[0]
                     )
                     for condition in [BASELINE, *OPTIMISATION.evaluated_conditions]
@@ -204,7 +204,7 @@ if OPTIMISATION is not None:
                 for image in OPTIMISATION.evaluation_images
             },
             seed=OPTIMISATION.evaluation_seeds[0],
-            model_name=model_params()["name"],
+            model_name=PLAN.model_params()["name"],
             caveat=MODEL_CAVEAT,
         run:
             search_jobs.search_contact_sheet(

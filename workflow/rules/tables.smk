@@ -81,7 +81,7 @@ rule summary_tables:
         "logs/tables/summary.log",
     params:
         prompts=list(PROMPTS.values()),
-        model_name=model_params()["name"],
+        model_name=PLAN.model_params()["name"],
         caveat=MODEL_CAVEAT,
         settings=config["metrics"],
     run:
@@ -113,7 +113,7 @@ rule power_tables:
         "logs/tables/power.log",
     params:
         prompts=list(PROMPTS.values()),
-        model_name=model_params()["name"],
+        model_name=PLAN.model_params()["name"],
         caveat=MODEL_CAVEAT,
     run:
         table_jobs.power_tables(

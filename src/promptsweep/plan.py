@@ -1,0 +1,418 @@
+"""The study plan: what a config asks for, as plain values.
+
+:func:`study_plan` reads a validated config and its sheets once, checks what
+no schema can (a family's name, weighted texts a family cannot encode, a
+search's objective), and returns a :class:`StudyPlan`: the images, prompts,
+seeds and conditions, every generation request, and the paths of every file
+the workflow makes. The Snakemake rules only wire these together, so the
+plan is tested here, without Snakemake, and a registered family (one module
+behind :class:`promptsweep.families.Family`) goes through it like a built-in one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptsweep import emphasis, families, files, registry, toy
+from promptsweep.conditions import BASELINE
+from promptsweep.search import plan as search_plan
+from promptsweep.study import (
+    ImageSpec,
+    PromptSpec,
+    SheetError,
+    condition_input,
+    generation_settings,
+    read_images,
+    read_prompts,
+    study_caveat,
+    with_generation_defaults,
+)
+
+SEARCH_SLOTS = ("baseline", "chosen", "best_word")
+"""What the grid search's evaluation generates per image: the baseline, the
+chosen candidate and the best word prompt."""
+
+
+class PlanError(ValueError):
+    """A config key or sheet row that the user must fix; the message names it."""
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """One study's config, sheets and checks, resolved: everything the rules wire."""
+
+    config: Mapping[str, Any]
+    """The config, with ``generation:`` completed by the model's defaults."""
+    images: dict[str, ImageSpec]
+    prompts: dict[str, PromptSpec]
+    seeds: list[int]
+    emphasis: emphasis.EmphasisPlan
+    optimisation: search_plan.OptimisationSearch | None
+    caveat: str | None
+    """What every table and plot must say about the model, or nothing."""
+    dose_conditions: list[str] = field(init=False)
+    """Prompts at doses ("pos5@0.5"), generated like the word conditions."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dose_conditions", list(self.emphasis.dose_conditions))
+
+    # Conditions ---------------------------------------------------------------
+
+    @property
+    def conditions(self) -> list[str]:
+        """The baseline and every prompt of the sheet."""
+        return [BASELINE, *self.prompts]
+
+    @property
+    def generated_conditions(self) -> list[str]:
+        """Every condition the generate job makes for each control image."""
+        return [*self.conditions, *self.dose_conditions]
+
+    @property
+    def variants(self) -> list[str]:
+        """The conditions compared with the baseline: prompts, then prompts at doses."""
+        return [*self.prompts, *self.dose_conditions]
+
+    @property
+    def search(self) -> emphasis.SearchPlan | None:
+        """The grid search over doses and mixtures, when configured."""
+        return self.emphasis.search
+
+    @property
+    def search_conditions(self) -> list[str]:
+        return list(self.search.conditions) if self.search is not None else []
+
+    def image_shards(self) -> list[list[str]]:
+        """The images in consecutive groups of ``images_per_generation_job``, in
+        sheet order: an image added at the end joins only the last group."""
+        ids = list(self.images)
+        size = self.config["images_per_generation_job"]
+        return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+    # Generated files ----------------------------------------------------------
+
+    @staticmethod
+    def generated_folder(image: str) -> str:
+        """One control image's generated images and records, every condition: a
+        generate job's output, and what the jobs that read them take as input."""
+        return f"results/generated/{image}"
+
+    def generated(self, image: str, condition: str, suffix: str) -> list[str]:
+        """One (image, condition)'s files, one per seed."""
+        return [f"{self.generated_folder(image)}/{condition}/seed{seed}.{suffix}" for seed in self.seeds]
+
+    def generated_by_condition(self, image: str, suffix: str) -> dict[str, list[str]]:
+        return {condition: self.generated(image, condition, suffix) for condition in self.generated_conditions}
+
+    def generated_files(self, image: str, conditions: list[str], suffix: str) -> list[str]:
+        """The files of ``conditions`` of one image, conditions-major, then seeds."""
+        return [path for condition in conditions for path in self.generated(image, condition, suffix)]
+
+    def by_variant(self, paths: list[str]) -> dict[str, list[str]]:
+        """Files of every variant and seed, variants-major, as a mapping of each
+        variant to its files per seed."""
+        count = len(self.seeds)
+        return {variant: paths[index * count : (index + 1) * count] for index, variant in enumerate(self.variants)}
+
+    def pair_files(self, image: str) -> dict[str, Any]:
+        """The files a pair-metrics job reads (the baselines and each variant's),
+        and the SSIM maps it writes into its folder, variants-major."""
+        return {
+            "baselines": self.generated(image, BASELINE, "png"),
+            "baseline_records": self.generated(image, BASELINE, "json"),
+            "variants": self.by_variant(self.generated_files(image, self.variants, "png")),
+            "variant_records": self.by_variant(self.generated_files(image, self.variants, "json")),
+            "ssim_maps": [
+                f"results/ssim_maps/{image}/{variant}/seed{seed}.png" for variant in self.variants for seed in self.seeds
+            ],
+        }
+
+    # Generation requests ------------------------------------------------------
+
+    def model_params(self) -> dict[str, Any]:
+        """The model settings that identify its weights, the safety checker's
+        included when it is used (a change reruns every generation)."""
+        model = self.config["model"]
+        return {
+            "source": model["source"],
+            "family": model["family"],
+            "name": model.get("name", model["source"]),
+            "base": model.get("base"),
+            "controlnet": model.get("controlnet"),
+            "safety_checker": self.config["runtime"]["safety_checker"],
+        }
+
+    def generation_request(self, image: str, condition: str, seeds: list[int] | None = None) -> dict[str, Any]:
+        """Everything one (image, condition) generation depends on, as plain values.
+
+        ``condition`` is baseline, a prompt id, a dosed prompt ("pos5@0.5") or a
+        search candidate ("pos1@0.5+pos3@1"); a dosed or mixed one adds the
+        texts and doses its conditioning is made of (only the prompts it names).
+        """
+        request: dict[str, Any] = {"image_id": image, "condition": condition}
+        spec = self.images[image]
+        if condition == BASELINE or condition in self.prompts:
+            prompt = None if condition == BASELINE else self.prompts[condition]
+            request.update(asdict(condition_input(spec, prompt)))
+        else:
+            terms = emphasis.parse_candidate(condition).terms
+            baseline = condition_input(spec, None)
+            words = {prompt_id: condition_input(spec, self.prompts[prompt_id]) for prompt_id, _ in terms}
+            # The record's texts (and the CLIP score's prompt): the word
+            # variant's for a dose, the image prompt's for a mixture.
+            shown = words[terms[0][0]] if len(terms) == 1 else baseline
+            request.update(asdict(shown))
+            request["embedding"] = emphasis.embedding_request(baseline, words, terms)
+        request.update(
+            {
+                "seeds": self.seeds if seeds is None else list(seeds),
+                "generation": generation_settings(self.config["generation"]),
+                # How the metrics are spread over processes changes no image.
+                "runtime": {key: value for key, value in self.config["runtime"].items() if key != "metric_processes"},
+            }
+        )
+        return request
+
+    def generation_requests(self, image: str) -> dict[str, dict[str, Any]]:
+        return {condition: self.generation_request(image, condition) for condition in self.generated_conditions}
+
+    # Targets ------------------------------------------------------------------
+
+    def final_outputs(self) -> list[str]:
+        """The study's tables and plots, and every per-pair file: listing the
+        intermediate results too means one deleted by hand is rebuilt."""
+        return [
+            "results/tables/pairs.csv",
+            "results/tables/summary.csv",
+            "results/tables/summary.md",
+            "results/tables/summary.tex",
+            "results/tables/trend.csv",
+            "results/tables/quality_summary.csv",
+            "results/tables/verdict.md",
+            "results/tables/power.csv",
+            "results/plots/power.png",
+            "results/plots/ssim_by_prompt.png",
+            "results/plots/effect_vs_emphasis.png",
+            "results/plots/heatmap.png",
+            "results/plots/quality_forest.png",
+            "results/plots/change_vs_gain.png",
+            "results/gallery",
+            *[f"results/plots/sheets/{image}.png" for image in self.images],
+            *[self.generated_folder(image) for image in self.images],
+            *[f"results/pair_metrics/{image}/{prompt}.tsv" for image in self.images for prompt in self.prompts],
+            *[f"results/image_metrics/{image}.tsv" for image in self.images],
+            *[f"results/noise_floor/{image}.tsv" for image in self.images],
+            *self.emphasis_outputs(),
+        ]
+
+    def emphasis_outputs(self) -> list[str]:
+        """The dose-response table and plot when doses are configured, and the
+        latent search's table (and the optimisers' plots) when it is."""
+        outputs = []
+        if self.dose_conditions:
+            outputs += [
+                "results/tables/dose_response.csv",
+                "results/tables/dose_response.md",
+                "results/plots/dose_response.png",
+            ]
+        if self.search is not None or self.optimisation is not None:
+            outputs += ["results/tables/latent_search.csv", "results/tables/latent_search.md"]
+        if self.optimisation is not None:
+            outputs += ["results/plots/search_convergence.png", "results/plots/search_contact_sheet.png"]
+        return outputs
+
+    # The grid search (workflow/rules/emphasis.smk) -----------------------------
+
+    def search_generated(self, image: str, condition: str, suffix: str) -> list[str]:
+        assert self.search is not None
+        return [
+            f"results/search/generated/{image}/{condition}/seed{seed}.{suffix}" for seed in self.search.selection_seeds
+        ]
+
+    def evaluation_generated(self, image: str, slot: str, suffix: str) -> list[str]:
+        assert self.search is not None
+        return [
+            f"results/search/evaluation/{image}/{slot}/seed{seed}.{suffix}" for seed in self.search.evaluation_seeds
+        ]
+
+    def search_settings(self) -> dict[str, Any]:
+        assert self.search is not None
+        return {
+            "candidates": [candidate.name for candidate in self.search.candidates],
+            "word_prompts": list(self.search.word_prompts),
+            "selection_seeds": list(self.search.selection_seeds),
+            "objective": self.search.objective,
+            "tolerances": {
+                "edge_f1": self.search.tolerances.edge_f1,
+                "clip_score": self.search.tolerances.clip_score,
+            },
+        }
+
+    def evaluation_conditions(self, slot: str) -> list[str]:
+        """Every condition the selection may put in ``slot``."""
+        assert self.search is not None
+        return {
+            BASELINE: [BASELINE],
+            "chosen": [BASELINE, *(candidate.name for candidate in self.search.candidates)],
+            "best_word": [BASELINE, *self.search.word_prompts],
+        }[slot]
+
+    # The optimisation search (workflow/rules/search.smk) -----------------------
+
+    def search_word_requests(self, image: str, seeds: list[int]) -> dict[str, dict[str, Any]]:
+        """The generation requests of the baseline and of every direction's word
+        prompt of ``image`` on ``seeds``: what a point of the search is made of."""
+        assert self.optimisation is not None
+        return {
+            condition: self.generation_request(image, condition, seeds)
+            for condition in [BASELINE, *self.optimisation.space.prompt_ids]
+        }
+
+    def search_trial_settings(self, optimiser: str) -> dict[str, Any]:
+        """Everything one optimiser's trials depend on, as plain values."""
+        search = self.optimisation
+        assert search is not None
+        return {
+            "optimiser_settings": dict(search.optimisers.get(optimiser, {})),
+            "prompt_ids": list(search.space.prompt_ids),
+            "weight_range": list(search.space.bounds[0]),
+            "objective": search.objective,
+            "direction": search.direction,
+            "tolerances": asdict(search.tolerances),
+            "trials": search.trials,
+            "seed": search.seed,
+            "selection_seeds": list(search.selection_seeds),
+            "requests": {
+                image: self.search_word_requests(image, list(search.selection_seeds))
+                for image in search.selection_images
+            },
+            "metric_settings": registry.metric_settings(self.config["metrics"], "image"),
+            "canny_low": self.config["generation"]["canny_low"],
+            "canny_high": self.config["generation"]["canny_high"],
+        }
+
+    def search_journal(self, optimiser: str) -> str:
+        """The optimiser's Optuna journal, named by a digest of what its trials
+        depend on (the model included): a changed search starts a new journal,
+        and a rerun of the same one resumes from its finished trials."""
+        model = self.model_params()
+        if self.config["model"]["source"] == "toy":
+            model["checksums"] = toy.recorded_checksums()
+        digest = files.json_digest({"search": self.search_trial_settings(optimiser), "model": model})
+        return f"results/search/journals/{optimiser}-{digest[:12]}.journal"
+
+    @staticmethod
+    def search_evaluated_file(image: str, condition: str, seed: int, suffix: str = "png") -> str:
+        return f"results/search/evaluation/{image}/{condition}/seed{seed}.{suffix}"
+
+    def search_evaluated_by_condition(self, image: str, suffix: str) -> dict[str, list[str]]:
+        assert self.optimisation is not None
+        return {
+            condition: [
+                self.search_evaluated_file(image, condition, seed, suffix) for seed in self.optimisation.evaluation_seeds
+            ]
+            for condition in [BASELINE, *self.optimisation.evaluated_conditions]
+        }
+
+    def search_evaluated(self, image: str, suffix: str) -> list[str]:
+        return [path for paths in self.search_evaluated_by_condition(image, suffix).values() for path in paths]
+
+
+def _check_model(config: Mapping[str, Any]) -> None:
+    model = config["model"]
+    try:
+        families.get(model["family"])
+    except families.FamilyConfigError as error:
+        raise PlanError(str(error)) from None
+    if model["source"] != "toy":
+        return
+    if model["family"] != toy.FAMILY:
+        raise PlanError(
+            f"model.family: the toy model is a {toy.FAMILY} model, not {model['family']}; "
+            f"set model.family to {toy.FAMILY}, or model.source to tiny or pretrained"
+        )
+    try:
+        toy.recorded_checksums()
+    except toy.ToyWeightsError as error:
+        raise PlanError(str(error)) from None
+
+
+def _check_settings(config: Mapping[str, Any]) -> None:
+    quality_names = [metric.name for metric in registry.quality_metrics()]
+    if config["plots"]["quality_metric"] not in quality_names:
+        raise PlanError(
+            f"plots.quality_metric: {config['plots']['quality_metric']!r} is not a quality metric; "
+            f"choose one of {', '.join(quality_names)}"
+        )
+    runtime = config["runtime"]
+    if runtime["compile"] and (runtime["attention_slicing"] or runtime["cpu_offload"]):
+        raise PlanError(
+            "runtime.compile cannot be combined with runtime.attention_slicing or "
+            "runtime.cpu_offload; set those to false, or compile to false"
+        )
+
+
+def check_objective_configured(objective: str, metric_config: Mapping[str, Any]) -> None:
+    """A search objective whose weights the config does not name would be
+    NaN in every trial: stop before any job, naming both keys."""
+    metric = registry.METRICS[objective]
+    if not registry.configured(metric, metric_config):
+        raise PlanError(
+            f"emphasis.search.objective: {objective!r} needs weights that "
+            f"metrics.{metric.config_key} does not name; "
+            "set them, or choose a metric that needs none (e.g. sharpness)"
+        )
+
+
+def study_plan(config: Mapping[str, Any]) -> StudyPlan:
+    """The plan of a schema-validated ``config``; a :class:`PlanError` names
+    the key or sheet row to fix."""
+    _check_model(config)
+    _check_settings(config)
+    config = {**config, "generation": with_generation_defaults(config["generation"], config["model"])}
+    try:
+        images = {image.image_id: image for image in read_images(Path(config["images"]))}
+        prompts = {prompt.prompt_id: prompt for prompt in read_prompts(Path(config["prompts"]))}
+    except SheetError as error:
+        raise PlanError(str(error)) from None
+    try:
+        families.check_weighted_texts(
+            families.get(config["model"]["family"]),
+            {
+                **{f"{config['prompts']}: prompt {prompt_id}": prompt.text for prompt_id, prompt in prompts.items()},
+                **{f"{config['images']}: image {image_id}": image.prompt for image_id, image in images.items()},
+            },
+        )
+    except families.FamilyConfigError as error:
+        raise PlanError(str(error)) from None
+    try:
+        emphasis_plan = emphasis.emphasis_plan(
+            config["emphasis"],
+            {prompt_id: prompt.kind for prompt_id, prompt in prompts.items()},
+            len(images),
+            # The search raises its objective: one whose higher values are better.
+            [metric.name for metric in registry.metrics_of("image") if metric.direction == "higher is better"],
+        )
+        optimisation = None
+        if search_plan.is_optimisation_search(config["emphasis"].get("search")):
+            optimisation = search_plan.optimisation_search(
+                config["emphasis"]["search"], list(emphasis_plan.prompt_ids), list(images)
+            )
+    except emphasis.EmphasisConfigError as error:
+        raise PlanError(f"config: {error}") from None
+    for search in (emphasis_plan.search, optimisation):
+        if search is not None:
+            check_objective_configured(search.objective, config["metrics"])
+    return StudyPlan(
+        config=config,
+        images=images,
+        prompts=prompts,
+        # JSON Schema accepts 1.0 as an integer; seeds become file names.
+        seeds=[int(seed) for seed in config["seeds"]],
+        emphasis=emphasis_plan,
+        optimisation=optimisation,
+        caveat=study_caveat(config["model"], config["generation"], list(prompts.values())),
+    )
