@@ -33,12 +33,44 @@ def test_every_scene_has_edges_to_follow() -> None:
 
 def test_captions_name_what_the_picture_shows_and_its_quality() -> None:
     rng = np.random.default_rng(0)
-    blur = world.DEGRADATIONS[0]
-    captions = [world.caption(["circles", "red circle"], blur, rng) for _ in range(200)]
-    assert sum("blurry" in caption for caption in captions) > 120
+    blur, noise = world.DEGRADATIONS[0], world.DEGRADATIONS[2]
+    captions = [world.caption(["circles", "red circle"], (blur,), rng) for _ in range(400)]
+    assert sum("blurry" in caption for caption in captions) > 240
     assert not any(word in caption for caption in captions for word in world.QUALITY_WORDS)
-    clean = [world.caption(["circles", "red circle"], None, rng) for _ in range(200)]
+    clean = [world.caption(["circles", "red circle"], (), rng) for _ in range(400)]
     assert not any(degradation.word in caption for caption in clean for degradation in world.DEGRADATIONS)
+    twice = [world.caption(["circles"], (blur, noise), rng) for _ in range(400)]
+    assert any("blurry" in caption and "noisy" in caption for caption in twice)
+
+
+def test_some_captions_hold_quality_words_alone_so_a_negative_prompt_is_a_text_seen_in_training() -> None:
+    rng = np.random.default_rng(1)
+    known = set(world.vocabulary())
+    captions = [world.caption(["circles", "red circle"], (world.DEGRADATIONS[0],), rng) for _ in range(1000)]
+    alone = [
+        caption
+        for caption in captions
+        if "circle" not in caption and all(word in known for word in caption.replace(",", " ").split())
+    ]
+    assert 0.05 < len(alone) / len(captions) < 0.3
+    assert "blurry" in alone
+
+
+def test_unseen_words_vary_in_length_and_are_never_the_worlds_own() -> None:
+    rng = np.random.default_rng(2)
+    words = [world.unseen_word(rng) for _ in range(500)]
+    assert not set(words) & set(world.vocabulary())
+    assert min(map(len, words)) == 3 and max(map(len, words)) == 12
+
+
+def test_degrading_leaves_half_the_pictures_clean_and_some_degraded_twice() -> None:
+    rng = np.random.default_rng(3)
+    picture = np.full((world.SIZE, world.SIZE, 3), 0.5, np.float32)
+    applied = [world.degrade(picture, rng)[1] for _ in range(400)]
+    assert 0.4 < sum(not degradations for degradations in applied) / 400 < 0.6
+    assert any(len(degradations) == 2 for degradations in applied)
+    degraded, _ = world.degrade(picture, np.random.default_rng(4))
+    assert degraded.dtype == np.float32 and 0 <= degraded.min() and degraded.max() <= 1
 
 
 def test_each_degradation_moves_the_quality_metrics_its_own_way() -> None:

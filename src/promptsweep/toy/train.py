@@ -38,7 +38,7 @@ class TrainingSettings:
     autoencoder_crop: int = 64
     autoencoder_learning_rate: float = 2e-3
     kl_weight: float = 1e-6
-    denoiser_steps: int = 1300
+    denoiser_steps: int = 1500
     denoiser_batch: int = 32
     denoiser_learning_rate: float = 1e-3
     empty_caption_share: float = 0.1
@@ -60,11 +60,11 @@ def make_data(settings: TrainingSettings) -> TrainingData:
     pictures, controls, captions = [], [], []
     for _ in range(settings.pictures):
         clean, tags, _ = world.draw_scene(rng)
-        picture, degradation = world.degrade(clean, rng)
+        picture, degradations = world.degrade(clean, rng)
         edge_map = edges.canny(world.to_uint8(clean), settings.canny_low, settings.canny_high)
         pictures.append(world.to_uint8(picture))
         controls.append(edge_map)
-        captions.append(world.caption(tags, degradation, rng))
+        captions.append(world.caption(tags, degradations, rng))
     stacked = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
     control = torch.from_numpy(np.stack(controls)).float().div(255)[:, None].expand(-1, 3, -1, -1)
     return TrainingData(stacked, control.contiguous(), captions)

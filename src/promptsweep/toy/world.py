@@ -94,6 +94,16 @@ DEGRADATIONS: tuple[Degradation, ...] = (
 )
 CLEAN_SHARE = 0.5
 """The share of pictures left clean; the rest is split evenly among the degradations."""
+TWICE_DEGRADED_SHARE = 0.25
+"""The share of degraded pictures made worse twice, and captioned with both
+words, so that a negative prompt naming several degradations is a text the
+model has read."""
+QUALITY_ONLY_SHARE = 0.15
+"""The share of captions with quality words that hold nothing else."""
+UNSEEN_SHARE = 0.5
+"""The share of captions with one or two words the world never uses."""
+UNSEEN_ONLY_SHARE = 0.05
+"""The share of captions that hold nothing but words the world never uses."""
 
 
 def plural(shape: str) -> str:
@@ -154,33 +164,63 @@ def draw_scene(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, 
     return image, tags, plural(main)
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Degradation | None]:
-    """The picture left clean (share :data:`CLEAN_SHARE`) or with one of the
-    degradations, clipped to [0, 1]."""
+def degrade(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[Degradation, ...]]:
+    """The picture left clean (share :data:`CLEAN_SHARE`) or made worse by
+    one degradation, or by two (share :data:`TWICE_DEGRADED_SHARE` of the
+    degraded), clipped to [0, 1]; and the degradations applied."""
     if rng.random() < CLEAN_SHARE:
-        return image, None
-    degradation = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))]
-    return np.clip(degradation.apply(image, rng), 0.0, 1.0).astype(np.float32), degradation
+        return image, ()
+    count = 2 if rng.random() < TWICE_DEGRADED_SHARE else 1
+    chosen = tuple(DEGRADATIONS[int(index)] for index in rng.choice(len(DEGRADATIONS), size=count, replace=False))
+    for degradation in chosen:
+        image = np.clip(degradation.apply(image, rng), 0.0, 1.0).astype(np.float32)
+    return image, chosen
 
 
-def caption(tags: list[str], degradation: Degradation | None, rng: np.random.Generator) -> str:
-    """Comma-separated tags in random order: what the picture shows, then
-    (often, not always) its quality words."""
-    words = [tag for tag in tags if rng.random() < 0.7] or [tags[-1]]
-    if degradation is None:
+def unseen_word(rng: np.random.Generator) -> str:
+    """Random letters, three to twelve of them, that are none of the world's words."""
+    known = set(vocabulary())
+    while True:
+        word = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(rng.integers(3, 13))))
+        if word not in known:
+            return word
+
+
+def _quality_words(degradations: tuple[Degradation, ...], rng: np.random.Generator) -> list[str]:
+    if not degradations:
         if rng.random() < 0.6:
-            count = int(rng.integers(1, 3))
-            words += list(rng.choice(QUALITY_WORDS, size=count, replace=False))
+            return [str(word) for word in rng.choice(QUALITY_WORDS, size=int(rng.integers(1, 3)), replace=False)]
+        return []
+    words = [degradation.word for degradation in degradations if rng.random() < 0.8]
+    if rng.random() < 0.5:
+        words.append(str(rng.choice(LOW_QUALITY_WORDS)))
+    return words
+
+
+def caption(tags: list[str], degradations: tuple[Degradation, ...], rng: np.random.Generator) -> str:
+    """Comma-separated words in random order: what the picture shows, then
+    (often, not always) its quality words, and sometimes words the world
+    never uses.
+
+    Some captions hold the quality words alone (share
+    :data:`QUALITY_ONLY_SHARE`), since a negative prompt is such a text
+    ("blurry") and the negative branch reads it alone. Unseen words (share
+    :data:`UNSEEN_SHARE`) teach the model to ignore a word it does not know;
+    a caption of unseen words alone (share :data:`UNSEEN_ONLY_SHARE`) teaches
+    that such a text says nothing, as an empty one does. With fewer and
+    shorter unseen words (one in three captions, three to eight letters), an
+    eleven-letter word the captions never held moved the quality metrics as
+    much as the quality words did."""
+    if rng.random() < UNSEEN_ONLY_SHARE:
+        return ", ".join(unseen_word(rng) for _ in range(int(rng.integers(1, 3))))
+    quality = _quality_words(degradations, rng)
+    if quality and rng.random() < QUALITY_ONLY_SHARE:
+        words = quality
     else:
-        if rng.random() < 0.8:
-            words.append(degradation.word)
-        if rng.random() < 0.5:
-            words.append(str(rng.choice(LOW_QUALITY_WORDS)))
-    if rng.random() < 0.3:
-        # Words the captions otherwise never hold, so that the model learns
-        # to ignore a word it has not seen.
-        letters = rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(rng.integers(3, 9)))
-        words.append("".join(letters))
+        words = [tag for tag in tags if rng.random() < 0.7] or [tags[-1]]
+        words += quality
+    if rng.random() < UNSEEN_SHARE:
+        words += [unseen_word(rng) for _ in range(int(rng.integers(1, 3)))]
     order = rng.permutation(len(words))
     return ", ".join(words[index] for index in order)
 
