@@ -2,9 +2,10 @@
 
     python benchmarks/toy_study.py [--count 100]
 
-runs the toy study (``config/toy-study.yaml``, with the README's command) in
-a scratch copy of the workflow, and the same study on the random tiny model
-(``model.source: tiny``) in another, then prints:
+runs the default study (the toy world on the toy model, with the README's
+command) in a scratch copy of the workflow, and the same study on the random
+tiny model (``model.source: tiny``, at the same settings) in another, then
+prints:
 
 * the mean edge F1 of every generated image against its control edge map,
   for both models (with the 95% t interval over images);
@@ -55,16 +56,15 @@ def toy_autoencoder():
 
 
 def run_study(root: Path, model: dict | None = None) -> pd.DataFrame:
-    """The toy study (``config/toy-study.yaml``) in ``root``, on ``model`` (a
-    ``model:`` section) in place of the toy model when given."""
+    """The default study in ``root``, on ``model`` (a ``model:`` section and
+    the generation settings to keep) in place of the toy model when given."""
     copy_workflow(root, extra=("resources",))
-    config_path = root / "config" / "config.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    for key, value in yaml.safe_load((root / "config" / "toy-study.yaml").read_text()).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) else value
     if model is not None:
+        config_path = root / "config" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
         config["model"] = model
-    config_path.write_text(yaml.safe_dump(config))
+        config["generation"] = {**config["generation"], **toy.GENERATION_DEFAULTS}
+        config_path.write_text(yaml.safe_dump(config))
     print(f"{root.name}: the study took {run_workflow(root):.0f} s (load average {os.getloadavg()[0]:.1f} after it)")
     return pd.read_csv(root / "results" / "tables" / "image_metrics.csv")
 
