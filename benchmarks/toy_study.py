@@ -58,6 +58,7 @@ def toy_autoencoder():
 def run_study(root: Path, model: dict | None = None) -> pd.DataFrame:
     """The default study in ``root``, on ``model`` (a ``model:`` section and
     the generation settings to keep) in place of the toy model when given."""
+    root.mkdir(parents=True)
     copy_workflow(root, extra=("resources",))
     if model is not None:
         config_path = root / "config" / "config.yaml"

@@ -42,7 +42,7 @@ def _config(tmp_path: Path, prompts: str = PROMPTS, **overrides: Any) -> dict[st
 
 
 def test_a_plan_lists_each_image_conditions_files_and_requests(tmp_path: Path) -> None:
-    plan = study_plan(_config(tmp_path, model={"source": "tiny", "family": "sd15"}, emphasis={"doses": [0.5]}))
+    plan = study_plan(_config(tmp_path, emphasis={"doses": [0.5]}))
     assert plan.conditions == ["baseline", "good", "bad"]
     assert plan.variants == ["good", "bad", "good@0.5", "bad@0.5"]
     assert plan.generated("a", "good", "png") == ["results/generated/a/good/seed3.png", "results/generated/a/good/seed4.png"]
@@ -110,6 +110,16 @@ def test_a_weighted_text_a_family_cannot_read_stops_the_plan_naming_the_row(monk
                         "selection_seeds": [1],
                         "evaluation_seeds": [2],
                     },
+                }
+            },
+            "emphasis.search.objective: 'aesthetic' needs weights",
+        ),
+        # The same for the grid search over doses.
+        (
+            {
+                "emphasis": {
+                    "doses": [0.5],
+                    "search": {"objective": "aesthetic", "budget": 100, "selection_seeds": [1], "evaluation_seeds": [2]},
                 }
             },
             "emphasis.search.objective: 'aesthetic' needs weights",
