@@ -57,17 +57,22 @@ def run_snakemake(root: Path, *args: str, check: bool = True) -> subprocess.Comp
     return result
 
 
+def copy_workflow(root: Path) -> None:
+    """The repository's workflow, profiles and config, copied into ``root``."""
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+
+
 class Study:
     """A copy of the workflow in a temporary directory, with a reduced study."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for name in WORKFLOW_FILES:
-            source = REPO / name
-            if source.is_dir():
-                shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(source, root / name)
+        copy_workflow(root)
         (root / "config" / "config.yaml").write_text(REDUCED_CONFIG)
         (root / "config" / "prompts.tsv").write_text(REDUCED_PROMPTS)
         rows = ["image_id\tpath\tprompt"]

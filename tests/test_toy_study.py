@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from promptsweep import toy
-from conftest import REPO, WORKFLOW_FILES, run_snakemake
+from conftest import REPO, copy_workflow, run_snakemake
 
 IMAGES = 6
 PROMPTS = """\
@@ -26,11 +26,7 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default config (the toy model at its own settings) on the first
     six pictures of the default study and one prompt."""
     root = tmp_path_factory.mktemp("toy_study")
-    for name in WORKFLOW_FILES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, root / name)
+    copy_workflow(root)
     shutil.copytree(REPO / "resources" / "toy-images", root / "resources" / "toy-images")
     sheet = (REPO / "config" / "toy-images.tsv").read_text().splitlines()
     (root / "config" / "toy-images.tsv").write_text("\n".join(sheet[: IMAGES + 1]) + "\n")

@@ -12,7 +12,7 @@ behind :class:`promptsweep.families.Family`) goes through it like a built-in one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,13 @@ class StudyPlan:
     optimisation: search_plan.OptimisationSearch | None
     caveat: str | None
     """What every table and plot must say about the model, or nothing."""
-    dose_conditions: list[str] = field(init=False)
-    """Prompts at doses ("pos5@0.5"), generated like the word conditions."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dose_conditions", list(self.emphasis.dose_conditions))
 
     # Conditions ---------------------------------------------------------------
+
+    @property
+    def dose_conditions(self) -> list[str]:
+        """Prompts at doses ("pos5@0.5"), generated like the word conditions."""
+        return list(self.emphasis.dose_conditions)
 
     @property
     def conditions(self) -> list[str]:
