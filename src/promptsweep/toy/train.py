@@ -9,8 +9,11 @@ branch (Ho and Salimans 2022).
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import diffusers
 from diffusers import StableDiffusionPipeline
 
 from promptsweep import edges, metrics, toy
+from promptsweep.families import sd15_tiny
 from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH
 from promptsweep.toy import architecture, world
 
@@ -45,6 +50,17 @@ class TrainingSettings:
     canny_low: int = 100
     canny_high: int = 200
     threads: int = 2
+
+
+def code_digest() -> str:
+    """The sha256 of the source of every module that decides the weights
+    besides the settings (the world, the architecture, this training loop and
+    the tokenizer's byte vocabulary): weights whose recorded digest differs
+    from the code's were trained by other code."""
+    digest = hashlib.sha256()
+    for module in (world, architecture, sd15_tiny, sys.modules[__name__]):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -186,7 +202,8 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
 def train(output: Path, settings: TrainingSettings) -> None:
     """Train every part and write ``output/base`` (a Stable Diffusion pipeline
     directory) and ``output/controlnet``, as safetensors, with
-    ``output/training.json`` (the settings, the seconds each stage took) and
+    ``output/training.json`` (the settings, the seconds each stage took, the
+    training code's :func:`code_digest`, the torch and diffusers versions) and
     ``output/SHA256SUMS`` (every weight file's sha256)."""
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
@@ -221,7 +238,17 @@ def train(output: Path, settings: TrainingSettings) -> None:
     pipeline.save_pretrained(output / "base", safe_serialization=True)
     controlnet.save_pretrained(output / "controlnet", safe_serialization=True)
     (output / "training.json").write_text(
-        json.dumps({"settings": asdict(settings), "seconds": seconds, "torch": torch.__version__}, indent=2) + "\n"
+        json.dumps(
+            {
+                "settings": asdict(settings),
+                "seconds": seconds,
+                "code_sha256": code_digest(),
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     toy.write_checksums(output)
     logger.info("wrote %s in %.0f s", output, sum(seconds.values()))
