@@ -190,3 +190,37 @@ def test_a_long_prompt_warns_only_for_real_weights(
     assert any("negative prompt is 30 tokens too long" in message for message in messages) == warned
     assert not any("prompt is" in message and "too long" in message for message in messages[warned:])
     assert "Token indices sequence length" not in capfd.readouterr().err + " ".join(messages)
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "ddim"])
+def test_images_generated_with_gradients_are_the_pipelines_and_carry_the_gradient(pipeline, control, scheduler) -> None:
+    from promptsweep import differentiable, families
+
+    settings = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler=scheduler)
+    baseline = SD15.encode(pipeline, GenerationInput("a house", ""))
+    word = SD15.encode(pipeline, GenerationInput("a house, sharp", "blurry"))
+    reference = generate(SD15, pipeline, control, [Item(word, 0), Item(word, 5)], settings, 2)
+    weight = torch.ones((), requires_grad=True)
+    pictures = SD15.differentiable_images(pipeline, control, baseline + (word - baseline).scale(weight), [0, 5], settings, 2)
+    assert families.differentiable(SD15)
+    assert pictures.shape == (2, 3, 64, 128)
+    # The same loop as the pipeline's: the same 8-bit pictures.
+    for picture, image in zip(pictures.detach().permute(0, 2, 3, 1).numpy(), reference, strict=True):
+        assert np.abs(generation.to_uint8(picture).astype(int) - image.pixels).max() <= 1
+    differentiable.sharpness(pictures).mean().backward()
+    assert weight.grad is not None and weight.grad != 0 and torch.isfinite(weight.grad)
+
+
+def test_gradients_flow_only_through_the_last_steps(pipeline, control) -> None:
+    # With k = 1 the first steps run without a graph: their activations cost no memory.
+    settings = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="ddim")
+    conditioning = SD15.encode(pipeline, GenerationInput("a house", "")).map(lambda t: t.clone().requires_grad_())
+    seen: list[bool] = []
+    hook = pipeline.unet.register_forward_hook(lambda module, args, output: seen.append(torch.is_grad_enabled()))
+    try:
+        SD15.differentiable_images(pipeline, control, conditioning, [0], settings, 1)
+    finally:
+        hook.remove()
+    assert seen == [False, False, True]
+    with pytest.raises(ValueError, match="backprop_steps"):
+        SD15.differentiable_images(pipeline, control, conditioning, [0], settings, 4)

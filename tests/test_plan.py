@@ -114,6 +114,20 @@ def test_a_weighted_text_a_family_cannot_read_stops_the_plan_naming_the_row(monk
             },
             "emphasis.search.objective: 'aesthetic' needs weights",
         ),
+        # The gradient optimiser needs a family that generates with gradients ...
+        (
+            {"model": {"source": "tiny", "family": "sdxl"}, "emphasis": {"prompts": ["good"], "search": {
+                "optimisers": ["gradient"], "objective": "sharpness", "budget": 4, "selection_images": ["a"],
+                "evaluation_images": ["b"], "selection_seeds": [1], "evaluation_seeds": [2]}}},
+            "emphasis.search.optimisers: gradient cannot generate with gradients on the sdxl family",
+        ),
+        # ... and backpropagates through at most the generation's steps.
+        (
+            {"generation": {"steps": 4}, "emphasis": {"prompts": ["good"], "search": {
+                "optimisers": {"gradient": {"backprop_steps": 5}}, "objective": "sharpness", "budget": 4,
+                "selection_images": ["a"], "evaluation_images": ["b"], "selection_seeds": [1], "evaluation_seeds": [2]}}},
+            r"emphasis.search.optimisers.gradient.backprop_steps: 5 is more than the generation's 4 steps",
+        ),
         # The same for the grid search over doses.
         (
             {

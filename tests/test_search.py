@@ -99,6 +99,55 @@ def test_cmaes_ends_closer_to_the_optimum_than_random_search_at_equal_budget():
     assert wins >= 14
 
 
+def true_gradient(params) -> np.ndarray:
+    return -2.0 * (np.asarray(params) - OPTIMUM)
+
+
+def gradient_search(seed: int, n_trials: int, settings=None) -> list[tuple[np.ndarray, float]]:
+    """(point, observed objective) of each trial of an in-memory gradient
+    search on the quadratic, its objective and each gradient component with
+    Gaussian noise."""
+    optimiser = optimisers.in_memory("gradient", BOUNDS, seed, settings)
+    noise = np.random.default_rng([seed, 2])
+    trials = []
+    for _ in range(n_trials):
+        trial = optimiser.ask()
+        observed = true_objective(trial.params) + noise.normal(0, NOISE)
+        gradient = true_gradient(trial.params) + noise.normal(0, NOISE, DIMENSION)
+        optimiser.tell(trial, observed, True, {"gradient": gradient.tolist()})
+        trials.append((np.array(trial.params), observed))
+    return trials
+
+
+def test_gradient_ascent_starts_at_the_baseline_and_ends_near_the_optimum():
+    trials = gradient_search(seed=0, n_trials=40)
+    assert np.array_equal(trials[0][0], np.zeros(DIMENSION))
+    # Adam's steps stay about a learning rate (a fifth of the range) long, so it ends in a jitter around the optimum.
+    assert np.linalg.norm(trials[-1][0] - OPTIMUM) < 0.25 * np.linalg.norm(OPTIMUM)
+
+
+def test_gradient_ascent_gets_closer_than_random_search_at_equal_budget():
+    wins = sum(
+        distance_of_best(gradient_search(seed, 40)) < distance_of_best(search("random", seed, 40))
+        for seed in range(20)
+    )
+    assert wins >= 14
+
+
+def test_gradient_steps_are_clipped_into_the_bounds_and_follow_the_direction():
+    # The optimum outside the bounds: the ascent must stop at the bound it points to.
+    optimiser = optimisers.in_memory("gradient", ((-1.0, 1.0), (0.0, 0.5)), 0, {"learning_rate": 0.4})
+    for _ in range(8):
+        trial = optimiser.ask()
+        optimiser.tell(trial, 0.0, True, {"gradient": [1.0, -1.0]})
+    assert optimiser.ask().params == (1.0, 0.0)
+    descending = optimisers.in_memory("gradient", BOUNDS[:2], 0, {"learning_rate": 0.1}, direction="minimize")
+    trial = descending.ask()
+    descending.tell(trial, 0.0, True, {"gradient": [1.0, -1.0]})
+    first, second = descending.ask().params
+    assert first == pytest.approx(-0.1) and second == pytest.approx(0.1)
+
+
 def test_grid_tries_each_point_once_in_order_and_finds_the_nearest():
     grid = [list(OPTIMUM * scale) for scale in (-1.0, 0.0, 0.5, 1.2, 0.9)]
     trials = search("grid", seed=0, n_trials=len(grid), settings={"points": grid})
@@ -132,8 +181,8 @@ def test_infeasible_trials_are_told_the_worst_value_and_kept_apart():
 
 
 def constrained(params) -> Outcome:
-    """The quadratic, and a constraint that the first weight is at most 0.8."""
-    return Outcome(true_objective(params), {"w0_excess": params[0] - 0.8})
+    """The quadratic with its gradient, and a constraint that the first weight is at most 0.8."""
+    return Outcome(true_objective(params), {"w0_excess": params[0] - 0.8}, tuple(true_gradient(params)))
 
 
 def test_search_writes_a_trials_table_and_logs_progress(tmp_path):
@@ -203,7 +252,8 @@ class Killed(BaseException):
 
 
 @pytest.mark.parametrize(
-    ("name", "settings"), [("random", {}), ("grid", {"points": [[x / 10] * DIMENSION for x in range(-5, 5)]})]
+    ("name", "settings"),
+    [("random", {}), ("grid", {"points": [[x / 10] * DIMENSION for x in range(-5, 5)]}), ("gradient", {})],
 )
 def test_a_search_killed_in_a_trial_resumes_from_its_last_finished_trial(tmp_path, name, settings):
     path, budget, kill_in = tmp_path / "journal.log", 10, 4
@@ -230,6 +280,26 @@ def test_a_search_killed_in_a_trial_resumes_from_its_last_finished_trial(tmp_pat
     check_resumed(path, before, evaluated[-1], budget, "\n".join(lines))
     assert again[0] == evaluated[-1] and len(again) == budget - len(before)
     assert len(table) == budget and lines[-1].startswith(f"trial {budget}/{budget}:")
+
+
+def test_a_resumed_gradient_search_takes_the_steps_an_unbroken_one_takes(tmp_path):
+    weights = [f"w{i}" for i in range(DIMENSION)]
+    unbroken = run_search(tmp_path / "unbroken.log", "s", "gradient", BOUNDS, constrained, 8, "maximize", 0, log=lambda line: None)
+    calls = 0
+
+    def dying(params):
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Killed
+        return constrained(params)
+
+    path = tmp_path / "killed.log"
+    with pytest.raises(Killed):
+        run_search(path, "s", "gradient", BOUNDS, dying, 8, "maximize", 0, log=lambda line: None)
+    resumed = run_search(path, "s", "gradient", BOUNDS, constrained, 8, "maximize", 0, log=lambda line: None)
+    np.testing.assert_allclose(resumed[weights].to_numpy(), unbroken[weights].to_numpy(), rtol=0, atol=1e-12)
+    assert resumed["objective"].iloc[-1] > resumed["objective"].iloc[0]
 
 
 KILLED_SEARCH = """
@@ -305,7 +375,7 @@ def test_grid_with_more_points_than_the_budget_names_the_budget(tmp_path):
 
 
 def test_unknown_optimiser_or_setting_names_the_key_and_the_known_ones():
-    unknown = r"^emphasis\.search\.optimisers: unknown optimiser 'tpe'; the optimisers are: grid, random, cmaes$"
+    unknown = r"^emphasis\.search\.optimisers: unknown optimiser 'tpe'; the optimisers are: grid, random, cmaes, gradient$"
     with pytest.raises(EmphasisConfigError, match=unknown):
         optimisers.check_optimisers({"random": None, "tpe": None}, BOUNDS)
     misspelt = r"^emphasis\.search\.optimisers\.cmaes: unknown settings \['popsise'\].*popsize"
@@ -315,6 +385,9 @@ def test_unknown_optimiser_or_setting_names_the_key_and_the_known_ones():
         optimisers.check_optimisers({"cmaes": {"popsize": 1}}, BOUNDS)
     with pytest.raises(EmphasisConfigError, match=r"^emphasis\.search\.optimisers\.grid\.points\[1\]: .* outside"):
         optimisers.check_optimisers({"grid": {"points": [[0.0] * DIMENSION, [2.0] * DIMENSION]}}, BOUNDS)
+    for settings, key in (({"learning_rate": 0}, "learning_rate"), ({"backprop_steps": 0}, "backprop_steps")):
+        with pytest.raises(EmphasisConfigError, match=rf"^emphasis\.search\.optimisers\.gradient\.{key}: 0 is not"):
+            optimisers.check_optimisers({"gradient": settings}, BOUNDS)
     assert optimisers.check_optimisers({"random": None, "cmaes": {"popsize": 8}}, BOUNDS) == {
         "random": {}, "cmaes": {"popsize": 8},
     }  # fmt: skip

@@ -1,6 +1,7 @@
 """The optimisation search through the real ``snakemake`` command line, on
 the reduced study (2 images, 64 px, 2 steps): one selection image, one
-held-out evaluation image, random search and CMA-ES with a small budget."""
+held-out evaluation image, random search, CMA-ES and gradient ascent with a
+small budget."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from promptsweep.search.evaluation import COLUMNS
 pytestmark = pytest.mark.workflow
 
 SEARCH_KEYS = {
-    "optimisers": "[random, cmaes]",
+    "optimisers": "[random, cmaes, gradient]",
     "objective": "sharpness",
     "budget": "4",
     "selection_seeds": "[5, 6]",
@@ -50,13 +51,16 @@ def search_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 
 def test_each_optimiser_writes_its_trials_within_the_budget(search_study: Study) -> None:
-    for optimiser in ("random", "cmaes"):
+    for optimiser in ("random", "cmaes", "gradient"):
         trials = pd.read_csv(search_study.root / f"results/search/{optimiser}/trials.csv")
         # 4 generations pay for 2 trials of 1 image x 2 seeds.
         assert trials["trial"].tolist() == [1, 2]
         assert set(trials["optimiser"]) == {optimiser}
         assert {*PROMPTS, "objective", "feasible", "seconds", "best_so_far", "edge_f1_drop_over_tolerance"} <= set(trials.columns)
         assert trials[PROMPTS].abs().to_numpy().max() <= 3.0
+    # Gradient ascent starts at the baseline and takes a step.
+    gradient = pd.read_csv(search_study.root / "results/search/gradient/trials.csv")
+    assert gradient.loc[0, PROMPTS].tolist() == [0, 0, 0] and gradient.loc[1, PROMPTS].abs().sum() > 0
     words = pd.read_csv(search_study.root / "results/search/words/trials.csv")
     assert words["prompt_id"].tolist() == PROMPTS
     # A word prompt's point is weight 1 on its own direction.
@@ -67,7 +71,7 @@ def test_best_points_are_generated_on_the_held_out_image_only(search_study: Stud
     root = search_study.root / "results/search/evaluation"
     assert sorted(path.name for path in root.iterdir()) == ["blocks"]
     conditions = sorted(path.name for path in (root / "blocks").iterdir())
-    assert conditions == ["baseline", "best-word", "search-cmaes", "search-random"]
+    assert conditions == ["baseline", "best-word", "search-cmaes", "search-gradient", "search-random"]
     best = json.loads((search_study.root / "results/search/cmaes/best.json").read_text())
     record = json.loads((root / "blocks/search-cmaes/seed7.json").read_text())
     assert record["search"]["point"] == best["point"]
@@ -80,9 +84,9 @@ def test_best_points_are_generated_on_the_held_out_image_only(search_study: Stud
 def test_latent_search_table_rows_and_plots(search_study: Study) -> None:
     table = pd.read_csv(search_study.root / "results/tables/latent_search.csv")
     assert list(table.columns) == list(COLUMNS)
-    assert table["optimiser"].tolist() == ["random", "cmaes", "words"]
-    assert table["candidate"].tolist() == ["search-random", "search-cmaes", "best-word"]
-    assert (table["evaluations"] == [4, 4, 6]).all()
+    assert table["optimiser"].tolist() == ["random", "cmaes", "gradient", "words"]
+    assert table["candidate"].tolist() == ["search-random", "search-cmaes", "search-gradient", "best-word"]
+    assert (table["evaluations"] == [4, 4, 4, 6]).all()
     assert set(table["selection_images"]) == {"square"} and set(table["evaluation_images"]) == {"blocks"}
     assert table.loc[table["optimiser"] == "words", "vs_best_word_mean"].isna().all()
     for name in ("search_convergence.png", "search_contact_sheet.png"):
@@ -94,7 +98,7 @@ def test_selection_never_reads_the_evaluation_split(search_study: Study) -> None
     model: the evaluation image cannot reach a choice."""
     planned = search_study.snakemake("--dry-run", "--forcerun", "search_trials", *TARGETS).stdout
     blocks = [block for block in planned.split("\n\n") if "rule search_trials:" in block]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         assert "results/edges/square.png" in block and "blocks" not in block
 

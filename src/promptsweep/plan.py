@@ -367,6 +367,27 @@ def check_objective_configured(objective: str, metric_config: Mapping[str, Any])
         )
 
 
+def check_gradient(optimisers: Mapping[str, Mapping[str, Any]], family: str, steps: int) -> None:
+    """The gradient optimiser needs a family that generates with gradients,
+    and can backpropagate through at most the generation's steps."""
+    from promptsweep.search.optimisers import gradient
+
+    if gradient.NAME not in optimisers:
+        return
+    if not families.differentiable(families.get(family)):
+        able = [name for name in families.names() if families.differentiable(families.get(name))]
+        raise PlanError(
+            f"emphasis.search.optimisers: gradient cannot generate with gradients on the {family} family "
+            f"(model.family); drop gradient, or use {', '.join(able)}"
+        )
+    backprop_steps = gradient.backprop_steps(optimisers[gradient.NAME])
+    if backprop_steps > steps:
+        raise PlanError(
+            f"emphasis.search.optimisers.gradient.{gradient.BACKPROP_STEPS}: {backprop_steps} is more than the "
+            f"generation's {steps} steps (generation.steps); lower it"
+        )
+
+
 def study_plan(config: Mapping[str, Any]) -> StudyPlan:
     """The plan of a schema-validated ``config``; a :class:`PlanError` names
     the key or sheet row to fix."""
@@ -406,6 +427,8 @@ def study_plan(config: Mapping[str, Any]) -> StudyPlan:
     for search in (emphasis_plan.search, optimisation):
         if search is not None:
             check_objective_configured(search.objective, config["metrics"])
+    if optimisation is not None:
+        check_gradient(optimisation.optimisers, config["model"]["family"], config["generation"]["steps"])
     return StudyPlan(
         config=config,
         images=images,

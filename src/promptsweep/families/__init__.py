@@ -194,6 +194,34 @@ class Family(Protocol):
         ...
 
 
+
+@runtime_checkable
+class DifferentiableFamily(Family, Protocol):
+    """A family whose images a search can follow by gradient: it can run its
+    denoising loop with gradients flowing back to the conditioning."""
+
+    def differentiable_images(
+        self,
+        pipeline: Any,
+        control: Image.Image,
+        conditioning: Conditioning,
+        seeds: Sequence[int],
+        settings: GenerationSettings,
+        backprop_steps: int,
+    ) -> torch.Tensor:
+        """The images :meth:`Family.generate` makes of ``conditioning`` (one
+        image's, shared by every seed) with each of ``seeds``, in one call, as
+        one float tensor (n, 3, H, W) of RGB in [0, 1] that gradients flow
+        through to ``conditioning``'s tensors by the last ``backprop_steps``
+        denoising steps and the decoder."""
+        ...
+
+
+def differentiable(family: Family) -> bool:
+    """Whether ``family`` can generate with gradients (:class:`DifferentiableFamily`)."""
+    return isinstance(family, DifferentiableFamily)
+
+
 def refuse_weights(family: str, text: str) -> None:
     """Stop on a text in compel's weight syntax (``emphasis.has_weights``),
     for a family whose text encoders compel cannot encode: read as written,

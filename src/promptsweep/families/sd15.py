@@ -230,6 +230,90 @@ class SD15:
         )
         return PipelineOutput(output.images, output.nsfw_content_detected or [False] * len(seeds))
 
+    def differentiable_images(
+        self,
+        pipeline: StableDiffusionControlNetPipeline,
+        control: Image.Image,
+        conditioning: Conditioning,
+        seeds: Sequence[int],
+        settings: GenerationSettings,
+        backprop_steps: int,
+    ) -> torch.Tensor:
+        """The pipeline's denoising loop written out, since its ``__call__``
+        runs without gradients: the same scheduler, starting latents,
+        guidance and ControlNet arguments, so the images are :meth:`generate`'s
+        to float precision. Gradients flow back through the last
+        ``backprop_steps`` steps and the decoder only (truncated
+        backpropagation, as in DRaFT-K, Clark et al. 2024), each of those
+        steps recomputed in the backward pass (gradient checkpointing), so
+        memory holds one step's activations at a time. No safety checker runs."""
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        from promptsweep.generation import generators
+
+        if not 1 <= backprop_steps <= settings.steps:
+            raise ValueError(f"backprop_steps must be between 1 and the {settings.steps} steps, not {backprop_steps}")
+        scheduled = with_scheduler(pipeline, settings.scheduler)
+        scheduler = scheduled.scheduler
+        device, dtype = pipeline._execution_device, pipeline.unet.dtype
+        count = len(seeds)
+        guided = settings.guidance_scale > 1.0
+        guess_mode = settings.guess_mode and guided
+
+        def rows(name: str) -> torch.Tensor:
+            return conditioning[name].to(device=device, dtype=dtype).expand(count, -1, -1)
+
+        text = torch.cat([rows("negative_prompt_embeds"), rows("prompt_embeds")]) if guided else rows("prompt_embeds")
+        image = pipeline.prepare_image(
+            control, control.width, control.height, count, 1, device, dtype, guided, guess_mode
+        )
+        scheduler.set_timesteps(settings.steps, device=device)
+        latents = self.initial_latents(pipeline, seeds, control.height, control.width).to(device=device, dtype=dtype)
+        latents = latents * scheduler.init_noise_sigma
+        step_arguments = scheduled.prepare_extra_step_kwargs(generators(list(seeds)), settings.eta)
+
+        def noise_prediction(latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, timestep)
+            control_input, control_text = model_input, text
+            if guess_mode:
+                control_input, control_text = scheduler.scale_model_input(latents, timestep), text.chunk(2)[1]
+            down, middle = pipeline.controlnet(
+                control_input,
+                timestep,
+                encoder_hidden_states=control_text,
+                controlnet_cond=image,
+                conditioning_scale=settings.controlnet_scale,
+                guess_mode=guess_mode,
+                return_dict=False,
+            )
+            if guess_mode:
+                down = [torch.cat([torch.zeros_like(residual), residual]) for residual in down]
+                middle = torch.cat([torch.zeros_like(middle), middle])
+            noise = pipeline.unet(
+                model_input,
+                timestep,
+                encoder_hidden_states=text,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=middle,
+                return_dict=False,
+            )[0]
+            if not guided:
+                return noise
+            unconditional, conditional = noise.chunk(2)
+            return unconditional + settings.guidance_scale * (conditional - unconditional)
+
+        tracked_from = len(scheduler.timesteps) - backprop_steps
+        for index, timestep in enumerate(scheduler.timesteps):
+            if index < tracked_from:
+                with torch.no_grad():
+                    noise = noise_prediction(latents, timestep, text)
+            else:
+                noise = checkpoint(noise_prediction, latents, timestep, text, use_reentrant=False)
+            latents = scheduler.step(noise, timestep, latents, **step_arguments, return_dict=False)[0]
+        decoded = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor, return_dict=False)[0]
+        return (decoded / 2 + 0.5).clamp(0, 1).float()
+
     def write_tiny_model(self, base_dir: Path, controlnet_dir: Path) -> None:
         from promptsweep.families.sd15_tiny import write_tiny_model
 

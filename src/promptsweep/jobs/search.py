@@ -130,7 +130,7 @@ def search_trials(
     from promptsweep.search import journal as search_journal
     from promptsweep.search import objective as trial_objective
     from promptsweep.search import spaces
-    from promptsweep.search.optimisers import parameter_names
+    from promptsweep.search.optimisers import gradient, parameter_names
     from promptsweep.search.plan import WORDS
     from promptsweep.study import GenerationSettings
 
@@ -175,6 +175,17 @@ def search_trials(
             def measure(point: Sequence[float]) -> Outcome:
                 return trial_objective.trial_outcome(generate_point(point), baseline, objective, limits)
 
+            if search == gradient.NAME:
+                follow = functools.partial(
+                    _follow_gradient, family, pipeline, images, space, settings, selection_seeds,
+                    registry.METRICS[objective].differentiable(), gradient.backprop_steps(optimiser_settings),
+                    functools.partial(_scored, loaded, canny=canny),
+                )
+
+                def measure(point: Sequence[float]) -> Outcome:
+                    table, slope = follow(point)
+                    return replace(trial_objective.trial_outcome(table, baseline, objective, limits), gradient=slope)
+
             if search == WORDS:
                 return _word_trials(space, measure, direction, logger)
             return search_journal.run_search(
@@ -188,6 +199,44 @@ def search_trials(
         best = _best_record(search, table, prompt_ids, direction, objective)
         files.write_json(Path(outputs["best"]), best)
         logger.info("best: trial %s, objective %s, point %s", best["trial"], best["objective"], best["point"])
+
+
+def _follow_gradient(
+    family: Any,
+    pipeline: Any,
+    images: Sequence[SelectionImage],
+    space: Any,
+    settings: Any,
+    seeds: Sequence[int],
+    objective_form: Callable[[Any], Any],
+    backprop_steps: int,
+    score: Callable[[SelectionImage, Sequence[int], Sequence[Any]], pd.DataFrame],
+    point: Sequence[float],
+) -> tuple[pd.DataFrame, tuple[float, ...]]:
+    """A gradient trial: the point's images on every selection image and
+    seed, generated with gradients (``family.differentiable_images``, all
+    of an image's seeds in one call) and scored like any trial's, and the
+    gradient, with respect to the point, of the objective's differentiable
+    form averaged as the objective is (over seeds, then images)."""
+    import torch
+
+    from promptsweep import generation
+
+    weights = torch.tensor(point, dtype=torch.float32, requires_grad=True)
+    tables = []
+    for image in images:
+        conditioning = space.conditioning(image.baseline, image.words, weights)
+        control = edges.control_image(image.edge_map)
+        pictures = family.differentiable_images(pipeline, control, conditioning, seeds, settings, backprop_steps)
+        # One backward pass per image: only one image's graph is held at a time.
+        (objective_form(pictures).mean() / len(images)).backward()
+        arrays = pictures.detach().permute(0, 2, 3, 1).cpu().numpy()
+        generated = [
+            generation.GeneratedImage(seed, generation.to_uint8(array), generation.image_problem(array))
+            for seed, array in zip(seeds, arrays, strict=True)
+        ]
+        tables.append(score(image, seeds, generated))
+    return pd.concat(tables, ignore_index=True), tuple(float(value) for value in weights.grad)  # type: ignore[union-attr]
 
 
 def _journal_of_inputs(journal: Path, inputs: Sequence[str]) -> Path:

@@ -36,6 +36,7 @@ from promptsweep.emphasis import BUDGET_KEY, EmphasisConfigError
 from promptsweep.search import optimisers
 from promptsweep.search.config import Bounds, Direction
 from promptsweep.search.optimisers import OUTCOME_ATTR, Optimiser, StudyOptimiser, parameter_names
+from promptsweep.search.optimisers.gradient import GRADIENT
 
 # The study user attribute naming what the journal's search is, checked on resume.
 SEARCH_ATTR = "search"
@@ -47,10 +48,12 @@ RETRY_ATTR = "retry_of"
 class Outcome:
     """What one trial measured: its objective (None when it could not be
     computed) and each constraint's value, at most 0 when the constraint
-    holds (Optuna's convention; e.g. an edge-F1 drop minus its tolerance)."""
+    holds (Optuna's convention; e.g. an edge-F1 drop minus its tolerance);
+    for the gradient optimiser, also the objective's gradient at the point."""
 
     objective: float | None
     constraints: Mapping[str, float] = field(default_factory=dict)
+    gradient: tuple[float, ...] | None = None
 
     @property
     def feasible(self) -> bool:
@@ -184,7 +187,9 @@ def _run_trials(
         start = time.perf_counter()
         outcome = objective(trial.params)
         seconds = time.perf_counter() - start
-        record = {"constraints": dict(outcome.constraints), "seconds": seconds}
+        record: dict[str, Any] = {"constraints": dict(outcome.constraints), "seconds": seconds}
+        if outcome.gradient is not None:
+            record[GRADIENT] = list(outcome.gradient)
         optimiser.tell(trial, outcome.objective, outcome.feasible, record)
         if outcome.feasible:
             best = _best([best, outcome.objective], direction)

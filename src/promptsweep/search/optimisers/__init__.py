@@ -15,7 +15,7 @@ import optuna
 
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.search.config import OPTIMISERS_KEY, Bounds, Direction
-from promptsweep.search.optimisers import cma_es, grid, random_search
+from promptsweep.search.optimisers import cma_es, gradient, grid, random_search
 from promptsweep.search.optimisers.base import (
     OUTCOME_ATTR,
     Optimiser,
@@ -46,6 +46,7 @@ OPTIMISERS: Mapping[str, SamplingFactory] = {
     grid.NAME: grid.sampling,
     random_search.NAME: random_search.sampling,
     cma_es.NAME: cma_es.sampling,
+    gradient.NAME: gradient.sampling,
 }
 
 
