@@ -12,18 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from promptsweep import emphasis, generation, models, stats
+from promptsweep import dose_response, emphasis, generation, models, stats
 from promptsweep.emphasis import (
-    Candidate,
     EmphasisConfigError,
     Tolerances,
     condition_id,
     dosed,
     format_dose,
-    parse_candidate,
     parse_condition_id,
     validated_doses,
 )
+from promptsweep.search import dose_grid
+from promptsweep.search.dose_grid import Candidate, parse_candidate
 from promptsweep.families import Conditioning, sd15
 from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.families.sd15 import encode_literal_text, encode_text
@@ -309,22 +309,22 @@ def test_validated_doses() -> None:
 
 
 def test_search_candidates() -> None:
-    candidates = emphasis.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
+    candidates = dose_grid.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
     names = [candidate.name for candidate in candidates]
     # (3 + 1) prompts x 2 doses (0 and 1 are baseline and word), then 3 pairs x 4 weightings.
     assert len(names) == 4 * 2 + 3 * 4 == len(set(names))
     assert names[:4] == ["p1@0.5", "p1@2", "p2@0.5", "p2@2"]
     assert "n1@2" in names and not any("n1" in name and "+" in name for name in names)
     assert names[8:12] == ["p1@0.5+p2@0.5", "p1@0.5+p2@1", "p1@1+p2@0.5", "p1@1+p2@1"]
-    assert candidates == emphasis.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
+    assert candidates == dose_grid.search_candidates(["p1", "p2", "p3"], ["n1"], [0, 0.5, 1, 2])
     assert all(parse_candidate(name) == candidate for name, candidate in zip(names, candidates))
 
 
 def test_candidate_conditionings(pairs) -> None:
     baseline = pairs["baseline"]
-    single = emphasis.candidate_conditioning(Candidate((("pos3", 1.0),)), baseline, pairs)
+    single = emphasis.terms_conditioning(Candidate((("pos3", 1.0),)).terms, baseline, pairs)
     assert torch.equal(single["prompt_embeds"], pairs["pos3"]["prompt_embeds"])
-    mixed = emphasis.candidate_conditioning(parse_candidate("pos1@0.5+pos3@1"), baseline, pairs)
+    mixed = emphasis.terms_conditioning(parse_candidate("pos1@0.5+pos3@1").terms, baseline, pairs)
     expected = (
         baseline["prompt_embeds"]
         + 0.5 * (pairs["pos1"]["prompt_embeds"] - baseline["prompt_embeds"])
@@ -335,15 +335,15 @@ def test_candidate_conditionings(pairs) -> None:
 
 
 def test_search_cost_and_budget() -> None:
-    cost = emphasis.search_cost(
+    cost = dose_grid.search_cost(
         n_images=10, n_candidates=70, n_word_prompts=10, n_selection_seeds=2, n_evaluation_seeds=4
     )
     assert cost.selection == 10 * 2 * (70 + 10 + 1)
     assert cost.evaluation == 10 * 4 * 3
     assert cost.total == 1740
-    emphasis.check_search_budget(cost, 1740)
+    dose_grid.check_search_budget(cost, 1740)
     with pytest.raises(EmphasisConfigError, match=r"emphasis\.search\.budget.*1740"):
-        emphasis.check_search_budget(cost, 1739)
+        dose_grid.check_search_budget(cost, 1739)
 
 
 def test_search_seeds_must_be_disjoint() -> None:
@@ -404,7 +404,7 @@ def search_rows(selection_effects, evaluation_effects) -> pd.DataFrame:
 
 
 def latent_table(rows: pd.DataFrame) -> pd.DataFrame:
-    return emphasis.latent_search_table(
+    return dose_grid.latent_search_table(
         rows, CANDIDATES, WORDS, SELECTION_SEEDS, EVALUATION_SEEDS, "aesthetic", TOLERANCES
     )
 
@@ -412,16 +412,16 @@ def latent_table(rows: pd.DataFrame) -> pd.DataFrame:
 def test_selection_respects_tolerances() -> None:
     rows = search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS)
     select = functools.partial(
-        emphasis.select_condition, selection_seeds=SELECTION_SEEDS, objective="aesthetic", tolerances=TOLERANCES
+        dose_grid.select_condition, selection_seeds=SELECTION_SEEDS, objective="aesthetic", tolerances=TOLERANCES
     )
     assert select(rows, CANDIDATES) == MIX
     assert select(rows, WORDS) == "pos2"
     # Without CLIP scores the CLIP constraint is gone and pos2@3 wins.
     assert select(rows.assign(clip_score=math.nan), CANDIDATES) == "pos2@3"
     loose = Tolerances(edge_f1=0.2, clip_score=0.1)
-    assert emphasis.select_condition(rows, CANDIDATES, SELECTION_SEEDS, "aesthetic", loose) == "pos1@2"
+    assert dose_grid.select_condition(rows, CANDIDATES, SELECTION_SEEDS, "aesthetic", loose) == "pos1@2"
     # With CLIP score as the objective it is not also a constraint.
-    assert emphasis.select_condition(rows, ["pos2@3"], SELECTION_SEEDS, "clip_score", TOLERANCES) == "baseline"
+    assert dose_grid.select_condition(rows, ["pos2@3"], SELECTION_SEEDS, "clip_score", TOLERANCES) == "baseline"
 
 
 def test_selection_never_reads_evaluation_seeds() -> None:
@@ -430,9 +430,9 @@ def test_selection_never_reads_evaluation_seeds() -> None:
     reversed_evaluation = search_rows(SELECTION_EFFECTS, {name: (-9.0, 1.0, 1.0) for name in EVALUATION_EFFECTS})
     for variant in (selection_only, reversed_evaluation):
         for pool in (CANDIDATES, WORDS):
-            assert emphasis.select_condition(
+            assert dose_grid.select_condition(
                 variant, pool, SELECTION_SEEDS, "aesthetic", TOLERANCES
-            ) == emphasis.select_condition(rows, pool, SELECTION_SEEDS, "aesthetic", TOLERANCES)
+            ) == dose_grid.select_condition(rows, pool, SELECTION_SEEDS, "aesthetic", TOLERANCES)
     # The table reads only the evaluated conditions on the evaluation seeds.
     evaluated = rows["condition"].isin(["baseline", MIX, "pos2"]) | rows["seed"].isin(SELECTION_SEEDS)
     pd.testing.assert_frame_equal(latent_table(rows[evaluated]), latent_table(rows))
@@ -440,7 +440,7 @@ def test_selection_never_reads_evaluation_seeds() -> None:
 
 def test_latent_search_table() -> None:
     table = latent_table(search_rows(SELECTION_EFFECTS, EVALUATION_EFFECTS))
-    assert list(table.columns) == list(emphasis.LATENT_SEARCH_COLUMNS)
+    assert list(table.columns) == list(dose_grid.LATENT_SEARCH_COLUMNS)
     assert list(table["candidate"]) == [MIX, "pos2"]
     chosen, word = table.iloc[0], table.iloc[1]
     assert chosen["objective"] == "aesthetic"
@@ -530,7 +530,7 @@ NOISE_FLOOR = pd.DataFrame(
 def test_dose_response_table() -> None:
     pairs = dose_pairs()
     pairs.loc[0, "ssim"] = math.nan  # an excluded generation
-    table = emphasis.dose_response_table(pairs, NOISE_FLOOR, ["clip_score"])
+    table = dose_response.dose_response_table(pairs, NOISE_FLOOR, ["clip_score"])
     assert list(table.columns) == [
         "prompt_id", "kind", "dose", "n", "effect_mean", "effect_ci_low", "effect_ci_high",
         "clip_score_delta_mean", "clip_score_delta_ci_low", "clip_score_delta_ci_high",
@@ -632,7 +632,7 @@ def _search_table(rows: list[tuple[str, float, float, float]], best_word: str) -
     ],
 )
 def test_latent_search_verdict_reads_the_paired_difference(rows, over_word, says) -> None:
-    assert says in emphasis.latent_search_verdict(_search_table(rows, "pos3"), over_word)
+    assert says in dose_grid.latent_search_verdict(_search_table(rows, "pos3"), over_word)
 
 
 def test_gain_over_word_is_paired_by_image() -> None:
@@ -646,5 +646,5 @@ def test_gain_over_word_is_paired_by_image() -> None:
                 {"image_id": image, "condition": "pos3", "seed": seed, "sharpness": 1.0 + level},
                 {"image_id": image, "condition": "pos3@2", "seed": seed, "sharpness": 1.1 + level},
             ]
-    mean, low, high = emphasis.gain_over_word_ci(pd.DataFrame(rows), "pos3@2", "pos3", [7, 8], "sharpness")
+    mean, low, high = dose_grid.gain_over_word_ci(pd.DataFrame(rows), "pos3@2", "pos3", [7, 8], "sharpness")
     assert (mean, low, high) == pytest.approx((0.1, 0.1, 0.1))

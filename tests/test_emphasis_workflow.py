@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import Study
-from promptsweep.emphasis import LATENT_SEARCH_COLUMNS
+from promptsweep.search.dose_grid import LATENT_SEARCH_COLUMNS
 from test_workflow import planned_after_edit
 
 pytestmark = pytest.mark.workflow

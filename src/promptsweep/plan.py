@@ -18,6 +18,7 @@ from typing import Any
 
 from promptsweep import emphasis, families, files, registry, toy
 from promptsweep.conditions import BASELINE
+from promptsweep.search import dose_grid
 from promptsweep.search import plan as search_plan
 from promptsweep.study import (
     ImageSpec,
@@ -77,7 +78,7 @@ class StudyPlan:
         return [*self.prompts, *self.dose_conditions]
 
     @property
-    def search(self) -> emphasis.SearchPlan | None:
+    def search(self) -> dose_grid.SearchPlan | None:
         """The grid search over doses and mixtures, when configured."""
         return self.emphasis.search
 
@@ -158,7 +159,7 @@ class StudyPlan:
             prompt = None if condition == BASELINE else self.prompts[condition]
             request.update(asdict(condition_input(spec, prompt)))
         else:
-            terms = emphasis.parse_candidate(condition).terms
+            terms = dose_grid.parse_candidate(condition).terms
             baseline = condition_input(spec, None)
             words = {prompt_id: condition_input(spec, self.prompts[prompt_id]) for prompt_id, _ in terms}
             # The record's texts (and the CLIP score's prompt): the word

@@ -129,13 +129,13 @@ def dose_response(
     (1 - SSIM to the same-seed baseline) and the mean delta of every quality
     metric, edge F1 and (where computed) CLIP score, with CIs over images, and
     each prompt's smallest dose above the seed noise floor."""
-    from promptsweep import emphasis, quality_tables, tables
+    from promptsweep import dose_response, quality_tables, tables
 
     with job_log(log, "dose response") as logger:
         images = files.read_tables(image_metrics)
         metrics = quality_tables.delta_metrics(images)
         pairs = dose_pairs(files.read_tables(pair_metrics), images, doses, kinds, metrics)
-        table = emphasis.dose_response_table(pairs, files.read_tables(noise_floor), metrics)
+        table = dose_response.dose_response_table(pairs, files.read_tables(noise_floor), metrics)
         files.write_table(Path(outputs["csv"]), table)
         files.write_text(
             Path(outputs["md"]),
@@ -183,12 +183,13 @@ def search_selection(
     selection seeds' per-image metrics only (this job's inputs hold no other
     seed), and write both names."""
     from promptsweep import emphasis
+    from promptsweep.search import dose_grid
 
     with job_log(log, "search selection") as logger:
         rows = files.read_tables(image_metrics)
         limits = emphasis.Tolerances(**tolerances)
-        chosen = emphasis.select_condition(rows, candidates, selection_seeds, objective, limits)
-        best_word = emphasis.select_condition(rows, word_prompts, selection_seeds, objective, limits)
+        chosen = dose_grid.select_condition(rows, candidates, selection_seeds, objective, limits)
+        best_word = dose_grid.select_condition(rows, word_prompts, selection_seeds, objective, limits)
         files.write_json(
             Path(output),
             {"chosen": chosen, "best_word": best_word, "objective": objective,
@@ -215,6 +216,7 @@ def latent_search(
     """``latent_search.csv`` and ``.md``: the chosen candidate and the best
     word prompt, each scored on the evaluation seeds against the baseline."""
     from promptsweep import emphasis, tables
+    from promptsweep.search import dose_grid
 
     with job_log(log, "latent search") as logger:
         chosen = files.read_json(Path(selection))
@@ -224,17 +226,17 @@ def latent_search(
         evaluation = evaluation[(evaluation["condition"] == BASELINE) | (evaluation["condition"].map(names) != BASELINE)]
         evaluation = evaluation.assign(condition=evaluation["condition"].map(names))
         rows = pd.concat([files.read_tables(image_metrics), evaluation], ignore_index=True)
-        table = emphasis.latent_search_table(
+        table = dose_grid.latent_search_table(
             rows, candidates, word_prompts, selection_seeds, evaluation_seeds, objective,
             emphasis.Tolerances(**tolerances),
         )
         if table["candidate"].iloc[0] != chosen["chosen"]:
             raise RuntimeError(f"{selection} names {chosen['chosen']!r} but the table chose {table['candidate'].iloc[0]!r}")
         files.write_table(Path(outputs["csv"]), table)
-        over_word = emphasis.gain_over_word_ci(
+        over_word = dose_grid.gain_over_word_ci(
             rows, table["candidate"].iloc[0], table["best_word_prompt"].iloc[0], evaluation_seeds, objective
         )
-        verdict = emphasis.latent_search_verdict(table, over_word)
+        verdict = dose_grid.latent_search_verdict(table, over_word)
         files.write_text(
             Path(outputs["md"]),
             f"Chosen on seeds {list(selection_seeds)}, evaluated on seeds {list(evaluation_seeds)}, "
