@@ -148,3 +148,20 @@ def test_config_errors_name_their_key_before_any_job(tmp_path: Path, overrides: 
 def test_a_broken_sheet_row_is_a_plan_error(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="prompts.tsv"):
         study_plan(_config(tmp_path, PROMPTS + "good\tpositive\t2\tgood again\n"))
+
+
+def test_each_scope_of_per_image_metrics_scores_its_own_images(tmp_path: Path) -> None:
+    search = {"objective": "sharpness", "budget": 100, "selection_seeds": [1], "evaluation_seeds": [2]}
+    plan = study_plan(_config(tmp_path, emphasis={"doses": [0.5], "search": search}))
+    study = plan.scored_images("image_metrics", "a")
+    # The study's jobs depend on the generated folder, which the generate job writes whole.
+    assert study.inputs == ["results/generated/a"] and study.conditions == ["baseline", "good", "bad"]
+    assert study.images[0] == "results/generated/a/baseline/seed3.png" and study.seeds == [3, 4]
+    selection = plan.scored_images("search/image_metrics", "b")
+    assert selection.seeds == [1] and selection.conditions == plan.search_conditions
+    assert set(selection.inputs) == {*selection.images, *selection.records}
+    evaluation = plan.scored_images("search/evaluation_metrics", "b")
+    assert evaluation.seeds == [2] and evaluation.conditions == ["baseline", "chosen", "best_word"]
+    assert all(path.endswith("seed2.json") for path in evaluation.records)
+    with pytest.raises(ValueError, match="no per-image metrics 'search/other'"):
+        plan.scored_images("search/other", "a")

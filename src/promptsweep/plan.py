@@ -41,6 +41,28 @@ class PlanError(ValueError):
     """A config key or sheet row that the user must fix; the message names it."""
 
 
+IMAGE_METRICS_SCOPES = ("image_metrics", "search/image_metrics", "search/evaluation_metrics")
+"""Where per-image metric tables go, ``results/<scope>/<image>.tsv``: the
+study's conditions, the grid search's selection, and either search's
+evaluation on the held-out split."""
+
+
+@dataclass(frozen=True)
+class ScoredImages:
+    """What one per-image-metrics job scores: its generated images and their
+    records, conditions-major then seeds, and the files it depends on."""
+
+    inputs: list[str]
+    images: list[str]
+    records: list[str]
+    conditions: list[str]
+    seeds: list[int]
+
+    def job_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``metric_jobs.image_metrics`` it gives."""
+        return {"images": self.images, "records": self.records, "conditions": self.conditions, "seeds": self.seeds}
+
+
 @dataclass(frozen=True)
 class StudyPlan:
     """One study's config, sheets and checks, resolved: everything the rules wire."""
@@ -224,6 +246,33 @@ class StudyPlan:
         if self.optimisation is not None:
             outputs += ["results/plots/search_convergence.png", "results/plots/search_contact_sheet.png"]
         return outputs
+
+    def scored_images(self, scope: str, image: str) -> ScoredImages:
+        """What the per-image-metrics job of ``scope`` (one of
+        :data:`IMAGE_METRICS_SCOPES`) scores for ``image``. The study's jobs
+        depend on the image's generated folder, which the generate job
+        writes as a whole; the searches' on their files."""
+        if scope == "image_metrics":
+            conditions = self.conditions
+            images = self.generated_files(image, conditions, "png")
+            return ScoredImages(
+                [self.generated_folder(image)], images, self.generated_files(image, conditions, "json"),
+                conditions, self.seeds,
+            )
+        if scope == "search/image_metrics" and self.search is not None:
+            by_condition = {c: self.search_generated(image, c, "png") for c in self.search_conditions}
+            seeds = list(self.search.selection_seeds)
+        elif scope == "search/evaluation_metrics" and self.search is not None:
+            by_condition = {slot: self.evaluation_generated(image, slot, "png") for slot in SEARCH_SLOTS}
+            seeds = list(self.search.evaluation_seeds)
+        elif scope == "search/evaluation_metrics" and self.optimisation is not None:
+            by_condition = self.search_evaluated_by_condition(image, "png")
+            seeds = list(self.optimisation.evaluation_seeds)
+        else:
+            raise ValueError(f"no per-image metrics {scope!r} in this study")
+        images = [path for paths in by_condition.values() for path in paths]
+        records = [path.removesuffix(".png") + ".json" for path in images]
+        return ScoredImages([*images, *records], images, records, list(by_condition), seeds)
 
     # The grid search (workflow/rules/emphasis.smk) -----------------------------
 

@@ -8,7 +8,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from promptsweep import registry, threads
-from promptsweep.plan import SEARCH_SLOTS, PlanError, study_plan
+from promptsweep.plan import IMAGE_METRICS_SCOPES, SEARCH_SLOTS, PlanError, study_plan
 from promptsweep.search import plan as search_plan
 from promptsweep.conditions import BASELINE
 from promptsweep.jobs import edges as edge_jobs

@@ -104,9 +104,7 @@ if SEARCH is not None:
     # Declared with the search's rules: a local rule that does not exist
     # makes Snakemake warn at every run.
     localrules:
-        search_image_metrics,
         search_selection,
-        evaluation_image_metrics,
         latent_search,
 
     rule search_generate:
@@ -132,40 +130,6 @@ if SEARCH is not None:
                 requests=[{wildcards.candidate: params.request}],
                 images=[{wildcards.candidate: output.images}],
                 records=[{wildcards.candidate: output.records}],
-                log=log[0],
-            )
-
-    rule search_image_metrics:
-        input:
-            edge_map="results/edges/{image}.png",
-            images=lambda wildcards: [
-                path
-                for condition in SEARCH_CONDITIONS
-                for path in PLAN.search_generated(wildcards.image, condition, "png")
-            ],
-            records=lambda wildcards: [
-                path
-                for condition in SEARCH_CONDITIONS
-                for path in PLAN.search_generated(wildcards.image, condition, "json")
-            ],
-            weights=weight_files("image"),
-        output:
-            "results/search/image_metrics/{image}.tsv",
-        log:
-            "logs/search/image_metrics/{image}.log",
-        params:
-            canny_low=config["generation"]["canny_low"],
-            canny_high=config["generation"]["canny_high"],
-            subject=lambda wildcards: IMAGES[wildcards.image].prompt,
-            settings=registry.metric_settings(config["metrics"], "image"),
-            conditions=SEARCH_CONDITIONS,
-            seeds=list(SEARCH.selection_seeds),
-        run:
-            emphasis_jobs.search_image_metrics(
-                image_id=wildcards.image,
-                **input,
-                **params,
-                output=output[0],
                 log=log[0],
             )
 
@@ -223,40 +187,6 @@ if SEARCH is not None:
                 images=output.images,
                 records=output.records,
                 requests=params.requests,
-                log=log[0],
-            )
-
-    rule evaluation_image_metrics:
-        input:
-            edge_map="results/edges/{image}.png",
-            images=lambda wildcards: [
-                path
-                for slot in SEARCH_SLOTS
-                for path in PLAN.evaluation_generated(wildcards.image, slot, "png")
-            ],
-            records=lambda wildcards: [
-                path
-                for slot in SEARCH_SLOTS
-                for path in PLAN.evaluation_generated(wildcards.image, slot, "json")
-            ],
-            weights=weight_files("image"),
-        output:
-            "results/search/evaluation_metrics/{image}.tsv",
-        log:
-            "logs/search/evaluation_metrics/{image}.log",
-        params:
-            canny_low=config["generation"]["canny_low"],
-            canny_high=config["generation"]["canny_high"],
-            subject=lambda wildcards: IMAGES[wildcards.image].prompt,
-            settings=registry.metric_settings(config["metrics"], "image"),
-            conditions=SEARCH_SLOTS,
-            seeds=list(SEARCH.evaluation_seeds),
-        run:
-            emphasis_jobs.evaluation_image_metrics(
-                image_id=wildcards.image,
-                **input,
-                **params,
-                output=output[0],
                 log=log[0],
             )
 

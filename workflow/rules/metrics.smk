@@ -29,22 +29,25 @@ rule pair_metrics:
         )
 
 
+# Every per-image metric of the images of one scope (the study's conditions,
+# the grid search's selection, either search's evaluation) and one image.
 rule image_metrics:
     input:
         edge_map="results/edges/{image}.png",
-        generated=generated_input,
+        scored=lambda wildcards: PLAN.scored_images(
+            wildcards.scope, wildcards.image
+        ).inputs,
         weights=weight_files("image"),
     output:
-        "results/image_metrics/{image}.tsv",
+        "results/{scope}/{image}.tsv",
     log:
-        "logs/image_metrics/{image}.log",
+        "logs/{scope}/{image}.log",
+    wildcard_constraints:
+        scope="|".join(IMAGE_METRICS_SCOPES),
     params:
-        images=lambda wildcards: PLAN.generated_files(
-            wildcards.image, CONDITIONS, "png"
-        ),
-        records=lambda wildcards: PLAN.generated_files(
-            wildcards.image, CONDITIONS, "json"
-        ),
+        scored=lambda wildcards: PLAN.scored_images(
+            wildcards.scope, wildcards.image
+        ).job_arguments(),
         canny_low=config["generation"]["canny_low"],
         canny_high=config["generation"]["canny_high"],
         subject=lambda wildcards: IMAGES[wildcards.image].prompt,
@@ -53,9 +56,11 @@ rule image_metrics:
         metric_jobs.image_metrics(
             image_id=wildcards.image,
             edge_map=input.edge_map,
-            conditions=CONDITIONS,
-            seeds=SEEDS,
-            **params,
+            **params.scored,
+            canny_low=params.canny_low,
+            canny_high=params.canny_high,
+            subject=params.subject,
+            settings=params.settings,
             output=output[0],
             log=log[0],
         )

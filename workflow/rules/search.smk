@@ -75,36 +75,6 @@ if OPTIMISATION is not None:
                 image_id=wildcards.image, **input, **params, log=log[0]
             )
 
-    rule search_evaluation_metrics:
-        input:
-            edge_map="results/edges/{image}.png",
-            images=PLAN.search_evaluated("{image}", "png"),
-            records=PLAN.search_evaluated("{image}", "json"),
-            weights=weight_files("image"),
-        output:
-            "results/search/evaluation_metrics/{image}.tsv",
-        log:
-            "logs/search/evaluation_metrics/{image}.log",
-        wildcard_constraints:
-            image="|".join(OPTIMISATION.evaluation_images),
-        params:
-            canny_low=config["generation"]["canny_low"],
-            canny_high=config["generation"]["canny_high"],
-            subject=lambda wildcards: IMAGES[wildcards.image].prompt,
-            settings=registry.metric_settings(config["metrics"], "image"),
-            conditions=[BASELINE, *OPTIMISATION.evaluated_conditions],
-            seeds=list(OPTIMISATION.evaluation_seeds),
-        run:
-            metric_jobs.image_metrics(
-                image_id=wildcards.image,
-                edge_map=input.edge_map,
-                images=input.images,
-                records=input.records,
-                **params,
-                output=output[0],
-                log=log[0],
-            )
-
     rule search_table:
         input:
             bests=[

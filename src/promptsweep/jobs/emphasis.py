@@ -43,19 +43,6 @@ def condition_image_metrics(*, weights: Sequence[str], **arguments: Any) -> None
         metric_jobs.image_metrics(**arguments)
 
 
-def search_image_metrics(*, weights: Sequence[str] = (), **arguments: Any) -> None:
-    """Every per-image metric of one image's search generations (selection
-    seeds only). ``weights`` are the learned metrics' files, inputs only so
-    that a new one reruns the job."""
-    metric_jobs.image_metrics(**arguments)
-
-
-def evaluation_image_metrics(*, weights: Sequence[str] = (), **arguments: Any) -> None:
-    """Every per-image metric of one image's evaluation slots (evaluation
-    seeds only); ``weights`` as in :func:`search_image_metrics`."""
-    metric_jobs.image_metrics(**arguments)
-
-
 def search_generate(**arguments: Any) -> None:
     """The search's conditions on the selection seeds: the generation job with its own files."""
     generate_jobs.generate(**arguments)
