@@ -32,7 +32,7 @@ from promptsweep.study import GenerationSettings
 from promptsweep.families.sd15_tiny import build_tokenizer
 
 
-def sd15_shaped_pipeline(dtype: torch.dtype) -> StableDiffusionControlNetPipeline:
+def sd15_shaped_pipeline(dtype: torch.dtype, device: str = "cuda") -> StableDiffusionControlNetPipeline:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=64,
@@ -63,7 +63,7 @@ def sd15_shaped_pipeline(dtype: torch.dtype) -> StableDiffusionControlNetPipelin
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to("cuda", dtype)
+    return pipeline.to(device, dtype)
 
 
 def edge_control(size: int = 512) -> Image.Image:

@@ -209,6 +209,9 @@ def test_images_generated_with_gradients_are_the_pipelines_and_carry_the_gradien
         assert np.abs(generation.to_uint8(picture).astype(int) - image.pixels).max() <= 1
     differentiable.sharpness(pictures).mean().backward()
     assert weight.grad is not None and weight.grad != 0 and torch.isfinite(weight.grad)
+    # Only the conditioning gets a gradient: the model's weights would each cost their size.
+    modules = (pipeline.unet, pipeline.controlnet, pipeline.vae)
+    assert all(parameter.grad is None for module in modules for parameter in module.parameters())
 
 
 def test_gradients_flow_only_through_the_last_steps(pipeline, control) -> None:

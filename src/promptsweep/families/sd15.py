@@ -254,6 +254,10 @@ class SD15:
 
         if not 1 <= backprop_steps <= settings.steps:
             raise ValueError(f"backprop_steps must be between 1 and the {settings.steps} steps, not {backprop_steps}")
+        # Gradients go to the conditioning only: none of the model's weights
+        # needs one, and each would cost its own size in memory.
+        for module in (pipeline.unet, pipeline.controlnet, pipeline.vae):
+            module.requires_grad_(False)
         scheduled = with_scheduler(pipeline, settings.scheduler)
         scheduler = scheduled.scheduler
         device, dtype = pipeline._execution_device, pipeline.unet.dtype
