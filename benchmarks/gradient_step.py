@@ -8,8 +8,9 @@ gradients flowing through the last k denoising steps and the decoder
 (``SD15.differentiable_images``, checkpointed), its sharpness backpropagated to
 the weight of one prompt direction, as a gradient trial of the search does;
 and, for comparison, the same image without gradients (``SD15.generate``).
-Prints seconds (median of ``--repeats`` after one warm-up) and, on CUDA, the
-peak memory allocated. Weights are random (built from the published
+Prints seconds (median of ``--repeats`` after one warm-up), on CUDA the peak
+memory allocated, and the gradient, which must be finite and non-zero in the
+dtype measured. Weights are random (built from the published
 configurations, as in ``gpu_check.py``): the compute and memory are the real
 model's, the pictures mean nothing.
 """
@@ -77,16 +78,21 @@ def main() -> None:
     print(f"no gradients: {seconds:.2f} s" + (f", peak {peak:.2f} GiB" if peak is not None else ""))
     for backprop_steps in arguments.backprop_steps:
 
+        gradients: list[float] = []
+
         def gradient_step() -> None:
             weight = torch.ones((), device=baseline["prompt_embeds"].device, requires_grad=True)
             conditioning = baseline + (word - baseline).scale(weight)
             pictures = SD15.differentiable_images(pipeline, control, conditioning, [0], settings, backprop_steps)
             differentiable.sharpness(pictures).mean().backward()
+            gradients.append(float(weight.grad))
 
         seconds, peak = measured(device, arguments.repeats, gradient_step)
         print(
             f"gradient through the last {backprop_steps} steps: {seconds:.2f} s"
             + (f", peak {peak:.2f} GiB" if peak is not None else "")
+            # A gradient that is 0 or not finite in fp16 would stall the search without a word.
+            + f", d sharpness / d weight {gradients[-1]:.4g}"
         )
 
 

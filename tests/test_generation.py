@@ -192,11 +192,18 @@ def test_a_long_prompt_warns_only_for_real_weights(
     assert "Token indices sequence length" not in capfd.readouterr().err + " ".join(messages)
 
 
-@pytest.mark.parametrize("scheduler", ["unipc", "ddim"])
-def test_images_generated_with_gradients_are_the_pipelines_and_carry_the_gradient(pipeline, control, scheduler) -> None:
+@pytest.mark.parametrize(
+    ("scheduler", "guidance", "guess_mode"),
+    [("unipc", 9.0, False), ("ddim", 9.0, False), ("unipc", 9.0, True), ("ddim", 1.0, True)],
+)
+def test_images_generated_with_gradients_are_the_pipelines_and_carry_the_gradient(
+    pipeline, control, scheduler, guidance, guess_mode
+) -> None:
     from promptsweep import differentiable, families
 
-    settings = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler=scheduler)
+    settings = GenerationSettings(
+        steps=3, guidance_scale=guidance, controlnet_scale=1.0, scheduler=scheduler, guess_mode=guess_mode
+    )
     baseline = SD15.encode(pipeline, GenerationInput("a house", ""))
     word = SD15.encode(pipeline, GenerationInput("a house, sharp", "blurry"))
     reference = generate(SD15, pipeline, control, [Item(word, 0), Item(word, 5)], settings, 2)

@@ -121,6 +121,13 @@ def test_a_weighted_text_a_family_cannot_read_stops_the_plan_naming_the_row(monk
                 "evaluation_images": ["b"], "selection_seeds": [1], "evaluation_seeds": [2]}}},
             "emphasis.search.optimisers: gradient cannot generate with gradients on the sdxl family",
         ),
+        # ... whose images no safety checker sees ...
+        (
+            {"runtime": {"safety_checker": True}, "emphasis": {"prompts": ["good"], "search": {
+                "optimisers": ["gradient"], "objective": "sharpness", "budget": 4, "selection_images": ["a"],
+                "evaluation_images": ["b"], "selection_seeds": [1], "evaluation_seeds": [2]}}},
+            "emphasis.search.optimisers: gradient generates without the safety checker",
+        ),
         # ... and backpropagates through at most the generation's steps.
         (
             {"generation": {"steps": 4}, "emphasis": {"prompts": ["good"], "search": {

@@ -148,6 +148,19 @@ def test_gradient_steps_are_clipped_into_the_bounds_and_follow_the_direction():
     assert first == pytest.approx(-0.1) and second == pytest.approx(0.1)
 
 
+def test_a_gradient_that_is_not_finite_counts_as_zero_and_a_missing_one_is_an_error():
+    optimiser = optimisers.in_memory("gradient", BOUNDS[:2], 0, {"learning_rate": 0.1})
+    optimiser.tell(optimiser.ask(), 0.0, True, {"gradient": [1.0, 1.0]})
+    optimiser.tell(optimiser.ask(), None, False, {"gradient": [float("nan"), 1.0]})
+    first, second = optimiser.ask().params
+    # Momentum carries the first weight on; the second takes two steps.
+    assert 0.1 < first < second <= 0.2 + 1e-9
+    broken = optimisers.in_memory("gradient", BOUNDS[:2], 0)
+    broken.tell(broken.ask(), 0.0, True, {})
+    with pytest.raises(ValueError, match="recorded no gradient; delete its journal"):
+        broken.ask()
+
+
 def test_grid_tries_each_point_once_in_order_and_finds_the_nearest():
     grid = [list(OPTIMUM * scale) for scale in (-1.0, 0.0, 0.5, 1.2, 0.9)]
     trials = search("grid", seed=0, n_trials=len(grid), settings={"points": grid})

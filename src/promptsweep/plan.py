@@ -11,7 +11,7 @@ behind :class:`promptsweep.families.Family`) goes through it like a built-in one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -259,20 +259,19 @@ class StudyPlan:
                 [self.generated_folder(image)], images, self.generated_files(image, conditions, "json"),
                 conditions, self.seeds,
             )
+        paths: Callable[[str, str, str], list[str]]
         if scope == "search/image_metrics" and self.search is not None:
-            by_condition = {c: self.search_generated(image, c, "png") for c in self.search_conditions}
-            seeds = list(self.search.selection_seeds)
+            conditions, seeds, paths = self.search_conditions, list(self.search.selection_seeds), self.search_generated
         elif scope == "search/evaluation_metrics" and self.search is not None:
-            by_condition = {slot: self.evaluation_generated(image, slot, "png") for slot in SEARCH_SLOTS}
-            seeds = list(self.search.evaluation_seeds)
+            conditions, seeds, paths = list(SEARCH_SLOTS), list(self.search.evaluation_seeds), self.evaluation_generated
         elif scope == "search/evaluation_metrics" and self.optimisation is not None:
-            by_condition = self.search_evaluated_by_condition(image, "png")
-            seeds = list(self.optimisation.evaluation_seeds)
+            conditions = [BASELINE, *self.optimisation.evaluated_conditions]
+            seeds, paths = list(self.optimisation.evaluation_seeds), self.search_evaluated_condition
         else:
             raise ValueError(f"no per-image metrics {scope!r} in this study")
-        images = [path for paths in by_condition.values() for path in paths]
-        records = [path.removesuffix(".png") + ".json" for path in images]
-        return ScoredImages([*images, *records], images, records, list(by_condition), seeds)
+        images = [path for condition in conditions for path in paths(image, condition, "png")]
+        records = [path for condition in conditions for path in paths(image, condition, "json")]
+        return ScoredImages([*images, *records], images, records, conditions, seeds)
 
     # The grid search (workflow/rules/emphasis.smk) -----------------------------
 
@@ -358,12 +357,15 @@ class StudyPlan:
     def search_evaluated_file(image: str, condition: str, seed: int, suffix: str = "png") -> str:
         return f"results/search/evaluation/{image}/{condition}/seed{seed}.{suffix}"
 
+    def search_evaluated_condition(self, image: str, condition: str, suffix: str) -> list[str]:
+        """One condition's files of the optimisation search's evaluation, one per evaluation seed."""
+        assert self.optimisation is not None
+        return [self.search_evaluated_file(image, condition, seed, suffix) for seed in self.optimisation.evaluation_seeds]
+
     def search_evaluated_by_condition(self, image: str, suffix: str) -> dict[str, list[str]]:
         assert self.optimisation is not None
         return {
-            condition: [
-                self.search_evaluated_file(image, condition, seed, suffix) for seed in self.optimisation.evaluation_seeds
-            ]
+            condition: self.search_evaluated_condition(image, condition, suffix)
             for condition in [BASELINE, *self.optimisation.evaluated_conditions]
         }
 
@@ -417,9 +419,10 @@ def check_objective_configured(objective: str, metric_config: Mapping[str, Any])
         )
 
 
-def check_gradient(optimisers: Mapping[str, Mapping[str, Any]], family: str, steps: int) -> None:
+def check_gradient(optimisers: Mapping[str, Mapping[str, Any]], family: str, steps: int, safety_checker: bool) -> None:
     """The gradient optimiser needs a family that generates with gradients,
-    and can backpropagate through at most the generation's steps."""
+    no safety checker (its images are not checked), and can backpropagate
+    through at most the generation's steps."""
     from promptsweep.search.optimisers import gradient
 
     if gradient.NAME not in optimisers:
@@ -429,6 +432,11 @@ def check_gradient(optimisers: Mapping[str, Mapping[str, Any]], family: str, ste
         raise PlanError(
             f"emphasis.search.optimisers: gradient cannot generate with gradients on the {family} family "
             f"(model.family); drop gradient, or use {', '.join(able)}"
+        )
+    if safety_checker:
+        raise PlanError(
+            "emphasis.search.optimisers: gradient generates without the safety checker that "
+            "runtime.safety_checker asks for; drop gradient, or set runtime.safety_checker to false"
         )
     backprop_steps = gradient.backprop_steps(optimisers[gradient.NAME])
     if backprop_steps > steps:
@@ -478,7 +486,12 @@ def study_plan(config: Mapping[str, Any]) -> StudyPlan:
         if search is not None:
             check_objective_configured(search.objective, config["metrics"])
     if optimisation is not None:
-        check_gradient(optimisation.optimisers, config["model"]["family"], config["generation"]["steps"])
+        check_gradient(
+            optimisation.optimisers,
+            config["model"]["family"],
+            config["generation"]["steps"],
+            bool(config["runtime"]["safety_checker"]),
+        )
     return StudyPlan(
         config=config,
         images=images,

@@ -246,7 +246,8 @@ class SD15:
         ``backprop_steps`` steps and the decoder only (truncated
         backpropagation, as in DRaFT-K, Clark et al. 2024), each of those
         steps recomputed in the backward pass (gradient checkpointing), so
-        memory holds one step's activations at a time. No safety checker runs."""
+        memory holds one step's activations at a time. No safety checker runs
+        (the plan refuses the gradient search with one on)."""
         import torch
         from torch.utils.checkpoint import checkpoint
 
@@ -263,25 +264,28 @@ class SD15:
         device, dtype = pipeline._execution_device, pipeline.unet.dtype
         count = len(seeds)
         guided = settings.guidance_scale > 1.0
-        guess_mode = settings.guess_mode and guided
+        # As the pipeline reads them: guess mode changes the ControlNet's
+        # residual scales whatever the guidance; only with guidance does the
+        # ControlNet see the conditional half of the batch alone.
+        guess_mode = settings.guess_mode or bool(pipeline.controlnet.config.global_pool_conditions)
+        conditional_only = guess_mode and guided
 
         def rows(name: str) -> torch.Tensor:
             return conditioning[name].to(device=device, dtype=dtype).expand(count, -1, -1)
 
         text = torch.cat([rows("negative_prompt_embeds"), rows("prompt_embeds")]) if guided else rows("prompt_embeds")
-        image = pipeline.prepare_image(
-            control, control.width, control.height, count, 1, device, dtype, guided, guess_mode
+        image = scheduled.prepare_image(
+            control, control.width, control.height, count, 1, device, dtype, guided, conditional_only
         )
         scheduler.set_timesteps(settings.steps, device=device)
         latents = self.initial_latents(pipeline, seeds, control.height, control.width).to(device=device, dtype=dtype)
         latents = latents * scheduler.init_noise_sigma
         step_arguments = scheduled.prepare_extra_step_kwargs(generators(list(seeds)), settings.eta)
 
-        def noise_prediction(latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-            model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, timestep)
-            control_input, control_text = model_input, text
-            if guess_mode:
-                control_input, control_text = scheduler.scale_model_input(latents, timestep), text.chunk(2)[1]
+        def noise_prediction(
+            model_input: torch.Tensor, control_input: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor
+        ) -> torch.Tensor:
+            control_text = text.chunk(2)[1] if conditional_only else text
             down, middle = pipeline.controlnet(
                 control_input,
                 timestep,
@@ -291,7 +295,7 @@ class SD15:
                 guess_mode=guess_mode,
                 return_dict=False,
             )
-            if guess_mode:
+            if conditional_only:
                 down = [torch.cat([torch.zeros_like(residual), residual]) for residual in down]
                 middle = torch.cat([torch.zeros_like(middle), middle])
             noise = pipeline.unet(
@@ -309,11 +313,16 @@ class SD15:
 
         tracked_from = len(scheduler.timesteps) - backprop_steps
         for index, timestep in enumerate(scheduler.timesteps):
+            # The scheduler's calls stay outside the checkpointed function,
+            # which the backward pass runs again: a scheduler that counts its
+            # steps would otherwise count one twice.
+            model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, timestep)
+            control_input = scheduler.scale_model_input(latents, timestep) if conditional_only else model_input
             if index < tracked_from:
                 with torch.no_grad():
-                    noise = noise_prediction(latents, timestep, text)
+                    noise = noise_prediction(model_input, control_input, timestep, text)
             else:
-                noise = checkpoint(noise_prediction, latents, timestep, text, use_reentrant=False)
+                noise = checkpoint(noise_prediction, model_input, control_input, timestep, text, use_reentrant=False)
             latents = scheduler.step(noise, timestep, latents, **step_arguments, return_dict=False)[0]
         decoded = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor, return_dict=False)[0]
         return (decoded / 2 + 0.5).clamp(0, 1).float()

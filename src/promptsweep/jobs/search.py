@@ -172,18 +172,25 @@ def search_trials(
                 baseline[objective].mean(),
             )
 
-            def measure(point: Sequence[float]) -> Outcome:
-                return trial_objective.trial_outcome(generate_point(point), baseline, objective, limits)
+            if search != gradient.NAME:
 
-            if search == gradient.NAME:
+                def measure(point: Sequence[float]) -> Outcome:
+                    return trial_objective.trial_outcome(generate_point(point), baseline, objective, limits)
+
+            else:
                 follow = functools.partial(
-                    _follow_gradient, family, pipeline, images, space, settings, selection_seeds,
+                    _follow_gradient, family, pipeline, images, space, settings, selection_seeds, batch_size,
                     registry.METRICS[objective].differentiable(), gradient.backprop_steps(optimiser_settings),
                     functools.partial(_scored, loaded, canny=canny),
                 )
 
                 def measure(point: Sequence[float]) -> Outcome:
                     table, slope = follow(point)
+                    if not all(np.isfinite(slope)):
+                        logger.warning(
+                            "the gradient at %s is not finite (counted as 0); an image overflowed, "
+                            "try runtime.dtype float32 or bfloat16", point,
+                        )
                     return replace(trial_objective.trial_outcome(table, baseline, objective, limits), gradient=slope)
 
             if search == WORDS:
@@ -208,14 +215,16 @@ def _follow_gradient(
     space: Any,
     settings: Any,
     seeds: Sequence[int],
+    batch_size: int,
     objective_form: Callable[[Any], Any],
     backprop_steps: int,
     score: Callable[[SelectionImage, Sequence[int], Sequence[Any]], pd.DataFrame],
     point: Sequence[float],
 ) -> tuple[pd.DataFrame, tuple[float, ...]]:
     """A gradient trial: the point's images on every selection image and
-    seed, generated with gradients (``family.differentiable_images``, all
-    of an image's seeds in one call) and scored like any trial's, and the
+    seed, generated with gradients (``family.differentiable_images``) in
+    calls of exactly ``batch_size`` images as every other generation is
+    (``generation.generate_batch``), and scored like any trial's; and the
     gradient, with respect to the point, of the objective's differentiable
     form averaged as the objective is (over seeds, then images)."""
     import torch
@@ -227,14 +236,18 @@ def _follow_gradient(
     for image in images:
         conditioning = space.conditioning(image.baseline, image.words, weights)
         control = edges.control_image(image.edge_map)
-        pictures = family.differentiable_images(pipeline, control, conditioning, seeds, settings, backprop_steps)
-        # One backward pass per image: only one image's graph is held at a time.
-        (objective_form(pictures).mean() / len(images)).backward()
-        arrays = pictures.detach().permute(0, 2, 3, 1).cpu().numpy()
-        generated = [
-            generation.GeneratedImage(seed, generation.to_uint8(array), generation.image_problem(array))
-            for seed, array in zip(seeds, arrays, strict=True)
-        ]
+        generated = []
+        for batch in generation.chunks(seeds, batch_size):
+            call = generation.padded(batch, batch_size)
+            pictures = family.differentiable_images(pipeline, control, conditioning, call, settings, backprop_steps)
+            pictures = pictures[: len(batch)]
+            # One backward pass per call: only one call's graph is held at a time.
+            (objective_form(pictures).sum() / (len(seeds) * len(images))).backward()
+            arrays = pictures.detach().permute(0, 2, 3, 1).cpu().numpy()
+            generated += [
+                generation.GeneratedImage(seed, generation.to_uint8(array), generation.image_problem(array))
+                for seed, array in zip(batch, arrays, strict=True)
+            ]
         tables.append(score(image, seeds, generated))
     return pd.concat(tables, ignore_index=True), tuple(float(value) for value in weights.grad)  # type: ignore[union-attr]
 

@@ -36,7 +36,7 @@ from promptsweep.emphasis import BUDGET_KEY, EmphasisConfigError
 from promptsweep.search import optimisers
 from promptsweep.search.config import Bounds, Direction
 from promptsweep.search.optimisers import OUTCOME_ATTR, Optimiser, StudyOptimiser, parameter_names
-from promptsweep.search.optimisers.gradient import GRADIENT
+from promptsweep.search.optimisers.base import GRADIENT
 
 # The study user attribute naming what the journal's search is, checked on resume.
 SEARCH_ATTR = "search"

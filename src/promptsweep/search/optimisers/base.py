@@ -23,6 +23,8 @@ from promptsweep.search.config import Bounds
 
 # The user attribute holding what a trial measured (see StudyOptimiser.tell).
 OUTCOME_ATTR = "outcome"
+# The key of a gradient trial's gradient among what it measured.
+GRADIENT = "gradient"
 
 
 @dataclass(frozen=True)

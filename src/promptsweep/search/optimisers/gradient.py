@@ -16,21 +16,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import math
+
 import optuna
-import torch
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.search.config import OPTIMISERS_KEY, Bounds, check_settings
-from promptsweep.search.optimisers.base import OUTCOME_ATTR, Sampling, distributions, parameter_names
+from promptsweep.search.optimisers.base import GRADIENT, OUTCOME_ATTR, Sampling, distributions, parameter_names
 
 NAME = "gradient"
 LEARNING_RATE = "learning_rate"
 BACKPROP_STEPS = "backprop_steps"
-GRADIENT = "gradient"
-"""The key of a trial's gradient among what it recorded."""
 DEFAULT_BACKPROP_STEPS = 1
 LEARNING_RATE_SHARE = 0.1
 """The default step size as a share of the narrowest range of the bounds: Adam's
@@ -54,14 +53,19 @@ class GradientSampler(BaseSampler):
     ) -> dict[str, Any]:
         finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
         names = parameter_names(len(self._bounds))
-        history = [
-            (tuple(t.params[name] for name in names), t.user_attrs[OUTCOME_ATTR].get(GRADIENT))
-            for t in finished
-        ]
+        history = []
+        for finished_trial in finished:
+            gradient = finished_trial.user_attrs[OUTCOME_ATTR].get(GRADIENT)
+            if gradient is None:
+                raise ValueError(
+                    f"trial #{finished_trial.number} of the gradient search {study.study_name!r} recorded no "
+                    "gradient; delete its journal to start the search anew"
+                )
+            history.append((tuple(finished_trial.params[name] for name in names), gradient))
         point = next_point(
             self._bounds,
             self._learning_rate,
-            [(point, gradient) for point, gradient in history if gradient is not None],
+            history,
             maximise=study.direction == optuna.study.StudyDirection.MAXIMIZE,
         )
         return dict(zip(names, point))
@@ -89,7 +93,11 @@ def next_point(
     """The point after ``history``, (point, gradient) pairs of the trials so
     far in order: Adam's state rebuilt by stepping from each recorded point
     with its gradient, every step clipped into ``bounds``; :func:`start` when
-    there is no history yet."""
+    there is no history yet. A gradient component that is not finite (an
+    image that overflowed, e.g. in fp16) counts as 0, so that momentum still
+    moves the point and one bad trial does not stop the search."""
+    import torch
+
     weights = torch.tensor(start(bounds), dtype=torch.float64, requires_grad=True)
     lows = torch.tensor([low for low, _ in bounds], dtype=torch.float64)
     highs = torch.tensor([high for _, high in bounds], dtype=torch.float64)
@@ -97,7 +105,7 @@ def next_point(
     for point, gradient in history:
         with torch.no_grad():
             weights.copy_(torch.tensor(point, dtype=torch.float64))
-        weights.grad = torch.tensor(gradient, dtype=torch.float64)
+        weights.grad = torch.tensor([value if math.isfinite(value) else 0.0 for value in gradient], dtype=torch.float64)
         adam.step()
         with torch.no_grad():
             weights.clamp_(lows, highs)
@@ -110,8 +118,8 @@ def backprop_steps(settings: Mapping[str, Any]) -> int:
 
 
 def sampling(bounds: Bounds, seed: int, settings: Mapping[str, Any]) -> Sampling:
-    """Settings: ``learning_rate``, the length of an Adam step in weight
-    units (by default a tenth of the narrowest range); ``backprop_steps``,
+    """Settings: ``learning_rate``, Adam's step size, about how far one step
+    moves each weight (by default a tenth of the narrowest range); ``backprop_steps``,
     the last denoising steps gradients flow through (k of DRaFT-K; default
     1, at most the generation's steps). The seed is unused: the ascent is
     deterministic."""
