@@ -194,7 +194,6 @@ class Family(Protocol):
         ...
 
 
-
 @runtime_checkable
 class DifferentiableFamily(Family, Protocol):
     """A family whose images a search can follow by gradient: it can run its
