@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -266,3 +267,40 @@ def write_gallery(
     index = output_dir / INDEX_FILE
     _write_utf8(index, index_html(title))
     return index
+
+
+def write_models_page(
+    models: pd.DataFrame, plot: str | Path, galleries: Mapping[str, str | Path], output: str | Path, title: str
+) -> None:
+    """The front page of a study of several models, ``output``: the effect of
+    each prompt per model (``plot``), the table of every model's answers
+    (``models.csv``) and a link to each model's own gallery (``galleries``, by
+    name), all linked relative to the page."""
+    output = Path(output)
+
+    def link(path: str | Path) -> str:
+        return html.escape(Path(os.path.relpath(path, output.parent)).as_posix())
+
+    links = "\n".join(
+        f'<li><a href="{link(gallery)}/index.html">{html.escape(name)}</a></li>' for name, gallery in galleries.items()
+    )
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>Each model's gallery, with every pair of its study:</p>
+<ul>
+{links}
+</ul>
+<img src="{link(plot)}" alt="the effect of each additional prompt in every model" style="max-width:100%">
+{models.fillna("").to_html(index=False, float_format=lambda value: f"{value:.3f}", border=0)}
+</body>
+</html>
+"""
+    _write_utf8(output, page)

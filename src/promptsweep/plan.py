@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from promptsweep import emphasis, families, files, registry, toy
+from promptsweep import emphasis, families, files, model_comparison, registry, toy
 from promptsweep.conditions import BASELINE
 from promptsweep.search import dose_grid
 from promptsweep.search import plan as search_plan
@@ -76,6 +76,18 @@ class StudyPlan:
     optimisation: search_plan.OptimisationSearch | None
     caveat: str | None
     """What every table and plot must say about the model, or nothing."""
+    results: str = "results"
+    """The folder of every file the study makes (a model's own in a study of
+    several models: :mod:`promptsweep.model_comparison`)."""
+
+    @property
+    def comparison_name(self) -> str | None:
+        """The model's name in a study of several models, else None."""
+        return self.config["model"]["name"] if model_comparison.is_comparison(self.config) else None
+
+    def rule_name(self, rule: str) -> str:
+        """``rule`` as Snakemake names it in this study."""
+        return model_comparison.rule_name(self.config, rule)
 
     # Conditions ---------------------------------------------------------------
 
@@ -117,11 +129,13 @@ class StudyPlan:
 
     # Generated files ----------------------------------------------------------
 
-    @staticmethod
-    def generated_folder(image: str) -> str:
+    def edge_map(self, image: str) -> str:
+        return f"{self.results}/edges/{image}.png"
+
+    def generated_folder(self, image: str) -> str:
         """One control image's generated images and records, every condition: a
         generate job's output, and what the jobs that read them take as input."""
-        return f"results/generated/{image}"
+        return f"{self.results}/generated/{image}"
 
     def generated(self, image: str, condition: str, suffix: str) -> list[str]:
         """One (image, condition)'s files, one per seed."""
@@ -149,7 +163,7 @@ class StudyPlan:
             "variants": self.by_variant(self.generated_files(image, self.variants, "png")),
             "variant_records": self.by_variant(self.generated_files(image, self.variants, "json")),
             "ssim_maps": [
-                f"results/ssim_maps/{image}/{variant}/seed{seed}.png" for variant in self.variants for seed in self.seeds
+                f"{self.results}/ssim_maps/{image}/{variant}/seed{seed}.png" for variant in self.variants for seed in self.seeds
             ],
         }
 
@@ -208,26 +222,26 @@ class StudyPlan:
         """The study's tables and plots, and every per-pair file: listing the
         intermediate results too means one deleted by hand is rebuilt."""
         return [
-            "results/tables/pairs.csv",
-            "results/tables/summary.csv",
-            "results/tables/summary.md",
-            "results/tables/summary.tex",
-            "results/tables/trend.csv",
-            "results/tables/quality_summary.csv",
-            "results/tables/verdict.md",
-            "results/tables/power.csv",
-            "results/plots/power.png",
-            "results/plots/ssim_by_prompt.png",
-            "results/plots/effect_vs_emphasis.png",
-            "results/plots/heatmap.png",
-            "results/plots/quality_forest.png",
-            "results/plots/change_vs_gain.png",
-            "results/gallery",
-            *[f"results/plots/sheets/{image}.png" for image in self.images],
+            f"{self.results}/tables/pairs.csv",
+            f"{self.results}/tables/summary.csv",
+            f"{self.results}/tables/summary.md",
+            f"{self.results}/tables/summary.tex",
+            f"{self.results}/tables/trend.csv",
+            f"{self.results}/tables/quality_summary.csv",
+            f"{self.results}/tables/verdict.md",
+            f"{self.results}/tables/power.csv",
+            f"{self.results}/plots/power.png",
+            f"{self.results}/plots/ssim_by_prompt.png",
+            f"{self.results}/plots/effect_vs_emphasis.png",
+            f"{self.results}/plots/heatmap.png",
+            f"{self.results}/plots/quality_forest.png",
+            f"{self.results}/plots/change_vs_gain.png",
+            f"{self.results}/gallery",
+            *[f"{self.results}/plots/sheets/{image}.png" for image in self.images],
             *[self.generated_folder(image) for image in self.images],
-            *[f"results/pair_metrics/{image}/{prompt}.tsv" for image in self.images for prompt in self.prompts],
-            *[f"results/image_metrics/{image}.tsv" for image in self.images],
-            *[f"results/noise_floor/{image}.tsv" for image in self.images],
+            *[f"{self.results}/pair_metrics/{image}/{prompt}.tsv" for image in self.images for prompt in self.prompts],
+            *[f"{self.results}/image_metrics/{image}.tsv" for image in self.images],
+            *[f"{self.results}/noise_floor/{image}.tsv" for image in self.images],
             *self.emphasis_outputs(),
         ]
 
@@ -237,14 +251,14 @@ class StudyPlan:
         outputs = []
         if self.dose_conditions:
             outputs += [
-                "results/tables/dose_response.csv",
-                "results/tables/dose_response.md",
-                "results/plots/dose_response.png",
+                f"{self.results}/tables/dose_response.csv",
+                f"{self.results}/tables/dose_response.md",
+                f"{self.results}/plots/dose_response.png",
             ]
         if self.search is not None or self.optimisation is not None:
-            outputs += ["results/tables/latent_search.csv", "results/tables/latent_search.md"]
+            outputs += [f"{self.results}/tables/latent_search.csv", f"{self.results}/tables/latent_search.md"]
         if self.optimisation is not None:
-            outputs += ["results/plots/search_convergence.png", "results/plots/search_contact_sheet.png"]
+            outputs += [f"{self.results}/plots/search_convergence.png", f"{self.results}/plots/search_contact_sheet.png"]
         return outputs
 
     def scored_images(self, scope: str, image: str) -> ScoredImages:
@@ -278,13 +292,13 @@ class StudyPlan:
     def search_generated(self, image: str, condition: str, suffix: str) -> list[str]:
         assert self.search is not None
         return [
-            f"results/search/generated/{image}/{condition}/seed{seed}.{suffix}" for seed in self.search.selection_seeds
+            f"{self.results}/search/generated/{image}/{condition}/seed{seed}.{suffix}" for seed in self.search.selection_seeds
         ]
 
     def evaluation_generated(self, image: str, slot: str, suffix: str) -> list[str]:
         assert self.search is not None
         return [
-            f"results/search/evaluation/{image}/{slot}/seed{seed}.{suffix}" for seed in self.search.evaluation_seeds
+            f"{self.results}/search/evaluation/{image}/{slot}/seed{seed}.{suffix}" for seed in self.search.evaluation_seeds
         ]
 
     def search_settings(self) -> dict[str, Any]:
@@ -351,11 +365,10 @@ class StudyPlan:
         if self.config["model"]["source"] == "toy":
             model["checksums"] = toy.recorded_checksums()
         digest = files.json_digest({"search": self.search_trial_settings(optimiser), "model": model})
-        return f"results/search/journals/{optimiser}-{digest[:12]}.journal"
+        return f"{self.results}/search/journals/{optimiser}-{digest[:12]}.journal"
 
-    @staticmethod
-    def search_evaluated_file(image: str, condition: str, seed: int, suffix: str = "png") -> str:
-        return f"results/search/evaluation/{image}/{condition}/seed{seed}.{suffix}"
+    def search_evaluated_file(self, image: str, condition: str, seed: int, suffix: str = "png") -> str:
+        return f"{self.results}/search/evaluation/{image}/{condition}/seed{seed}.{suffix}"
 
     def search_evaluated_condition(self, image: str, condition: str, suffix: str) -> list[str]:
         """One condition's files of the optimisation search's evaluation, one per evaluation seed."""
@@ -501,4 +514,21 @@ def study_plan(config: Mapping[str, Any]) -> StudyPlan:
         emphasis=emphasis_plan,
         optimisation=optimisation,
         caveat=study_caveat(config["model"], config["generation"], list(prompts.values())),
+        results=model_comparison.results_folder(config),
     )
+
+
+def model_plans(config: Mapping[str, Any]) -> dict[str, StudyPlan]:
+    """The plan of each model of a study of several models (``models:``), by
+    name; an error names the entry and the key to fix."""
+    try:
+        entries = model_comparison.model_entries(config)
+    except model_comparison.ModelsConfigError as error:
+        raise PlanError(str(error)) from None
+    plans = {}
+    for index, entry in enumerate(entries):
+        try:
+            plans[entry.name] = study_plan(entry.config)
+        except PlanError as error:
+            raise PlanError(f"models[{index}] ({entry.name}): {error}") from None
+    return plans

@@ -327,3 +327,34 @@ def search_contact_sheet(
     title = f"Held-out images, seed {seed}: baseline, each optimiser's best, best word prompt\n{model_name}"
     figure.suptitle(title + (f"\n{caveat}" if caveat else ""), fontsize=9)
     save_figure(figure, path, svg=False)
+
+
+def effect_by_model(models: pd.DataFrame, notes: Sequence[str], path: str | Path) -> None:
+    """Each prompt's effect (1 − SSIM to the same-seed baseline, mean and 95%
+    t interval over images) in every model of ``models.csv``, prompts in
+    rows, models side by side; a dashed line marks each model's noise floor
+    (what a new seed alone changes). ``notes`` (each model's caveats) go
+    below the axes."""
+    names = list(dict.fromkeys(models["model"]))
+    prompts = _ordered(models.drop_duplicates("prompt_id").assign(emphasis=0))["prompt_id"].tolist()
+    row = {prompt_id: index for index, prompt_id in enumerate(prompts)}
+    figure, axes = plt.subplots(figsize=(7.5, max(3.0, 0.35 * len(prompts) * max(1, len(names)) ** 0.5 + 1.5)))
+    colours = plt.get_cmap("tab10")
+    spread = 0.7 / max(1, len(names))
+    for index, name in enumerate(names):
+        rows = models[models["model"] == name]
+        y = rows["prompt_id"].map(row).to_numpy(float) + (index - (len(names) - 1) / 2) * spread
+        errors = np.vstack([rows["effect_mean"] - rows["effect_ci_low"], rows["effect_ci_high"] - rows["effect_mean"]])
+        colour = colours(index % 10)
+        axes.errorbar(rows["effect_mean"], y, xerr=np.nan_to_num(errors), fmt="o", capsize=3, color=colour, label=name)
+        floor = float(rows["noise_floor_mean"].mean())
+        if np.isfinite(floor):
+            axes.axvline(floor, color=colour, linestyle="--", linewidth=1)
+    axes.set_yticks(range(len(prompts)), prompts, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("effect: 1 − SSIM to same-seed baseline (dashed: each model's noise floor)")
+    axes.legend(fontsize=8, loc="best", title="model")
+    axes.set_title("How much each additional prompt changes the image, per model\n(mean, 95% t interval over images)", fontsize=11)
+    if notes:
+        figure.text(0.5, -0.06, "\n".join(notes), ha="center", va="top", fontsize=8, color="darkred", wrap=True)
+    save_figure(figure, path)

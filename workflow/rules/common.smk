@@ -5,7 +5,6 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
-from snakemake.utils import validate
 
 from promptsweep import registry, threads
 from promptsweep.plan import IMAGE_METRICS_SCOPES, SEARCH_SLOTS, PlanError, study_plan
@@ -23,14 +22,6 @@ from promptsweep.jobs import tables as table_jobs
 from promptsweep.toy import CHECKSUMS as TOY_CHECKSUMS
 from promptsweep.toy import WEIGHTS as TOY_WEIGHTS
 from promptsweep.study import ID_PATTERN
-
-try:
-    validate(config, schema="../schemas/config.schema.yaml")
-except WorkflowError as error:
-    raise WorkflowError(
-        "config/config.yaml (with any --configfile/--config given) does not fit "
-        f"workflow/schemas/config.schema.yaml; fix the key named below.\n{error}"
-    ) from None
 
 # The study's conditions, requests and paths (promptsweep.plan); the rules
 # below only wire them together.
@@ -56,6 +47,9 @@ SEARCH = PLAN.search
 SEARCH_CONDITIONS = PLAN.search_conditions
 OPTIMISATION = PLAN.optimisation
 MODEL_CAVEAT = PLAN.caveat
+# In a study of several models the report groups each model's tables and
+# plots under its name.
+REPORT_SUBCATEGORY = PLAN.comparison_name
 # Names of their own for the run blocks that call them, which Snakemake's
 # linter measures in bytecode.
 generated_by_condition = PLAN.generated_by_condition
@@ -99,19 +93,27 @@ wildcard_constraints:
 
 # Everything but generation is cheap: on a cluster it runs in the submitting
 # process instead of waiting in the queue.
-localrules:
-    tiny_model,
-    model_weights,
-    edge_map,
-    pair_metrics,
-    image_metrics,
-    noise_floor,
-    pairs_table,
-    summary_tables,
-    power_tables,
-    summary_plots,
-    contact_sheet,
-    gallery,
+def local_rules(*rules):
+    """The localrules directive, for rules named through the plan: in a study
+    of several models each model's rules carry its name, which the directive
+    cannot spell."""
+    workflow.localrules(*map(PLAN.rule_name, rules))
+
+
+local_rules(
+    "tiny_model",
+    "model_weights",
+    "edge_map",
+    "pair_metrics",
+    "image_metrics",
+    "noise_floor",
+    "pairs_table",
+    "summary_tables",
+    "power_tables",
+    "summary_plots",
+    "contact_sheet",
+    "gallery",
+)
 
 
 def image_file(wildcards):

@@ -4,10 +4,7 @@
 # by pair_metrics like word prompts; everything below is emphasis-only.
 
 
-localrules:
-    condition_image_metrics,
-    dose_response,
-    dose_response_plot,
+local_rules("condition_image_metrics", "dose_response", "dose_response_plot")
 
 
 rule condition_image_metrics:
@@ -61,6 +58,7 @@ rule dose_response:
             "results/tables/dose_response.csv",
             caption="../report/dose_response.rst",
             category="Tables",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"table": "dose response"},
         ),
         md="results/tables/dose_response.md",
@@ -84,6 +82,7 @@ rule dose_response_plot:
             "results/plots/dose_response.png",
             caption="../report/dose_response.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "dose response"},
         ),
         "results/plots/dose_response.svg",
@@ -103,9 +102,7 @@ if SEARCH is not None:
 
     # Declared with the search's rules: a local rule that does not exist
     # makes Snakemake warn at every run.
-    localrules:
-        search_selection,
-        latent_search,
+    local_rules("search_selection", "latent_search")
 
     rule search_generate:
         input:
@@ -204,6 +201,7 @@ if SEARCH is not None:
                 "results/tables/latent_search.csv",
                 caption="../report/latent_search.rst",
                 category="Tables",
+                subcategory=REPORT_SUBCATEGORY,
                 labels={"table": "latent search"},
             ),
             md="results/tables/latent_search.md",

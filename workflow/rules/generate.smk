@@ -12,7 +12,9 @@ if config["images_per_generation_job"] == 1:
         input:
             edge_map="results/edges/{image}.png",
             weights="results/models/weights.json",
-            unchanged=lambda wildcards: unchanged_by_hand("generate", [wildcards.image]),
+            unchanged=lambda wildcards: unchanged_by_hand(
+                PLAN.rule_name("generate"), [wildcards.image]
+            ),
         output:
             update(directory(PLAN.generated_folder("{image}"))),
         log:
@@ -44,7 +46,9 @@ else:
                 edge_maps=[f"results/edges/{image}.png" for image in shard],
                 weights="results/models/weights.json",
                 unchanged=partial(
-                    unchanged_by_hand, f"generate_shard{shard_index}", shard
+                    unchanged_by_hand,
+                    PLAN.rule_name(f"generate_shard{shard_index}"),
+                    shard,
                 ),
             output:
                 update([directory(PLAN.generated_folder(image)) for image in shard]),

@@ -9,30 +9,35 @@ rule summary_plots:
             "results/plots/ssim_by_prompt.png",
             caption="../report/ssim_by_prompt.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "SSIM by prompt"},
         ),
         effect_vs_emphasis=report(
             "results/plots/effect_vs_emphasis.png",
             caption="../report/effect_vs_emphasis.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "effect vs emphasis"},
         ),
         heatmap=report(
             "results/plots/heatmap.png",
             caption="../report/heatmap.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "image x prompt heatmap"},
         ),
         quality_forest=report(
             "results/plots/quality_forest.png",
             caption="../report/quality_forest.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "quality deltas"},
         ),
         change_vs_gain=report(
             "results/plots/change_vs_gain.png",
             caption="../report/change_vs_gain.rst",
             category="Plots",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"plot": "change against gain"},
         ),
         svgs=[
@@ -64,6 +69,7 @@ rule contact_sheet:
             "results/plots/sheets/{image}.png",
             caption="../report/contact_sheet.rst",
             category="Contact sheets",
+            subcategory=REPORT_SUBCATEGORY,
             labels={"image": "{image}"},
         ),
     log:
@@ -107,13 +113,14 @@ rule gallery:
             htmlindex="index.html",
             caption="../report/gallery.rst",
             category="Gallery",
+            subcategory=REPORT_SUBCATEGORY,
         ),
     log:
         "logs/plots/gallery.log",
     params:
         doses=EMPHASIS.dose_conditions,
         kinds={prompt_id: prompt.kind for prompt_id, prompt in PROMPTS.items()},
-        edge_maps={image: f"results/edges/{image}.png" for image in IMAGES},
+        edge_maps={image: PLAN.edge_map(image) for image in IMAGES},
         title=f"promptsweep: {PLAN.model_params()['name']}",
     run:
         gallery_jobs.gallery(**input, **params, output=output[0], log=log[0])

@@ -3,10 +3,7 @@
 # search, then every search's best on the held-out evaluation split.
 if OPTIMISATION is not None:
 
-    localrules:
-        search_table,
-        search_convergence_plot,
-        search_contact_sheet,
+    local_rules("search_table", "search_convergence_plot", "search_contact_sheet")
 
     # The journal is no output: Snakemake deletes the outputs of a failed
     # job, and a killed search must resume from its finished trials.
@@ -94,6 +91,7 @@ if OPTIMISATION is not None:
                 "results/tables/latent_search.csv",
                 caption="../report/optimisation_search.rst",
                 category="Tables",
+                subcategory=REPORT_SUBCATEGORY,
                 labels={"table": "latent search"},
             ),
             md="results/tables/latent_search.md",
@@ -125,6 +123,7 @@ if OPTIMISATION is not None:
                 "results/plots/search_convergence.png",
                 caption="../report/search_convergence.rst",
                 category="Plots",
+                subcategory=REPORT_SUBCATEGORY,
                 labels={"plot": "search convergence"},
             ),
         log:
@@ -159,6 +158,7 @@ if OPTIMISATION is not None:
                 "results/plots/search_contact_sheet.png",
                 caption="../report/search_contact_sheet.rst",
                 category="Plots",
+                subcategory=REPORT_SUBCATEGORY,
                 labels={"plot": "search contact sheet"},
             ),
         log:

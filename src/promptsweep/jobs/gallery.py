@@ -89,3 +89,19 @@ def gallery(
             shown = pd.concat([shown, dosed], ignore_index=True)
         index = page.write_gallery(shown, Path(output), title)
         logger.info("%d pairs in %s", len(shown), index)
+
+
+@computed_alone
+def models_gallery(
+    *, models: str, plot: str, galleries: Sequence[str], names: Sequence[str], output: str, log: str
+) -> None:
+    """The front page of a study of several models: its table and plot, and
+    a link to each model's gallery (``galleries``, in the order of ``names``)."""
+    from promptsweep import gallery as page
+
+    with job_log(log, "gallery") as logger:
+        page.write_models_page(
+            files.read_table(models), plot, dict(zip(names, galleries, strict=True)), output,
+            "promptsweep: every model's answers",
+        )
+        logger.info("%d models in %s", len(names), output)

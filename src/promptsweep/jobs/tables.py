@@ -195,3 +195,42 @@ def power_tables(
         curves = power.power_curves(effects, POWER_CURVE_IMAGES)
         plots.power_curves(curves, int(pair_table["image_id"].nunique()), model_name, caveat, outputs["power_plot"])
         logger.info("power of %d prompts x %d quantities", table["prompt_id"].nunique(), table["quantity"].nunique())
+
+
+@computed_alone
+def models_tables(
+    *,
+    summaries: Sequence[str],
+    verdicts: Sequence[str],
+    models: Mapping[str, Mapping[str, Any]],
+    outputs: Mapping[str, str],
+    log: str,
+) -> None:
+    """The study of several models: every model's answer for every prompt in
+    ``models.csv`` and ``models.md``, and their effects side by side in a
+    plot. ``models`` maps each name, in the order of ``summaries`` and
+    ``verdicts``, to its family, label and caveat."""
+    from promptsweep import model_comparison, plots
+
+    with job_log(log, "models") as logger:
+        table = model_comparison.models_table(
+            {
+                name: (model["family"], files.read_table(summary), files.read_table(verdict))
+                for (name, model), summary, verdict in zip(models.items(), summaries, verdicts, strict=True)
+            }
+        )
+        notes = [
+            name + (f" ({model['label']})" if model["label"] != name else "") + (f": {model['caveat']}" if model["caveat"] else "")
+            for name, model in models.items()
+        ]
+        files.write_table(Path(outputs["csv"]), table)
+        files.write_text(
+            Path(outputs["md"]),
+            "\n".join(f"- {note}" for note in notes)
+            + "\n\nEffect and noise floor: 1 − SSIM to the same-seed baseline, and between two seeds of the "
+            "baseline. A quality metric's column says where the prompt made the image significantly better "
+            "or worse (q < 0.05), blank where not.\n\n"
+            + tables.to_markdown(table),
+        )
+        plots.effect_by_model(table, [note for note, model in zip(notes, models.values()) if model["caveat"]], outputs["plot"])
+        logger.info("%d models x %d prompts", len(models), table["prompt_id"].nunique())
