@@ -113,6 +113,44 @@ def test_a_killed_search_resumes_from_its_journal(search_study: Study) -> None:
     assert "trial 1/2" not in log and "trial 2/2" not in log
 
 
+@pytest.fixture(scope="module")
+def tokens_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    search = search_config(optimisers="[gradient]", space="tokens", tokens="2")
+    study = with_emphasis(Study(tmp_path_factory.mktemp("tokens")), search)
+    study.snakemake("results/tables/latent_search.csv", "results/plots/search_contact_sheet.png")
+    return study
+
+
+def test_a_tokens_search_follows_the_projected_words_and_evaluates_soft_tokens_and_words(tokens_study: Study) -> None:
+    root = tokens_study.root
+    trials = pd.read_csv(root / "results/search/gradient/trials.csv", keep_default_na=False)
+    assert trials["trial"].tolist() == [1, 2]
+    # The table shows each trial's words, not the soft tokens' values.
+    assert "words" in trials.columns and not any(column.startswith("w") and column[1:].isdigit() for column in trials)
+    assert all(trials["words"])
+    best = json.loads((root / "results/search/gradient/best.json").read_text())
+    assert len(best["tokens"]["embeddings"]) == 2 and len(best["tokens"]["token_ids"]) == 2
+    assert best["tokens"]["words"] in set(trials["words"])
+
+    evaluated = root / "results/search/evaluation/blocks"
+    assert sorted(path.name for path in evaluated.iterdir()) == [
+        "baseline", "best-word", "search-gradient", "search-gradient-words",
+    ]
+    soft = json.loads((evaluated / "search-gradient/seed7.json").read_text())
+    assert soft["embedding"]["method"] == "soft tokens"
+    assert soft["embedding"]["tokens"] == best["tokens"]["embeddings"]
+    words = json.loads((evaluated / "search-gradient-words/seed7.json").read_text())
+    assert words["prompt"] == f"{soft['prompt']}, {best['tokens']['words']}" and "embedding" not in words
+
+    table = pd.read_csv(root / "results/tables/latent_search.csv", keep_default_na=False)
+    assert table["optimiser"].tolist() == ["gradient", "gradient words", "words"]
+    assert table["candidate"].tolist() == ["search-gradient", "search-gradient-words", "best-word"]
+    assert set(table["space"]) == {"tokens"}
+    tokens_rows = table[table["optimiser"].str.startswith("gradient")]
+    assert (tokens_rows["projected_words"] == best["tokens"]["words"]).all()
+    assert table.loc[table["optimiser"] == "gradient words", "selection_objective"].astype(float).iloc[0] == best["objective"]
+
+
 @pytest.mark.parametrize(
     ("changes", "key"),
     [
@@ -120,6 +158,8 @@ def test_a_killed_search_resumes_from_its_journal(search_study: Study) -> None:
         ({"budget": "1"}, "emphasis.search.budget"),
         ({"optimisers": "[random, annealing]"}, "emphasis.search.optimisers"),
         ({"space": "tokens2"}, "emphasis.search.space"),
+        ({"space": "tokens"}, "emphasis.search.optimisers"),
+        ({"optimisers": "[gradient]", "space": "tokens", "tokens": "20"}, "emphasis.search.tokens"),
         ({"optimisers": "[gradient]", "objective": "brisque"}, "emphasis.search.objective"),
         # A learned metric whose weights metrics.aesthetic does not name would be NaN in every trial.
         ({"objective": "aesthetic"}, "emphasis.search.objective"),

@@ -262,6 +262,7 @@ METHOD_TEXT = "text"
 METHOD_COMPEL = "compel"
 METHOD_DOSE = "dose"
 METHOD_MIXTURE = "mixture"
+METHOD_SOFT_TOKENS = "soft tokens"
 
 
 def embedding_request(
@@ -284,6 +285,18 @@ def embedding_request(
     }
 
 
+def soft_tokens_request(baseline: GenerationInput, tokens: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """What a condition of learnable tokens depends on, as plain values: the
+    baseline's texts and the tokens' embeddings (n rows of D values), which
+    :func:`condition_embeddings` appends to the prompt (the search's
+    ``tokens`` space, :mod:`promptsweep.search.tokens`)."""
+    return {
+        "method": METHOD_SOFT_TOKENS,
+        "baseline": {"prompt": baseline.prompt, "negative_prompt": baseline.negative_prompt},
+        "tokens": [[float(value) for value in row] for row in tokens],
+    }
+
+
 @dataclass(frozen=True)
 class ConditionEmbeddings:
     """What a generation job hands to ``generation.generate_batch`` and records."""
@@ -296,17 +309,31 @@ class ConditionEmbeddings:
 
 
 def condition_embeddings(
-    encode: ConditionEncoder, texts: GenerationInput, request: Mapping[str, Any] | None
+    encode: ConditionEncoder,
+    texts: GenerationInput,
+    request: Mapping[str, Any] | None,
+    encode_tokens: Callable[[GenerationInput, Any], Conditioning] | None = None,
 ) -> ConditionEmbeddings:
     """The conditioning of one condition from its generation request's parts,
-    with ``encode`` the model family's (``functools.partial(family.encode, pipeline)``).
+    with ``encode`` the model family's (``functools.partial(family.encode, pipeline)``)
+    and ``encode_tokens`` its ``soft_prompt_conditioning`` where it has one.
 
     * ``request`` None: the condition's texts, method "compel" when either
       has weights (:func:`has_weights`), else "text" (no norms recorded);
     * an :func:`embedding_request`: method "dose" (:func:`dosed`) or
       "mixture" (:func:`mixture`), from the baseline's and word variants'
-      conditionings.
+      conditionings;
+    * a :func:`soft_tokens_request`: method "soft tokens", the baseline's
+      texts with the tokens appended by ``encode_tokens``.
     """
+    if request is not None and request["method"] == METHOD_SOFT_TOKENS:
+        import torch
+
+        if encode_tokens is None:
+            raise ValueError("this model family cannot hold learnable tokens in its prompt")
+        with torch.no_grad():
+            conditioning = encode_tokens(GenerationInput(**request["baseline"]), torch.tensor(request["tokens"]))
+        return ConditionEmbeddings(conditioning, METHOD_SOFT_TOKENS, None, conditioning.norms())
     if request is None:
         conditioning = encode(texts)
         if not (has_weights(texts.prompt) or has_weights(texts.negative_prompt)):

@@ -348,6 +348,10 @@ class StudyPlan:
             "trials": search.trials,
             "seed": search.seed,
             "selection_seeds": list(search.selection_seeds),
+            # Only for the optimisers of the tokens space (the word prompts
+            # are chosen among in the directions), so that no other search's
+            # journal changes its name.
+            **({"tokens": search.tokens.count} if search.tokens is not None and optimiser in search.optimisers else {}),
             "requests": {
                 image: self.search_word_requests(image, list(search.selection_seeds))
                 for image in search.selection_images
@@ -459,6 +463,16 @@ def check_gradient(optimisers: Mapping[str, Mapping[str, Any]], family: str, ste
         )
 
 
+def check_soft_prompts(tokens: bool, family: str) -> None:
+    """The tokens space needs a family whose prompt can hold learnable tokens."""
+    if tokens and not families.soft_prompts(families.get(family)):
+        able = [name for name in families.names() if families.soft_prompts(families.get(name))]
+        raise PlanError(
+            f"emphasis.search.space: the {family} family (model.family) cannot hold learnable tokens in "
+            f"its prompt; use the directions space, or {', '.join(able)}"
+        )
+
+
 def study_plan(config: Mapping[str, Any]) -> StudyPlan:
     """The plan of a schema-validated ``config``; a :class:`PlanError` names
     the key or sheet row to fix."""
@@ -505,6 +519,7 @@ def study_plan(config: Mapping[str, Any]) -> StudyPlan:
             config["generation"]["steps"],
             bool(config["runtime"]["safety_checker"]),
         )
+        check_soft_prompts(optimisation.tokens is not None, config["model"]["family"])
     return StudyPlan(
         config=config,
         images=images,

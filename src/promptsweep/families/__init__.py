@@ -221,6 +221,31 @@ def differentiable(family: Family) -> bool:
     return isinstance(family, DifferentiableFamily)
 
 
+@runtime_checkable
+class SoftPromptFamily(DifferentiableFamily, Protocol):
+    """A family whose prompt can hold learnable token embeddings (the latent
+    search's ``tokens`` space, :mod:`promptsweep.search.tokens`)."""
+
+    def vocabulary(self, pipeline: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens a prompt may hold, special tokens left out: their ids
+        (V,) and their input embeddings (V, D), float32 on the CPU."""
+        ...
+
+    def soft_prompt_conditioning(self, pipeline: Any, texts: GenerationInput, tokens: torch.Tensor) -> Conditioning:
+        """The conditioning of ``texts`` with ``tokens`` (n, D) appended to
+        the prompt as ``"prompt, <tokens>"``, gradients flowing back to them."""
+        ...
+
+    def token_words(self, pipeline: Any, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids``, as a person would write it in a prompt."""
+        ...
+
+
+def soft_prompts(family: Family) -> bool:
+    """Whether ``family`` can take learnable tokens in its prompt (:class:`SoftPromptFamily`)."""
+    return isinstance(family, SoftPromptFamily)
+
+
 def refuse_weights(family: str, text: str) -> None:
     """Stop on a text in compel's weight syntax (``emphasis.has_weights``),
     for a family whose text encoders compel cannot encode: read as written,

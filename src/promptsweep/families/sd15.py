@@ -327,6 +327,56 @@ class SD15:
         decoded = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor, return_dict=False)[0]
         return (decoded / 2 + 0.5).clamp(0, 1).float()
 
+    def vocabulary(self, pipeline: StableDiffusionControlNetPipeline) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's token embeddings, without its start, end and padding
+        tokens, and without the byte tokens that are no text on their own
+        (part of a character's UTF-8 bytes): projected words must be words
+        a person can type."""
+        import torch
+
+        tokenizer = pipeline.tokenizer
+        special = set(tokenizer.all_special_ids)
+        texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
+        ids = torch.tensor(
+            [index for index, text in enumerate(texts) if index not in special and "\ufffd" not in text and text.strip()]
+        )
+        table = pipeline.text_encoder.get_input_embeddings().weight.detach()
+        return ids, table[ids].float().cpu()
+
+    def soft_prompt_conditioning(
+        self, pipeline: StableDiffusionControlNetPipeline, texts: GenerationInput, tokens: torch.Tensor
+    ) -> Conditioning:
+        """The prompt's tokens, a comma, then ``tokens`` (n, D) at the next n
+        positions: the text encoder reads placeholders there, whose input
+        embeddings a forward hook replaces. With the embeddings of words'
+        tokens this is :meth:`encode`'s embedding of ``"prompt, words"``,
+        exactly; the prompt is cut to leave the tokens room in CLIP's 77
+        positions. The negative prompt is encoded as :meth:`encode` does."""
+        import torch
+
+        tokenizer, encoder = pipeline.tokenizer, pipeline.text_encoder
+        count, positions = len(tokens), tokenizer.model_max_length
+        body = tokenizer(f"{texts.prompt},", add_special_tokens=False).input_ids[: positions - 2 - count]
+        start = 1 + len(body)
+        ids = [tokenizer.bos_token_id, *body, *[tokenizer.eos_token_id] * count, tokenizer.eos_token_id]
+        ids += [tokenizer.pad_token_id] * (positions - len(ids))
+        device = pipeline._execution_device
+
+        def with_tokens(module: Any, inputs: Any, embedded: torch.Tensor) -> torch.Tensor:
+            soft = tokens.to(device=embedded.device, dtype=embedded.dtype)[None]
+            return torch.cat([embedded[:, :start], soft, embedded[:, start + count :]], dim=1)
+
+        encoder.requires_grad_(False)
+        hook = encoder.get_input_embeddings().register_forward_hook(with_tokens)
+        try:
+            positive = encoder(torch.tensor([ids], device=device))[0]
+        finally:
+            hook.remove()
+        return conditioning(positive, self.encode(pipeline, texts)["negative_prompt_embeds"])
+
+    def token_words(self, pipeline: StableDiffusionControlNetPipeline, token_ids: Sequence[int]) -> str:
+        return pipeline.tokenizer.decode(list(token_ids)).strip()
+
     def write_tiny_model(self, base_dir: Path, controlnet_dir: Path) -> None:
         from promptsweep.families.sd15_tiny import write_tiny_model
 

@@ -299,7 +299,7 @@ def _generate_image(
     conditions, and write each image and its record."""
     import torch
 
-    from promptsweep import emphasis, generation
+    from promptsweep import emphasis, families, generation
     from promptsweep.study import GenerationSettings
     from promptsweep.threads import on_device_thread, submit_to_device_thread
 
@@ -311,12 +311,13 @@ def _generate_image(
     # Each condition's conditioning is computed once, for all its seeds.
     embedded: dict[str, emphasis.ConditionEmbeddings] = {}
     encode = functools.partial(family.encode, pipeline)
+    encode_tokens = functools.partial(family.soft_prompt_conditioning, pipeline) if families.soft_prompts(family) else None
     for condition in conditions:
         request = requests[condition]
         texts = GenerationInput(request["prompt"], request["negative_prompt"])
         warn_long_texts(logger, pipeline.tokenizer, texts, job_provenance["model"]["source"])
         embedded[condition] = on_device_thread(
-            device, emphasis.condition_embeddings, encode, texts, request.get("embedding")
+            device, emphasis.condition_embeddings, encode, texts, request.get("embedding"), encode_tokens
         )
         if embedded[condition].method != emphasis.METHOD_TEXT:
             logger.info(

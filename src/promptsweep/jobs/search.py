@@ -34,6 +34,7 @@ class SelectionImage:
     prompt: str
     """The baseline's prompt, the image's own: a point's images are scored
     against it, and it is the subject every condition of the image shows."""
+    negative_prompt: str
     edge_map: np.ndarray
     baseline: Conditioning
     words: dict[str, Conditioning]
@@ -114,9 +115,15 @@ def search_trials(
     journal: str,
     outputs: Mapping[str, str],
     log: str,
+    tokens: int | None = None,
 ) -> None:
     """Run (or resume) one search on the selection split and write its
     ``trials`` table and its ``best`` point.
+
+    With ``tokens``, the gradient optimiser searches a soft prompt of that
+    many tokens (:mod:`promptsweep.search.tokens`) instead of the
+    directions: each trial generates with its projection to words, whose
+    gradient moves the soft tokens.
 
     ``requests`` maps each selection image, in the order of ``edge_maps``,
     to the generation requests of its baseline and of every prompt of
@@ -130,6 +137,7 @@ def search_trials(
     from promptsweep.search import journal as search_journal
     from promptsweep.search import objective as trial_objective
     from promptsweep.search import spaces
+    from promptsweep.search import tokens as soft_tokens
     from promptsweep.search.optimisers import gradient, parameter_names
     from promptsweep.search.plan import WORDS
     from promptsweep.study import GenerationSettings
@@ -145,6 +153,16 @@ def search_trials(
         loaded = _scoring_metrics(metric_settings, objective, logger)
         canny = (canny_low, canny_high)
         limits = Tolerances(**tolerances)
+        soft = None
+        bounds = space.bounds
+        if tokens is not None:
+            token_ids, vocabulary = threads.on_device_thread(options.device, family.vocabulary, pipeline)
+            soft = soft_tokens.soft_prompt(token_ids, vocabulary, tokens, seed)
+            bounds = soft.bounds()
+            logger.info(
+                "%d soft tokens of width %d, starting at %r", tokens, soft.width,
+                family.token_words(pipeline, [int(token_ids[row]) for row in soft.start]),
+            )
 
         def run() -> pd.DataFrame:
             """The whole search, on the device's thread (promptsweep.threads)."""
@@ -178,63 +196,87 @@ def search_trials(
                     return trial_objective.trial_outcome(generate_point(point), baseline, objective, limits)
 
             else:
+                import torch
+
                 follow = functools.partial(
-                    _follow_gradient, family, pipeline, images, space, settings, selection_seeds, batch_size,
+                    _follow_gradient, family, pipeline, images, settings, selection_seeds, batch_size,
                     registry.METRICS[objective].differentiable(), gradient.backprop_steps(optimiser_settings),
                     functools.partial(_scored, loaded, canny=canny),
                 )
 
                 def measure(point: Sequence[float]) -> Outcome:
-                    table, slope = follow(point)
+                    notes = {}
+                    if soft is None:
+                        leaf = torch.tensor(point, dtype=torch.float32, requires_grad=True)
+                        table = follow(leaf, lambda image: space.conditioning(image.baseline, image.words, leaf))
+                    else:
+                        # PEZ: generate with the nearest words, follow their gradient.
+                        ids, projected = soft.projected(point)
+                        leaf = projected.clone().requires_grad_(True)
+                        table = follow(
+                            leaf,
+                            lambda image: family.soft_prompt_conditioning(
+                                pipeline, GenerationInput(image.prompt, image.negative_prompt), leaf
+                            ),
+                        )
+                        notes = {"words": family.token_words(pipeline, ids)}
+                    slope = tuple(float(value) for value in leaf.grad.flatten())  # type: ignore[union-attr]
                     if not all(np.isfinite(slope)):
                         logger.warning(
-                            "the gradient at %s is not finite (counted as 0); an image overflowed, "
-                            "try runtime.dtype float32 or bfloat16", point,
+                            "the gradient of trial at %s is not finite (counted as 0); an image overflowed, "
+                            "try runtime.dtype float32 or bfloat16", notes.get("words", point),
                         )
-                    return replace(trial_objective.trial_outcome(table, baseline, objective, limits), gradient=slope)
+                    outcome = trial_objective.trial_outcome(table, baseline, objective, limits)
+                    return replace(outcome, gradient=slope, notes=notes)
 
             if search == WORDS:
                 return _word_trials(space, measure, direction, logger)
             return search_journal.run_search(
-                _journal_of_inputs(Path(journal), [*edge_maps, weights]), search, search, space.bounds, measure, trials, direction, seed,
+                _journal_of_inputs(Path(journal), [*edge_maps, weights]), search, search, bounds, measure, trials, direction, seed,
                 optimiser_settings, log=logger.info,
             )
 
         table = threads.on_device_thread(options.device, run)
-        table = table.rename(columns=dict(zip(parameter_names(len(prompt_ids)), prompt_ids)))
+        if soft is None:
+            table = table.rename(columns=dict(zip(parameter_names(len(prompt_ids)), prompt_ids)))
+            best = _best_record(search, table, prompt_ids, direction, objective)
+        else:
+            names = list(parameter_names(soft.dimension))
+            best = _best_tokens_record(search, table, names, soft, functools.partial(family.token_words, pipeline), direction, objective)
+            # The soft tokens' thousands of values stay in the journal and best.json; the table shows their words.
+            table = table.drop(columns=names)
         files.write_table(Path(outputs["trials"]), table)
-        best = _best_record(search, table, prompt_ids, direction, objective)
         files.write_json(Path(outputs["best"]), best)
-        logger.info("best: trial %s, objective %s, point %s", best["trial"], best["objective"], best["point"])
+        shown = best["tokens"]["words"] if best.get("tokens") else best["point"]
+        logger.info("best: trial %s, objective %s, point %s", best["trial"], best["objective"], shown)
 
 
 def _follow_gradient(
     family: Any,
     pipeline: Any,
     images: Sequence[SelectionImage],
-    space: Any,
     settings: Any,
     seeds: Sequence[int],
     batch_size: int,
     objective_form: Callable[[Any], Any],
     backprop_steps: int,
     score: Callable[[SelectionImage, Sequence[int], Sequence[Any]], pd.DataFrame],
-    point: Sequence[float],
-) -> tuple[pd.DataFrame, tuple[float, ...]]:
-    """A gradient trial: the point's images on every selection image and
-    seed, generated with gradients (``family.differentiable_images``) in
-    calls of exactly ``batch_size`` images as every other generation is
-    (``generation.generate_batch``), and scored like any trial's; and the
-    gradient, with respect to the point, of the objective's differentiable
-    form averaged as the objective is (over seeds, then images)."""
-    import torch
-
+    leaf: Any,
+    conditioning_of: Callable[[SelectionImage], Conditioning],
+) -> pd.DataFrame:
+    """A gradient trial: its images on every selection image and seed, each
+    image's conditioning made by ``conditioning_of`` from the tensor
+    ``leaf`` (a point's weights, or soft tokens), generated with gradients
+    (``family.differentiable_images``) in calls of exactly ``batch_size``
+    images as every other generation is (``generation.generate_batch``),
+    and scored like any trial's. The gradient of the objective's
+    differentiable form, averaged as the objective is (over seeds, then
+    images), is left in ``leaf.grad``."""
     from promptsweep import generation
 
-    weights = torch.tensor(point, dtype=torch.float32, requires_grad=True)
     tables = []
     for image in images:
-        conditioning = space.conditioning(image.baseline, image.words, weights)
+        conditioning = conditioning_of(image)
         control = edges.control_image(image.edge_map)
         generated = []
         for batch in generation.chunks(seeds, batch_size):
@@ -249,7 +291,7 @@ def _follow_gradient(
                 for seed, array in zip(batch, arrays, strict=True)
             ]
         tables.append(score(image, seeds, generated))
-    return pd.concat(tables, ignore_index=True), tuple(float(value) for value in weights.grad)  # type: ignore[union-attr]
+    return pd.concat(tables, ignore_index=True)
 
 
 def _journal_of_inputs(journal: Path, inputs: Sequence[str]) -> Path:
@@ -276,6 +318,7 @@ def _selection_image(
     return SelectionImage(
         image_id=image_id,
         prompt=baseline["prompt"],
+        negative_prompt=baseline["negative_prompt"],
         edge_map=edge_map,
         baseline=encode(texts[BASELINE]),
         words={prompt_id: encode(texts[prompt_id]) for prompt_id in prompt_ids},
@@ -318,6 +361,33 @@ def _best_record(search: str, table: pd.DataFrame, prompt_ids: Sequence[str], di
     }
 
 
+def _best_tokens_record(
+    search: str,
+    table: pd.DataFrame,
+    names: Sequence[str],
+    soft: Any,
+    token_words: Callable[[Sequence[int]], str],
+    direction: str,
+    objective: str,
+) -> dict[str, Any]:
+    """The best feasible trial of a tokens search: its soft tokens (each row
+    an embedding) and the words they project to; the baseline when no trial
+    was feasible."""
+    best = best_trial(table, direction)
+    record: dict[str, Any] = {"search": search, "objective_metric": objective, "trials": len(table), "point": {}}
+    if best is None:
+        return {**record, "trial": None, "objective": None, "prompt_id": BASELINE, "tokens": None}
+    point = [float(best[name]) for name in names]
+    ids, _ = soft.projected(point)
+    return {
+        **record,
+        "trial": int(best["trial"]),
+        "objective": float(best["objective"]),
+        "prompt_id": None,
+        "tokens": {"embeddings": soft.continuous(point).tolist(), "token_ids": ids, "words": token_words(ids)},
+    }
+
+
 def search_evaluation(
     *,
     image_id: str,
@@ -330,6 +400,7 @@ def search_evaluation(
     images: Mapping[str, Sequence[str]],
     records: Mapping[str, Sequence[str]],
     log: str,
+    word_conditions: Mapping[str, str] | None = None,
 ) -> None:
     """One evaluation image on the evaluation seeds: the baseline, and each
     search's best (``bests``: each search's best record's file, in the order
@@ -337,13 +408,28 @@ def search_evaluation(
     the baseline's and each word prompt's generation request on the
     evaluation seeds; an optimiser's best point mixes their embeddings
     (:func:`point_request`), the word prompts' best is the chosen prompt's
-    own request. Each record names the search and its point."""
+    own request. A tokens search's best is its soft tokens, and its words
+    (as the condition ``word_conditions`` names) are a plain additional
+    prompt. Each record names the search and its point."""
+    from promptsweep import emphasis
     from promptsweep.search.plan import WORDS
 
     chosen = {BASELINE: requests[BASELINE]}
+    baseline = requests[BASELINE]
     for search, path in zip(conditions, bests, strict=True):
         best = files.read_json(Path(path))
-        if search == WORDS:
+        origin = {key: best[key] for key in ("search", "trial", "objective", "point", "prompt_id")}
+        if "tokens" in best:
+            tokens = best["tokens"]
+            request, words_request = dict(baseline), dict(baseline)
+            if tokens is not None:
+                texts = GenerationInput(baseline["prompt"], baseline["negative_prompt"])
+                request["embedding"] = emphasis.soft_tokens_request(texts, tokens["embeddings"])
+                words_request["prompt"] = f"{baseline['prompt']}, {tokens['words']}"
+                origin["words"] = tokens["words"]
+            word_condition = (word_conditions or {})[search]
+            chosen[word_condition] = {**words_request, "condition": word_condition, "search": origin}
+        elif search == WORDS:
             request = requests.get(best["prompt_id"], requests[BASELINE])
         else:
             words = {prompt_id: requests[prompt_id] for prompt_id in prompt_ids}
@@ -351,7 +437,6 @@ def search_evaluation(
             point = {prompt_id: best["point"][prompt_id] for prompt_id in prompt_ids}
             request = point_request(requests[BASELINE], words, point)
         condition = conditions[search]
-        origin = {key: best[key] for key in ("search", "trial", "objective", "point", "prompt_id")}
         chosen[condition] = {**request, "condition": condition, "search": origin}
     generate_jobs.generate(
         edge_maps=[edge_map], weights=weights, requests=[chosen], images=[images], records=[records], log=log
@@ -374,9 +459,11 @@ def search_table(
     evaluation_seeds: Sequence[int],
     outputs: Mapping[str, str],
     log: str,
+    word_conditions: Mapping[str, str] | None = None,
 ) -> None:
     """``latent_search.csv`` and ``.md``: each optimiser's best point and the
-    best word prompt, judged on the evaluation split
+    best word prompt (and, in the tokens space, each optimiser's words:
+    ``word_conditions``), judged on the evaluation split
     (:func:`promptsweep.search.evaluation.search_table`). ``bests`` and
     ``trials`` are each search's files, in the order of ``conditions``."""
     from promptsweep import tables
@@ -390,7 +477,7 @@ def search_table(
         }
         table = evaluation.search_table(
             files.read_tables(evaluation_metrics), best_records, conditions, spent, objective, space, prompt_ids,
-            selection_images, evaluation_images, selection_seeds, evaluation_seeds,
+            selection_images, evaluation_images, selection_seeds, evaluation_seeds, word_conditions or {},
         )
         files.write_table(Path(outputs["csv"]), table)
         direction = registry.METRICS[objective].direction

@@ -57,6 +57,7 @@ COLUMNS = (
     "q_value",
     "verdict",
     "point",
+    "projected_words",
 )
 
 
@@ -93,6 +94,7 @@ def search_table(
     evaluation_images: Sequence[str],
     selection_seeds: Sequence[int],
     evaluation_seeds: Sequence[int],
+    word_conditions: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per search of ``bests`` (optimiser name, or ``words`` for
     the word prompts, with its best record), judged on ``rows``: the
@@ -100,21 +102,38 @@ def search_table(
     metrics) of the baseline and of each search's condition
     (``conditions``: search -> condition id). ``evaluations``: the
     generations each search spent on the selection split; ``prompt_ids``
-    the directions, in the order the ``point`` column lists their weights."""
+    the directions, in the order the ``point`` column lists their weights.
+
+    A tokens search (its best record holds ``tokens``) has two rows: its
+    soft tokens (``selection_objective`` NaN: its trials measured their
+    projection) and, as ``<optimiser> words`` (``word_conditions``), the
+    words they project to, with their selection objective; both name the
+    words in ``projected_words``."""
     direction = registry.METRICS[objective].direction
     word_search = next(search for search in bests if conditions[search] == BEST_WORD)
     word_gains = _image_gains(rows, BEST_WORD, objective)
-    table = []
+    judged_rows = []
     for search, best in bests.items():
-        condition = conditions[search]
+        tokens = best.get("tokens")
+        words = tokens["words"] if tokens else ""
+        if "tokens" not in best:
+            judged_rows.append((search, search, conditions[search], best["objective"], _point_text(best["point"], prompt_ids), ""))
+            continue
+        soft = f"{len(tokens['embeddings'])} soft tokens" if tokens else "baseline"
+        judged_rows.append((search, search, conditions[search], None, soft, words))
+        judged_rows.append(
+            (f"{search} words", search, (word_conditions or {})[search], best["objective"], words or "baseline", words)
+        )
+    table = []
+    for label, search, condition, selection_objective, point, projected in judged_rows:
         gains = _image_gains(rows, condition, objective)
         low, high = stats.mean_ci(gains.to_numpy())
         over_word = (gains - word_gains).dropna().to_numpy()
-        is_word = search == word_search
+        is_word = condition == BEST_WORD
         over_low, over_high = (math.nan, math.nan) if is_word else stats.mean_ci(over_word)
         table.append(
             {
-                "optimiser": search,
+                "optimiser": label,
                 "candidate": condition,
                 "space": space,
                 "objective": objective,
@@ -124,7 +143,7 @@ def search_table(
                 "evaluation_images": _joined(evaluation_images),
                 "selection_seeds": _joined(selection_seeds),
                 "evaluation_seeds": _joined(evaluation_seeds),
-                "selection_objective": math.nan if best["objective"] is None else best["objective"],
+                "selection_objective": math.nan if selection_objective is None else selection_objective,
                 "gain_mean": float(gains.mean()) if len(gains) else math.nan,
                 "gain_ci_low": low,
                 "gain_ci_high": high,
@@ -134,7 +153,8 @@ def search_table(
                 "vs_best_word_ci_low": over_low,
                 "vs_best_word_ci_high": over_high,
                 "p_value": math.nan if is_word else stats.mean_test_p(over_word),
-                "point": _point_text(best["point"], prompt_ids),
+                "point": point,
+                "projected_words": projected,
             }
         )
     frame = pd.DataFrame(table)

@@ -54,6 +54,8 @@ class Outcome:
     objective: float | None
     constraints: Mapping[str, float] = field(default_factory=dict)
     gradient: tuple[float, ...] | None = None
+    notes: Mapping[str, str] = field(default_factory=dict)
+    """What else the trials table shows of the trial (the tokens space: its words)."""
 
     @property
     def feasible(self) -> bool:
@@ -187,7 +189,7 @@ def _run_trials(
         start = time.perf_counter()
         outcome = objective(trial.params)
         seconds = time.perf_counter() - start
-        record: dict[str, Any] = {"constraints": dict(outcome.constraints), "seconds": seconds}
+        record: dict[str, Any] = {"constraints": dict(outcome.constraints), "seconds": seconds, "notes": dict(outcome.notes)}
         if outcome.gradient is not None:
             record[GRADIENT] = list(outcome.gradient)
         optimiser.tell(trial, outcome.objective, outcome.feasible, record)
@@ -219,7 +221,12 @@ def trials_table(optimiser: str, trials: Sequence[FrozenTrial], dimension: int, 
         outcome = trial.user_attrs[OUTCOME_ATTR]
         point = tuple(trial.params[name] for name in names)
         records.append(
-            (point, Outcome(outcome["objective"], outcome["constraints"]), outcome["seconds"], outcome["feasible"])
+            (
+                point,
+                Outcome(outcome["objective"], outcome["constraints"], notes=outcome.get("notes", {})),
+                outcome["seconds"],
+                outcome["feasible"],
+            )
         )
     return trials_frame(optimiser, records, dimension, direction)
 
@@ -233,11 +240,12 @@ def trials_frame(
     """One row per (point, outcome, seconds, feasible) of ``records``: optimiser,
     trial (1, 2, ...), the parameters w0, w1, ..., the objective measured,
     whether the trial was feasible, each constraint's value, the seconds its
-    objective took, and ``best_so_far``, the best feasible objective up to
+    objective took, its notes (e.g. ``words``), and ``best_so_far``, the best feasible objective up to
     and including the trial (NaN before the first feasible one), for a
     convergence plot."""
     names = parameter_names(dimension)
     constraints = list(dict.fromkeys(name for _, outcome, _, _ in records for name in outcome.constraints))
+    notes = list(dict.fromkeys(name for _, outcome, _, _ in records for name in outcome.notes))
     rows = []
     for index, (point, outcome, seconds, feasible) in enumerate(records, start=1):
         rows.append(
@@ -249,9 +257,10 @@ def trials_frame(
                 "feasible": feasible,
                 **{name: outcome.constraints.get(name, math.nan) for name in constraints},
                 "seconds": seconds,
+                **{name: outcome.notes.get(name, "") for name in notes},
             }
         )
-    columns = ["optimiser", "trial", *names, "objective", "feasible", *constraints, "seconds"]
+    columns = ["optimiser", "trial", *names, "objective", "feasible", *constraints, "seconds", *notes]
     table = pd.DataFrame(rows, columns=columns)
     feasible_objective = table["objective"].where(table["feasible"].astype(bool))
     # cummax/cummin leave NaN where the trial was infeasible; the best so far is the one before.

@@ -24,6 +24,7 @@ from promptsweep.emphasis import (
 )
 from promptsweep.search import optimisers as optimiser_registry
 from promptsweep.search import spaces
+from promptsweep.search import tokens as soft_tokens
 from promptsweep.search.config import (
     EVALUATION_IMAGES_KEY,
     OPTIMISERS_KEY,
@@ -55,6 +56,8 @@ class OptimisationSearch:
     """Each optimiser's name and its settings, in config order."""
     space_name: str
     space: spaces.DirectionsSpace
+    """The word prompts' directions: the optimisers' space unless ``tokens``
+    is set, and the space the best word prompt is chosen in."""
     objective: str
     direction: Direction
     tolerances: Tolerances
@@ -67,6 +70,8 @@ class OptimisationSearch:
     trials: int
     """Trials each optimiser runs: the budget over a trial's generations."""
     seed: int
+    tokens: soft_tokens.TokensSpace | None = None
+    """The soft prompt the optimisers search instead of the directions (``space: tokens``)."""
 
     @property
     def generations_per_trial(self) -> int:
@@ -83,9 +88,17 @@ class OptimisationSearch:
         return {**{name: search_condition(name) for name in self.optimisers}, WORDS: BEST_WORD}
 
     @property
+    def word_conditions(self) -> dict[str, str]:
+        """In the tokens space, each optimiser's condition of its best soft
+        prompt projected to words (PEZ), evaluated beside the soft prompt itself."""
+        if self.tokens is None:
+            return {}
+        return {name: f"{search_condition(name)}-words" for name in self.optimisers}
+
+    @property
     def evaluated_conditions(self) -> list[str]:
         """The conditions generated on the evaluation split besides the baseline."""
-        return list(self.conditions.values())
+        return [*self.conditions.values(), *self.word_conditions.values()]
 
     def cost(self) -> dict[str, int]:
         """Generations the search makes: each optimiser's trials and the
@@ -134,6 +147,7 @@ def optimisation_search(
     if isinstance(raw_optimisers, Mapping):
         check_differentiable(objective, list(raw_optimisers))
     optimisers = optimiser_registry.check_optimisers(raw_optimisers, space.bounds)
+    tokens = soft_tokens.tokens_space(settings, space_name, list(optimisers))
     direction: Direction = "maximize" if registry.METRICS[objective].direction == "higher is better" else "minimize"
 
     selection_seeds = tuple(int(seed) for seed in settings["selection_seeds"])
@@ -163,15 +177,19 @@ def optimisation_search(
         budget=budget,
         trials=trials,
         seed=int(settings.get("seed", DEFAULT_SEED)),
+        tokens=tokens,
     )
 
 
 def describe(search: OptimisationSearch) -> str:
     """The line the workflow logs before the search starts: its budget in generations."""
     cost = search.cost()
+    extent = (
+        f"{search.tokens.count} soft tokens" if search.tokens is not None else f"{len(search.space.prompt_ids)} directions"
+    )
     return (
         f"{OPTIMISERS_KEY}: {', '.join(search.optimisers)} in the {search.space_name} space "
-        f"({len(search.space.prompt_ids)} directions), {search.trials} trials each of "
+        f"({extent}), {search.trials} trials each of "
         f"{len(search.selection_images)} images x {len(search.selection_seeds)} seeds "
         f"({search.budget} generations budgeted for each); objective {search.objective} ({search.direction}); "
         f"{cost['total']} generations in all ({cost['selection']} on the selection split "

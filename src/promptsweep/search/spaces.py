@@ -7,7 +7,8 @@ weight, in every tensor of the family's conditioning
 ``E("p, a") - E(p)`` (the condition branch), a negative prompt's
 ``E(n) - E("")`` (the unconditional branch), so both kinds mix in one point.
 The word prompt ``k`` is the point with weight 1 at ``k`` and 0 elsewhere;
-the baseline is the origin.
+the baseline is the origin. The best word prompt is chosen in this space
+whatever space the optimisers search.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.families import Conditioning
 from promptsweep.search.config import SPACE_KEY, Bounds, check_weight_range
 
-SPACES = ("directions",)
-"""The spaces a search can move in (the issue's ``tokens`` space is not built yet)."""
+SPACES = ("directions", "tokens")
+"""The spaces a search can move in; ``tokens`` is :mod:`promptsweep.search.tokens`'s."""
 
 
 @dataclass(frozen=True)
