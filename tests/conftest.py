@@ -111,6 +111,18 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def load_tiny_pipeline(directory: Path) -> object:
+    """The tiny SD 1.5 model written by ``tiny``, loaded on the CPU in float32
+    as a study loads weights; each test module loads its own."""
+    import torch
+
+    from promptsweep import models
+
+    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
+    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
+    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     """A reduced study run once to the end, shared by a module's tests."""

@@ -4,6 +4,7 @@ batch of (condition, seed) items, each image as if generated alone."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from promptsweep import generation, models
+from promptsweep import generation
 from promptsweep.families import Conditioning
 from promptsweep.generation import Item, chunks, generate, padded, resolve_batch_size
 from promptsweep.families import sd15
@@ -19,7 +20,7 @@ from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.metrics import ssim
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings
-from promptsweep.families.sd15_tiny import write_tiny_model
+from conftest import load_tiny_pipeline
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 CONDITIONS = [GenerationInput("cat", ""), GenerationInput("cat, best quality", "lowres")]
@@ -27,12 +28,8 @@ SEEDS = [5, 0]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
-    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
-    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+def pipeline(tiny: Path):
+    return load_tiny_pipeline(tiny)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from promptsweep import generation, models
+from promptsweep import generation
 from promptsweep.families import sd15
 from promptsweep.families.sd15 import FAMILY as SD15
 from promptsweep.generation import (
@@ -21,18 +21,14 @@ from promptsweep.generation import (
 )
 from promptsweep.conditions import GenerationInput
 from promptsweep.study import GenerationSettings, ImageSpec, PromptSpec, condition_input
-from promptsweep.families.sd15_tiny import write_tiny_model
+from conftest import load_tiny_pipeline
 
 SETTINGS = GenerationSettings(steps=3, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
-    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
-    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+def pipeline(tiny: Path):
+    return load_tiny_pipeline(tiny)
 
 
 @pytest.fixture

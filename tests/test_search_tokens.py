@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from promptsweep import emphasis, models
+from promptsweep import emphasis
 from promptsweep.conditions import GenerationInput
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.families.sd15 import FAMILY as SD15
-from promptsweep.families.sd15_tiny import write_tiny_model
+from conftest import load_tiny_pipeline
 from promptsweep.search import tokens
 from promptsweep.search.plan import optimisation_search
 
@@ -22,12 +22,8 @@ TEXTS = GenerationInput("a house", "")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(directory / "base", directory / "controlnet")
-    base = models.resolve_weights(models.ModelSource(str(directory / "base")), [], "base")
-    controlnet = models.resolve_weights(models.ModelSource(str(directory / "controlnet")), [], "controlnet")
-    return models.load_pipeline(base, controlnet, models.PipelineOptions("cpu", torch.float32))
+def pipeline(tiny: Path):
+    return load_tiny_pipeline(tiny)
 
 
 def test_the_projection_returns_vocabulary_tokens_and_keeps_a_token_where_it_is() -> None:
