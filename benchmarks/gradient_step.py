@@ -7,7 +7,9 @@ For each k of ``--backprop-steps``, one image (one seed) is generated with
 gradients flowing through the last k denoising steps and the decoder
 (``SD15.differentiable_images``, checkpointed), its sharpness backpropagated to
 the weight of one prompt direction, as a gradient trial of the search does;
-and, for comparison, the same image without gradients (``SD15.generate``).
+then the same with four learnable tokens in the prompt (the ``tokens``
+space: gradients also flow back through the text encoder); and, for
+comparison, the same image without gradients (``SD15.generate``).
 Prints seconds (median of ``--repeats`` after one warm-up), on CUDA the peak
 memory allocated, and the gradient, which must be finite and non-zero in the
 dtype measured. Weights are random (built from the published
@@ -70,6 +72,7 @@ def main() -> None:
     settings = GenerationSettings(steps=arguments.steps, guidance_scale=9.0, controlnet_scale=1.0, scheduler="unipc")
     baseline = SD15.encode(pipeline, GenerationInput("a house", ""))
     word = SD15.encode(pipeline, GenerationInput("a house, best quality", ""))
+    _, vocabulary = SD15.vocabulary(pipeline)
 
     def without_gradients() -> None:
         SD15.generate(pipeline, control, word, [0], settings)
@@ -93,6 +96,20 @@ def main() -> None:
             + (f", peak {peak:.2f} GiB" if peak is not None else "")
             # A gradient that is 0 or not finite in fp16 would stall the search without a word.
             + f", d sharpness / d weight {gradients[-1]:.4g}"
+        )
+
+        def tokens_step() -> None:
+            soft = vocabulary[:4].clone().to(device).requires_grad_(True)
+            conditioning = SD15.soft_prompt_conditioning(pipeline, GenerationInput("a house", ""), soft)
+            pictures = SD15.differentiable_images(pipeline, control, conditioning, [0], settings, backprop_steps)
+            differentiable.sharpness(pictures).mean().backward()
+            gradients.append(float(soft.grad.float().norm()))
+
+        seconds, peak = measured(device, arguments.repeats, tokens_step)
+        print(
+            f"four learnable tokens, through the last {backprop_steps} steps: {seconds:.2f} s"
+            + (f", peak {peak:.2f} GiB" if peak is not None else "")
+            + f", |d sharpness / d tokens| {gradients[-1]:.4g}"
         )
 
 
