@@ -49,15 +49,6 @@ def test_a_single_model_keeps_todays_paths_and_rule_names(tmp_path: Path) -> Non
     assert plan.generated_folder("a") == "results/generated/a"
 
 
-def test_the_folder_the_plan_writes_is_where_the_workflow_moves_the_rules_paths(tmp_path: Path) -> None:
-    """The rules' literal ``results/`` paths are moved by Snakemake
-    (``path_prefixes``), the plan's are written in place: both must agree."""
-    plans = model_plans(_models_config(tmp_path, TWO_MODELS))
-    for name, plan in plans.items():
-        moved = model_comparison.path_prefixes(name)["results/"] + "generated/a"
-        assert plan.generated_folder("a") == moved
-
-
 @pytest.mark.parametrize(
     ("models", "message"),
     [
@@ -66,6 +57,7 @@ def test_the_folder_the_plan_writes_is_where_the_workflow_moves_the_rules_paths(
         ([{"name": "..", "source": "tiny"}], "models[0].name: '..' is not a safe folder name"),
         ([{"name": "has space", "source": "tiny"}], "is not a safe folder name"),
         ([{"name": "m", "source": "tiny"}, {"name": "m", "source": "tiny"}], "models[1].name: 'm' names two models"),
+        ([{"name": "m", "source": "tiny"}, {"name": "m_search", "source": "tiny"}], "models[1].name: 'm_search' starts"),
         ([{"name": "m", "source": "tiny"}, {"name": "x", "source": "tiny", "family": "sd9"}], "models[1] (x): "),
         ([{"name": "m", "source": "toy", "family": "sdxl"}], "models[0] (m): model.family: the toy model"),
     ],
@@ -105,13 +97,36 @@ def test_the_models_table_has_a_row_per_model_and_prompt_with_each_quality_judge
     assert table.iloc[1]["sharpness"] == "" and table.iloc[3]["sharpness"] == "worse"
 
 
+def _study_config(study: Study) -> dict[str, Any]:
+    """The study's config as the workflow reads it: the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    from conftest import REPO
+
+    config = yaml.safe_load((study.root / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+def test_a_models_entrys_own_generation_is_checked_naming_the_entry(study: Study) -> None:
+    config = yaml.safe_load((study.root / "config" / "config.yaml").read_text())
+    config["models"] = [TWO_MODELS[0], {**TWO_MODELS[1], "generation": {"steps": "many"}}]
+    (study.root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = study.snakemake("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "models[1] (sdxl-tiny), with its own generation:" in result.stderr + result.stdout
+    assert "steps" in result.stderr + result.stdout
+
+
 def test_two_tiny_models_run_end_to_end_and_a_third_reruns_nothing_of_theirs(study: Study) -> None:
     config = yaml.safe_load((study.root / "config" / "config.yaml").read_text())
     config["models"] = TWO_MODELS
     (study.root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     study.snakemake()
 
-    for name in ("sd15", "sdxl-tiny"):
+    for name, plan in model_plans(_study_config(study)).items():
+        # The plan's paths are where the workflow wrote: Snakemake moved the rules' into the same folder.
+        assert (study.root / plan.generated_folder("square")).is_dir()
         folder = study.root / "models" / name
         assert (folder / "results" / "tables" / "summary.csv").is_file()
         assert (folder / "results" / "gallery" / "index.html").is_file()

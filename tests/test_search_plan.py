@@ -150,3 +150,50 @@ def test_for_a_lower_is_better_objective_a_fall_reads_better() -> None:
     assert evaluation.judged(-2.0, -3.0, -1.0, "lower is better") == "better"
     assert evaluation.judged(-2.0, -3.0, -1.0, "higher is better") == "worse"
     assert evaluation.judged(0.5, -1.0, 2.0, "higher is better") == "no different"
+
+
+def test_a_tokens_search_has_a_row_for_its_soft_tokens_and_one_for_their_words() -> None:
+    rows = evaluation_rows({
+        plan.BEST_WORD: [1.0, 1.2, 0.8, 1.1, 0.9, 1.0],
+        "search-gradient": [2.0, 2.1, 1.9, 2.2, 1.8, 2.0],
+        plan.word_condition("gradient"): [0.0, 0.1, -0.1, 0.2, -0.2, 0.0],
+    })
+    tokens = {"embeddings": [[0.1, 0.2], [0.3, 0.4]], "token_ids": [5, 9], "words": "crisp edge", "words_round_trip": True}
+    bests = {
+        "gradient": {"objective": 52.0, "point": {}, "prompt_id": None, "tokens": tokens},
+        plan.WORDS: {"objective": 50.5, "point": {"good": 1.0}, "prompt_id": "good"},
+    }
+    conditions = {"gradient": "search-gradient", plan.WORDS: plan.BEST_WORD}
+    table = evaluation.search_table(
+        rows, bests, conditions, {"gradient": 8, plan.WORDS: 6}, "sharpness", "tokens", ["good"],
+        ["a", "b"], ["c", "d", "e", "f", "g", "h"], [5, 6], [7],
+    ).set_index("optimiser")
+    assert list(table.reset_index().columns) == list(evaluation.TOKENS_COLUMNS)
+    assert list(table.index) == ["gradient", "gradient words", plan.WORDS]
+    # The trials measured the words: the soft tokens have no selection objective of their own.
+    assert math.isnan(table.loc["gradient", "selection_objective"])
+    assert table.loc["gradient words", "selection_objective"] == 52.0
+    assert table.loc["gradient", "gain_mean"] == pytest.approx(2.0)
+    assert table.loc["gradient words", "gain_mean"] == pytest.approx(0.0)
+    assert table.loc["gradient words", "evaluations"] == 8
+    assert (table.loc[["gradient", "gradient words"], "projected_words"] == "crisp edge").all()
+    assert table.loc[plan.WORDS, "projected_words"] == ""
+
+
+def test_a_tokens_search_without_a_feasible_trial_is_judged_as_the_baseline() -> None:
+    rows = evaluation_rows({
+        plan.BEST_WORD: [1.0, 1.2, 0.8, 1.1, 0.9, 1.0],
+        "search-gradient": [0.0] * 6,
+        plan.word_condition("gradient"): [0.0] * 6,
+    })
+    bests = {
+        "gradient": {"objective": None, "point": {}, "prompt_id": BASELINE, "tokens": None},
+        plan.WORDS: {"objective": 50.5, "point": {"good": 1.0}, "prompt_id": "good"},
+    }
+    table = evaluation.search_table(
+        rows, bests, {"gradient": "search-gradient", plan.WORDS: plan.BEST_WORD}, {"gradient": 8, plan.WORDS: 6},
+        "sharpness", "tokens", ["good"], ["a", "b"], ["c", "d", "e", "f", "g", "h"], [5, 6], [7],
+    ).set_index("optimiser")
+    assert table.loc["gradient", "point"] == "baseline" and table.loc["gradient words", "point"] == "baseline"
+    assert math.isnan(table.loc["gradient words", "selection_objective"])
+    assert table.loc["gradient", "gain_mean"] == 0.0

@@ -139,3 +139,10 @@ def test_a_family_without_learnable_tokens_is_refused_by_the_plan(tmp_path: Path
     check_soft_prompts(False, "sdxl")
     with pytest.raises(PlanError, match="emphasis.search.space: the sdxl family"):
         check_soft_prompts(True, "sdxl")
+
+
+@pytest.mark.parametrize("changes", [{"space": "tokens"}, {"tokens": 4}])
+def test_the_grid_refuses_the_tokens_space_naming_the_key(changes: dict) -> None:
+    grid = {"objective": "sharpness", "budget": 100, "selection_seeds": [1], "evaluation_seeds": [2], **changes}
+    with pytest.raises(EmphasisConfigError, match=r"^emphasis\.search\.space: the grid"):
+        emphasis.emphasis_plan({"doses": [0.5], "search": grid}, {"good": "positive"}, 2, ["sharpness"])

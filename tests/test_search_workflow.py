@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Study
 from test_emphasis_workflow import with_emphasis
-from promptsweep.search.evaluation import COLUMNS
+from promptsweep.search.evaluation import COLUMNS, TOKENS_COLUMNS
 
 pytestmark = pytest.mark.workflow
 
@@ -131,6 +131,7 @@ def test_a_tokens_search_follows_the_projected_words_and_evaluates_soft_tokens_a
     best = json.loads((root / "results/search/gradient/best.json").read_text())
     assert len(best["tokens"]["embeddings"]) == 2 and len(best["tokens"]["token_ids"]) == 2
     assert best["tokens"]["words"] in set(trials["words"])
+    assert isinstance(best["tokens"]["words_round_trip"], bool)
 
     evaluated = root / "results/search/evaluation/blocks"
     assert sorted(path.name for path in evaluated.iterdir()) == [
@@ -143,12 +144,23 @@ def test_a_tokens_search_follows_the_projected_words_and_evaluates_soft_tokens_a
     assert words["prompt"] == f"{soft['prompt']}, {best['tokens']['words']}" and "embedding" not in words
 
     table = pd.read_csv(root / "results/tables/latent_search.csv", keep_default_na=False)
+    assert list(table.columns) == list(TOKENS_COLUMNS)
     assert table["optimiser"].tolist() == ["gradient", "gradient words", "words"]
     assert table["candidate"].tolist() == ["search-gradient", "search-gradient-words", "best-word"]
     assert set(table["space"]) == {"tokens"}
     tokens_rows = table[table["optimiser"].str.startswith("gradient")]
     assert (tokens_rows["projected_words"] == best["tokens"]["words"]).all()
     assert table.loc[table["optimiser"] == "gradient words", "selection_objective"].astype(float).iloc[0] == best["objective"]
+
+
+def test_a_killed_tokens_search_resumes_from_its_journal(tokens_study: Study) -> None:
+    best = (tokens_study.root / "results/search/gradient/best.json").read_text()
+    (tokens_study.root / "results/search/gradient/trials.csv").unlink()
+    tokens_study.snakemake("results/search/gradient/trials.csv")
+    log = (tokens_study.root / "logs/search/gradient.log").read_text()
+    assert "resumed from 2 finished trials" in log and "trial 1/2" not in log
+    # The same vocabulary, start and trials: the same best soft tokens.
+    assert (tokens_study.root / "results/search/gradient/best.json").read_text() == best
 
 
 @pytest.mark.parametrize(

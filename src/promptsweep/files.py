@@ -100,8 +100,8 @@ def read_generated(path: Path | str, record: dict[str, Any]) -> np.ndarray:
         raise ChangedResultError(
             f"{path} was changed after it was generated (its sha256 differs from "
             f"the one in {Path(path).with_suffix('.json').name}); to regenerate it, run "
-            "again with --forcerun and its image's folder (results/generated/<image>), "
-            "or, under results/search, delete the file and run again"
+            f"again with --forcerun {Path(path).parent.parent} (its image's generated folder), "
+            "or, for a file of the latent search (under search/), delete it and run again"
         )
     return read_png(Path(path))
 

@@ -42,7 +42,6 @@ class ModelsConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    family: str
     config: dict[str, Any]
     """The config of this model's single-model study."""
 
@@ -97,9 +96,15 @@ def model_entries(config: Mapping[str, Any]) -> list[ModelEntry]:
         seen.add(name)
         model = dict(model)
         generation = {**config["generation"], **model.pop("generation", {})}
-        entries.append(
-            ModelEntry(name=name, family=model["family"], config={**config, "model": model, "generation": generation})
-        )
+        entries.append(ModelEntry(name=name, config={**config, "model": model, "generation": generation}))
+    for index, entry in enumerate(entries):
+        # Rules are named <name>_<rule>: "m" and "m_search" would both have an "m_search_generate".
+        clash = next((other.name for other in entries if entry.name.startswith(f"{other.name}_")), None)
+        if clash is not None:
+            raise ModelsConfigError(
+                f"models[{index}].name: {entry.name!r} starts with another model's name and '_' ({clash!r}), "
+                "so their rules' names could clash; rename one"
+            )
     return entries
 
 
@@ -109,12 +114,14 @@ def models_table(studies: Mapping[str, tuple[str, pd.DataFrame, pd.DataFrame]]) 
     worse (blank where not).
 
     ``studies`` maps each model's name to its family, its ``summary.csv`` and
-    its ``verdict.csv``. The effect is the mean over images of ``1 - SSIM`` to
-    the same-seed baseline with its 95% t interval, and the noise floor is
-    the same quantity between two seeds of the baseline
-    (:func:`promptsweep.stats.prompt_statistics`).
+    its ``verdict.csv``. The effect is the mean over images of ``1 -`` the
+    effect metric (SSIM, ``registry.EFFECT_METRIC``) to the same-seed
+    baseline with its 95% t interval, and the noise floor the same quantity
+    between two seeds of the baseline, on the effect's scale (the summary's
+    ``noise_effect``; :func:`promptsweep.stats.prompt_statistics`).
     """
     quality = [metric.name for metric in registry.quality_metrics()]
+    effect = registry.EFFECT_METRIC
     rows = []
     for model, (family, summary, verdict) in studies.items():
         judged = verdict.set_index("prompt_id")
@@ -128,8 +135,8 @@ def models_table(studies: Mapping[str, tuple[str, pd.DataFrame, pd.DataFrame]]) 
                 "text": prompt.text,
                 "n": prompt.n,
                 "effect_mean": prompt.effect,
-                "effect_ci_low": 1.0 - prompt.ssim_ci_high,
-                "effect_ci_high": 1.0 - prompt.ssim_ci_low,
+                "effect_ci_low": 1.0 - getattr(prompt, f"{effect}_ci_high"),
+                "effect_ci_high": 1.0 - getattr(prompt, f"{effect}_ci_low"),
                 "noise_floor_mean": prompt.noise_effect,
                 "changes": verdict_row["changes_image"],
             }

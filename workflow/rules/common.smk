@@ -50,19 +50,21 @@ MODEL_CAVEAT = PLAN.caveat
 # In a study of several models the report groups each model's tables and
 # plots under its name.
 REPORT_SUBCATEGORY = PLAN.comparison_name
+# ... and the log names the model its lines are about.
+LOG_PREFIX = f"{PLAN.comparison_name}: " if PLAN.comparison_name else ""
 # Names of their own for the run blocks that call them, which Snakemake's
 # linter measures in bytecode.
 generated_by_condition = PLAN.generated_by_condition
 search_trial_settings = PLAN.search_trial_settings
 if SEARCH is not None:
     logger.info(
-        f"emphasis.search: {len(SEARCH.candidates)} candidates; {SEARCH.cost.total} extra "
+        f"{LOG_PREFIX}emphasis.search: {len(SEARCH.candidates)} candidates; {SEARCH.cost.total} extra "
         f"generations at most ({SEARCH.cost.selection} on selection seeds "
         f"{list(SEARCH.selection_seeds)}, {SEARCH.cost.evaluation} on evaluation seeds "
         f"{list(SEARCH.evaluation_seeds)}); budget {SEARCH.budget}"
     )
 if OPTIMISATION is not None:
-    logger.info(search_plan.describe(OPTIMISATION))
+    logger.info(LOG_PREFIX + search_plan.describe(OPTIMISATION))
 # Jobs that hold the GPU are started first whenever a core frees up. Without
 # this, an image's four analysis jobs, ready when its generation ended, took
 # the free cores, and the next generation waited for one of them to finish.
@@ -73,7 +75,7 @@ for metric in registry.learned_metrics():
             # Not an error (the metric is then reported as not computed), but
             # results that had it are redone without it: say so before anything runs.
             logger.warning(
-                f"metrics: {path} is not on this machine; {metric.display_name} is "
+                f"{LOG_PREFIX}metrics: {path} is not on this machine; {metric.display_name} is "
                 "reported as not computed, and results made with it are redone without it"
             )
 

@@ -12,23 +12,30 @@ include: "config.smk"
 
 
 try:
+    for index, entry in enumerate(model_comparison.model_entries(config)):
+        validate_config(
+            entry.config,
+            f"models[{index}] ({entry.name}), with its own generation: over the config's,",
+        )
     MODEL_PLANS = model_plans(config)
-except PlanError as error:
+except (PlanError, model_comparison.ModelsConfigError) as error:
     raise WorkflowError(str(error)) from None
 
 # What the module statement does, for a number of models known only from the
 # config: load the study's rules once per model, its paths in the model's
 # folder and its rules prefixed with its name.
+# Snakemake keeps each module in the Snakefile's globals under its name: one
+# that is no Python name cannot replace a global (a model named "config").
 for name, model_plan in MODEL_PLANS.items():
     workflow.module(
-        name,
+        f"model {name}",
         snakefile="study.smk",
         config=model_plan.config,
         replace_prefix=model_comparison.path_prefixes(name),
     )
-    workflow.userule(rules=["*"], from_module=name, name_modifier=f"{name}_*")(
-        lambda: None
-    )
+    workflow.userule(
+        rules=["*"], from_module=f"model {name}", name_modifier=f"{name}_*"
+    )(lambda: None)
 
 
 localrules:

@@ -57,7 +57,6 @@ if OPTIMISATION is not None:
             gpu=1,
         params:
             conditions=OPTIMISATION.conditions,
-            word_conditions=OPTIMISATION.word_conditions,
             prompt_ids=list(OPTIMISATION.space.prompt_ids),
             requests=lambda wildcards: PLAN.search_word_requests(
                 wildcards.image, OPTIMISATION.evaluation_seeds
@@ -100,7 +99,6 @@ if OPTIMISATION is not None:
             "logs/tables/latent_search.log",
         params:
             conditions=OPTIMISATION.conditions,
-            word_conditions=OPTIMISATION.word_conditions,
             generations_per_trial=OPTIMISATION.generations_per_trial,
             objective=OPTIMISATION.objective,
             space=OPTIMISATION.space_name,

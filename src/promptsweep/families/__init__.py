@@ -240,6 +240,10 @@ class SoftPromptFamily(DifferentiableFamily, Protocol):
         """The text of ``token_ids``, as a person would write it in a prompt."""
         ...
 
+    def token_ids(self, pipeline: Any, text: str) -> list[int]:
+        """The tokens the prompt's tokenizer makes of ``text``, without start or end."""
+        ...
+
 
 def soft_prompts(family: Family) -> bool:
     """Whether ``family`` can take learnable tokens in its prompt (:class:`SoftPromptFamily`)."""

@@ -356,7 +356,7 @@ class SD15:
 
         tokenizer, encoder = pipeline.tokenizer, pipeline.text_encoder
         count, positions = len(tokens), tokenizer.model_max_length
-        body = tokenizer(f"{texts.prompt},", add_special_tokens=False).input_ids[: positions - 2 - count]
+        body = self.token_ids(pipeline, f"{texts.prompt},")[: positions - 2 - count]
         start = 1 + len(body)
         ids = [tokenizer.bos_token_id, *body, *[tokenizer.eos_token_id] * count, tokenizer.eos_token_id]
         ids += [tokenizer.pad_token_id] * (positions - len(ids))
@@ -376,6 +376,9 @@ class SD15:
 
     def token_words(self, pipeline: StableDiffusionControlNetPipeline, token_ids: Sequence[int]) -> str:
         return pipeline.tokenizer.decode(list(token_ids)).strip()
+
+    def token_ids(self, pipeline: StableDiffusionControlNetPipeline, text: str) -> list[int]:
+        return list(pipeline.tokenizer(text, add_special_tokens=False).input_ids)
 
     def write_tiny_model(self, base_dir: Path, controlnet_dir: Path) -> None:
         from promptsweep.families.sd15_tiny import write_tiny_model

@@ -242,12 +242,20 @@ def search_trials(
             best = _best_record(search, table, prompt_ids, direction, objective)
         else:
             names = list(parameter_names(soft.dimension))
-            best = _best_tokens_record(search, table, names, soft, functools.partial(family.token_words, pipeline), direction, objective)
+            best = _best_tokens_record(
+                search, table, names, soft, functools.partial(family.token_words, pipeline),
+                functools.partial(family.token_ids, pipeline), direction, objective,
+            )
+            if best["tokens"] is not None and not best["tokens"]["words_round_trip"]:
+                logger.warning(
+                    "the best words %r are read back as other tokens than the search measured; "
+                    "their row of the table judges the text as written", best["tokens"]["words"],
+                )
             # The soft tokens' thousands of values stay in the journal and best.json; the table shows their words.
             table = table.drop(columns=names)
         files.write_table(Path(outputs["trials"]), table)
         files.write_json(Path(outputs["best"]), best)
-        shown = best["tokens"]["words"] if best.get("tokens") else best["point"]
+        shown = best["tokens"]["words"] if best.get("tokens") else best["point"] or "baseline"
         logger.info("best: trial %s, objective %s, point %s", best["trial"], best["objective"], shown)
 
 
@@ -367,24 +375,32 @@ def _best_tokens_record(
     names: Sequence[str],
     soft: Any,
     token_words: Callable[[Sequence[int]], str],
+    token_ids: Callable[[str], list[int]],
     direction: str,
     objective: str,
 ) -> dict[str, Any]:
     """The best feasible trial of a tokens search: its soft tokens (each row
-    an embedding) and the words they project to; the baseline when no trial
-    was feasible."""
+    an embedding), the words they project to, and whether the tokenizer
+    reads those words back as the same tokens (the words are judged as
+    text); the baseline when no trial was feasible."""
     best = best_trial(table, direction)
     record: dict[str, Any] = {"search": search, "objective_metric": objective, "trials": len(table), "point": {}}
     if best is None:
         return {**record, "trial": None, "objective": None, "prompt_id": BASELINE, "tokens": None}
     point = [float(best[name]) for name in names]
     ids, _ = soft.projected(point)
+    words = token_words(ids)
     return {
         **record,
         "trial": int(best["trial"]),
         "objective": float(best["objective"]),
         "prompt_id": None,
-        "tokens": {"embeddings": soft.continuous(point).tolist(), "token_ids": ids, "words": token_words(ids)},
+        "tokens": {
+            "embeddings": soft.continuous(point).tolist(),
+            "token_ids": ids,
+            "words": words,
+            "words_round_trip": token_ids(words) == ids,
+        },
     }
 
 
@@ -400,7 +416,6 @@ def search_evaluation(
     images: Mapping[str, Sequence[str]],
     records: Mapping[str, Sequence[str]],
     log: str,
-    word_conditions: Mapping[str, str] | None = None,
 ) -> None:
     """One evaluation image on the evaluation seeds: the baseline, and each
     search's best (``bests``: each search's best record's file, in the order
@@ -409,10 +424,10 @@ def search_evaluation(
     evaluation seeds; an optimiser's best point mixes their embeddings
     (:func:`point_request`), the word prompts' best is the chosen prompt's
     own request. A tokens search's best is its soft tokens, and its words
-    (as the condition ``word_conditions`` names) are a plain additional
-    prompt. Each record names the search and its point."""
+    (condition :func:`promptsweep.search.plan.word_condition`) are a plain
+    additional prompt. Each record names the search and its point."""
     from promptsweep import emphasis
-    from promptsweep.search.plan import WORDS
+    from promptsweep.search.plan import WORDS, word_condition
 
     chosen = {BASELINE: requests[BASELINE]}
     baseline = requests[BASELINE]
@@ -427,8 +442,7 @@ def search_evaluation(
                 request["embedding"] = emphasis.soft_tokens_request(texts, tokens["embeddings"])
                 words_request["prompt"] = f"{baseline['prompt']}, {tokens['words']}"
                 origin["words"] = tokens["words"]
-            word_condition = (word_conditions or {})[search]
-            chosen[word_condition] = {**words_request, "condition": word_condition, "search": origin}
+            chosen[word_condition(search)] = {**words_request, "condition": word_condition(search), "search": origin}
         elif search == WORDS:
             request = requests.get(best["prompt_id"], requests[BASELINE])
         else:
@@ -459,11 +473,10 @@ def search_table(
     evaluation_seeds: Sequence[int],
     outputs: Mapping[str, str],
     log: str,
-    word_conditions: Mapping[str, str] | None = None,
 ) -> None:
     """``latent_search.csv`` and ``.md``: each optimiser's best point and the
-    best word prompt (and, in the tokens space, each optimiser's words:
-    ``word_conditions``), judged on the evaluation split
+    best word prompt (and, in the tokens space, each optimiser's words),
+    judged on the evaluation split
     (:func:`promptsweep.search.evaluation.search_table`). ``bests`` and
     ``trials`` are each search's files, in the order of ``conditions``."""
     from promptsweep import tables
@@ -477,7 +490,7 @@ def search_table(
         }
         table = evaluation.search_table(
             files.read_tables(evaluation_metrics), best_records, conditions, spent, objective, space, prompt_ids,
-            selection_images, evaluation_images, selection_seeds, evaluation_seeds, word_conditions or {},
+            selection_images, evaluation_images, selection_seeds, evaluation_seeds,
         )
         files.write_table(Path(outputs["csv"]), table)
         direction = registry.METRICS[objective].direction
@@ -488,7 +501,8 @@ def search_table(
             f"{', '.join(evaluation_images)} with seeds {list(evaluation_seeds)}. Objective {objective} "
             f"({direction}): gain is the mean over images of the paired change against the same-seed baseline, "
             "vs_best_word the paired difference from the best word prompt's change, with 95% t intervals "
-            "over images; q_value is Benjamini-Hochberg adjusted over the optimisers.\n\n"
+            "over images; q_value is Benjamini-Hochberg adjusted over every row compared with the best "
+            "word prompt.\n\n"
             + tables.to_markdown(table),
         )
         for row in table.to_dict("records"):

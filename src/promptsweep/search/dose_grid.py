@@ -25,6 +25,7 @@ import pandas as pd
 
 from promptsweep import stats
 from promptsweep.conditions import BASELINE
+from promptsweep.search.config import OPTIMISERS_KEY, SPACE_KEY
 from promptsweep.emphasis import (
     BUDGET_KEY,
     CLIP_SCORE,
@@ -203,6 +204,12 @@ def grid_search_plan(
     doses (``prompt_ids``, each with its kind in ``prompt_kinds``), the doses
     and the metric registry, and lay out the grid. Raises
     :class:`EmphasisConfigError` naming the key to change."""
+    # The grid doses the word prompts; another space needs an optimiser to search it.
+    if search_settings.get("space", "directions") != "directions" or "tokens" in search_settings:
+        raise EmphasisConfigError(
+            f"{SPACE_KEY}: the grid (no {OPTIMISERS_KEY}) searches the directions only; "
+            f"set {OPTIMISERS_KEY} (e.g. [gradient]) to search {search_settings.get('space')}, or remove it"
+        )
     check_objective(search_settings["objective"], per_image_metrics)
     selection = tuple(int(seed) for seed in search_settings["selection_seeds"])
     evaluation = tuple(int(seed) for seed in search_settings["evaluation_seeds"])

@@ -31,7 +31,7 @@ import pandas as pd
 
 from promptsweep import emphasis, registry, stats
 from promptsweep.emphasis import EDGE_F1
-from promptsweep.search.plan import BEST_WORD
+from promptsweep.search.plan import BEST_WORD, word_condition
 
 
 COLUMNS = (
@@ -57,8 +57,9 @@ COLUMNS = (
     "q_value",
     "verdict",
     "point",
-    "projected_words",
 )
+TOKENS_COLUMNS = (*COLUMNS, "projected_words")
+"""The table's columns in the tokens space: also the words each row's soft tokens project to."""
 
 
 def _joined(values: Sequence[Any]) -> str:
@@ -94,7 +95,6 @@ def search_table(
     evaluation_images: Sequence[str],
     selection_seeds: Sequence[int],
     evaluation_seeds: Sequence[int],
-    word_conditions: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per search of ``bests`` (optimiser name, or ``words`` for
     the word prompts, with its best record), judged on ``rows``: the
@@ -106,9 +106,10 @@ def search_table(
 
     A tokens search (its best record holds ``tokens``) has two rows: its
     soft tokens (``selection_objective`` NaN: its trials measured their
-    projection) and, as ``<optimiser> words`` (``word_conditions``), the
-    words they project to, with their selection objective; both name the
-    words in ``projected_words``."""
+    projection) and, as ``<optimiser> words`` (condition
+    :func:`promptsweep.search.plan.word_condition`), the words they project
+    to, with their selection objective; both name the words in
+    ``projected_words``, a column of the tokens space only."""
     direction = registry.METRICS[objective].direction
     word_search = next(search for search in bests if conditions[search] == BEST_WORD)
     word_gains = _image_gains(rows, BEST_WORD, objective)
@@ -122,7 +123,7 @@ def search_table(
         soft = f"{len(tokens['embeddings'])} soft tokens" if tokens else "baseline"
         judged_rows.append((search, search, conditions[search], None, soft, words))
         judged_rows.append(
-            (f"{search} words", search, (word_conditions or {})[search], best["objective"], words or "baseline", words)
+            (f"{search} words", search, word_condition(search), best["objective"], words or "baseline", words)
         )
     table = []
     for label, search, condition, selection_objective, point, projected in judged_rows:
@@ -165,7 +166,7 @@ def search_table(
     frame["verdict"] = [
         _verdict(row, direction) for row in frame.to_dict("records")
     ]
-    return frame[list(COLUMNS)]
+    return frame[list(TOKENS_COLUMNS if any("tokens" in best for best in bests.values()) else COLUMNS)]
 
 
 def _verdict(row: Mapping[str, Any], direction: str) -> str:

@@ -93,7 +93,7 @@ class OptimisationSearch:
         prompt projected to words (PEZ), evaluated beside the soft prompt itself."""
         if self.tokens is None:
             return {}
-        return {name: f"{search_condition(name)}-words" for name in self.optimisers}
+        return {name: word_condition(name) for name in self.optimisers}
 
     @property
     def evaluated_conditions(self) -> list[str]:
@@ -114,6 +114,11 @@ class OptimisationSearch:
 def search_condition(optimiser: str) -> str:
     """The condition id of an optimiser's best point on the evaluation split."""
     return f"search-{optimiser}"
+
+
+def word_condition(optimiser: str) -> str:
+    """The condition id of the words a tokens search's best soft prompt projects to."""
+    return f"{search_condition(optimiser)}-words"
 
 
 def is_optimisation_search(settings: Mapping[str, Any] | None) -> bool:
