@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from promptsweep import quality, registry
+from promptsweep import preference, quality, registry
 from promptsweep.emphasis import EmphasisConfigError
 from promptsweep.search.config import check_differentiable
 from promptsweep.toy import world
 
 DIFFERENTIABLE = [metric for metric in registry.metrics_of("image") if metric.torch_form is not None]
+WITHOUT_WEIGHTS = [metric for metric in DIFFERENTIABLE if metric.load is None]
 
 
 def _pictures() -> list[np.ndarray]:
@@ -33,27 +34,67 @@ def _as_tensor(pictures: list[np.ndarray]) -> torch.Tensor:
 def test_some_quality_metrics_have_a_torch_form_and_brisque_has_none() -> None:
     assert DIFFERENTIABLE and all(metric.role == "quality" for metric in DIFFERENTIABLE)
     assert registry.METRICS["brisque"].torch_form is None
+    # The learned preference scores have one too, with their weights.
+    assert {"aesthetic", "pickscore"} <= {metric.name for metric in DIFFERENTIABLE if metric.load is not None}
+    with pytest.raises(ValueError, match="needs its loaded model"):
+        registry.METRICS["aesthetic"].differentiable()
 
 
-@pytest.mark.parametrize("metric", DIFFERENTIABLE, ids=lambda metric: metric.name)
+@pytest.fixture(scope="module")
+def learned_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The aesthetic predictor and PickScore on tiny random CLIP weights in their real layouts."""
+    from clip_weights import write_tiny_clip, write_tiny_clip_model, write_tiny_clip_processor
+    from test_preference import write_aesthetic_mlp
+
+    root = tmp_path_factory.mktemp("learned")
+    write_tiny_clip(root / "clip", projection_dim=preference.AESTHETIC_EMBEDDING_SIZE)
+    write_aesthetic_mlp(root / "mlp.pth")
+    write_tiny_clip_processor(root / "processor")
+    write_tiny_clip_model(root / "model")
+    return {
+        "aesthetic": preference.load_aesthetic(root / "clip", root / "mlp.pth"),
+        "pickscore": preference.load_pickscore(root / "processor", root / "model"),
+    }
+
+
+@pytest.mark.parametrize("name", ["aesthetic", "pickscore"])
+def test_a_learned_scores_torch_form_follows_its_score_and_has_a_gradient(learned_models, name: str) -> None:
+    """Close to the score computed through the processor's PIL preprocessing
+    (which rounds to 8 bits, and whose bicubic filter is Keys' with a = -0.5
+    where torch's has a = -0.75), and with a finite, non-zero gradient to the
+    pixels. Pictures of the toy world, as the search scores generated ones."""
+    model = learned_models[name]
+    pictures = _pictures()[:6]
+    if name == "aesthetic":
+        expected = np.array(preference.aesthetic_scores(model, pictures))
+    else:
+        expected = np.array(preference.pickscore_scores(model, pictures, ["a red house"] * len(pictures)))
+    images = _as_tensor(pictures).float().requires_grad_(True)
+    values = registry.METRICS[name].differentiable(model)(images, "a red house")
+    np.testing.assert_allclose(values.detach().numpy(), expected, atol=0.05 * (np.abs(expected).max() + 1e-6))
+    values.sum().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("metric", WITHOUT_WEIGHTS, ids=lambda metric: metric.name)
 def test_the_torch_form_equals_the_registered_metric(metric: registry.Metric) -> None:
     pictures = _pictures()
     measure = getattr(quality, metric.name)
     expected = np.array([measure(picture) for picture in pictures])
-    found = metric.differentiable()(_as_tensor(pictures)).numpy()
+    found = metric.differentiable()(_as_tensor(pictures), "unused").numpy()
     # Only the rounding of the gray image to 8 bits differs.
     np.testing.assert_allclose(found, expected, rtol=0.02, atol=0.02 * np.median(expected))
 
 
-@pytest.mark.parametrize("metric", DIFFERENTIABLE, ids=lambda metric: metric.name)
+@pytest.mark.parametrize("metric", WITHOUT_WEIGHTS, ids=lambda metric: metric.name)
 def test_a_gradient_step_raises_the_metric(metric: registry.Metric) -> None:
     images = _as_tensor(_pictures()[:3]).clamp(0.05, 0.95).requires_grad_(True)
     form = metric.differentiable()
-    values = form(images)
+    values = form(images, "unused")
     values.sum().backward()
     assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
     stepped = images.detach() + 1e-3 * images.grad / images.grad.abs().amax()
-    assert (form(stepped) > values.detach()).all()
+    assert (form(stepped, "unused") > values.detach()).all()
 
 
 def test_the_gradient_optimiser_refuses_an_objective_without_a_torch_form() -> None:

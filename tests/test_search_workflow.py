@@ -153,6 +153,24 @@ def test_a_tokens_search_follows_the_projected_words_and_evaluates_soft_tokens_a
     assert table.loc[table["optimiser"] == "gradient words", "selection_objective"].astype(float).iloc[0] == best["objective"]
 
 
+def test_the_gradient_follows_a_learned_score_with_its_weights(study: Study) -> None:
+    """The aesthetic score as the objective: its CLIP and predictor (tiny,
+    random, in their real layouts) score the trials and give the gradient."""
+    from clip_weights import write_tiny_clip
+    from promptsweep.preference import AESTHETIC_EMBEDDING_SIZE
+    from test_preference import write_aesthetic_mlp
+
+    write_tiny_clip(study.root / "weights" / "clip", projection_dim=AESTHETIC_EMBEDDING_SIZE)
+    write_aesthetic_mlp(study.root / "weights" / "mlp.pth")
+    metrics = "metrics:\n  aesthetic:\n    clip_model: weights/clip\n    mlp: weights/mlp.pth\n"
+    with_emphasis(study, metrics + search_config(optimisers="[gradient]", objective="aesthetic"))
+    study.snakemake("results/search/gradient/trials.csv")
+    trials = pd.read_csv(study.root / "results/search/gradient/trials.csv")
+    assert trials["objective"].notna().all()
+    # The first trial is the baseline; the gradient moved the second.
+    assert trials.loc[0, PROMPTS].tolist() == [0, 0, 0] and trials.loc[1, PROMPTS].abs().sum() > 0
+
+
 def test_a_killed_tokens_search_resumes_from_its_journal(tokens_study: Study) -> None:
     best = (tokens_study.root / "results/search/gradient/best.json").read_text()
     (tokens_study.root / "results/search/gradient/trials.csv").unlink()

@@ -56,3 +56,19 @@ def rms_contrast(images: torch.Tensor) -> torch.Tensor:
     """Population standard deviation of the gray image in [0, 1]:
     :func:`promptsweep.quality.rms_contrast`."""
     return (_gray(images) / 255.0).flatten(1).std(dim=1, unbiased=False)
+
+
+def aesthetic(model: object, images: torch.Tensor, prompt: str) -> torch.Tensor:
+    """The LAION aesthetic score with its loaded weights (``model``):
+    :func:`promptsweep.preference.aesthetic_torch`; the prompt is unused."""
+    from promptsweep.preference import aesthetic_torch
+
+    return aesthetic_torch(model, images)
+
+
+def pickscore(model: object, images: torch.Tensor, prompt: str) -> torch.Tensor:
+    """PickScore for ``prompt`` with its loaded weights (``model``):
+    :func:`promptsweep.preference.pickscore_torch`."""
+    from promptsweep.preference import pickscore_torch
+
+    return pickscore_torch(model, images, prompt)

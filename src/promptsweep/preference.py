@@ -193,3 +193,56 @@ def pickscore_scores(
             cosine = (_unit(outputs.image_embeds) * _unit(outputs.text_embeds)).sum(dim=-1)
             scores += (model.model.logit_scale.exp() * cosine).tolist()
     return scores
+
+
+# Differentiable forms, for the latent search's gradient optimiser ------------
+
+
+def clip_pixels(images: Any, image_processor: Any) -> Any:
+    """CLIP's preprocessing of ``images`` ((N, 3, H, W), RGB in [0, 1]) in
+    torch, so that gradients flow through it: the shorter side resized to the
+    processor's ``shortest_edge`` (bicubic, antialiased), the centre cropped
+    to its crop size, then normalised by its mean and standard deviation.
+    The processor does the same in PIL on 8-bit images; the two differ by
+    the rounding and the resampling filter's details."""
+    import torch.nn.functional as F
+
+    height, width = images.shape[-2:]
+    side = image_processor.size["shortest_edge"]
+    scale = side / min(height, width)
+    size = (max(side, round(height * scale)), max(side, round(width * scale)))
+    resized = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
+    crop_height, crop_width = image_processor.crop_size["height"], image_processor.crop_size["width"]
+    top, left = (size[0] - crop_height) // 2, (size[1] - crop_width) // 2
+    cropped = resized[..., top : top + crop_height, left : left + crop_width]
+    mean = images.new_tensor(image_processor.image_mean).view(1, 3, 1, 1)
+    std = images.new_tensor(image_processor.image_std).view(1, 3, 1, 1)
+    return (cropped - mean) / std
+
+
+def aesthetic_torch(model: AestheticModel, images: Any) -> Any:
+    """:func:`aesthetic_scores` of ``images`` ((N, 3, H, W) in [0, 1]) with
+    gradients: CLIP's preprocessing in torch (:func:`clip_pixels`)."""
+    clip, mlp = model.clip.to(images.device), model.mlp.to(images.device)
+    pixels = clip_pixels(images, model.image_processor).to(clip.dtype)
+    return mlp(_unit(_projected_image_features(clip, pixels)).to(next(mlp.parameters()).dtype)).squeeze(-1)
+
+
+def pickscore_torch(model: PickScoreModel, images: Any, prompt: str) -> Any:
+    """:func:`pickscore_scores` of ``images`` ((N, 3, H, W) in [0, 1]), all
+    for ``prompt``, with gradients to the images: CLIP's preprocessing in
+    torch (:func:`clip_pixels`); the prompt's embedding is a constant."""
+    import torch
+
+    clip = model.model.to(images.device)
+    pixels = clip_pixels(images, model.processor.image_processor).to(clip.dtype)
+    with torch.no_grad():
+        text = model.processor(text=[prompt], return_tensors="pt", padding=True, truncation=True, max_length=77)
+        text_embeds = _unit(_projected_text_features(clip, text.to(images.device)))
+    image_embeds = _unit(_projected_image_features(clip, pixels))
+    return clip.logit_scale.exp() * (image_embeds * text_embeds).sum(dim=-1)
+
+
+def _projected_text_features(clip: Any, inputs: Any) -> Any:
+    features = clip.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+    return getattr(features, "pooler_output", features)

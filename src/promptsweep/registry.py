@@ -104,16 +104,23 @@ class Metric:
     """A line for the summary saying what it was computed with."""
     torch_form: str | None = None
     """The name of its differentiable form in :mod:`promptsweep.differentiable`;
-    None where it has none (it cannot be the gradient optimiser's objective)."""
+    None where it has none (it cannot be the gradient optimiser's objective).
+    A learned metric's form takes its loaded model first."""
 
-    def differentiable(self) -> Callable[[Any], Any]:
-        """Its torch form: images ``(N, 3, H, W)`` in [0, 1] to one value each.
+    def differentiable(self, model: Any = None) -> Callable[[Any, str], Any]:
+        """Its torch form: images ``(N, 3, H, W)`` in [0, 1] and their prompt
+        to one value each; a learned metric's with its loaded ``model``.
         Imported on demand, as the learned metrics' models are."""
         if self.torch_form is None:
             raise ValueError(f"{self.name} has no differentiable torch form")
         import importlib
 
-        return getattr(importlib.import_module("promptsweep.differentiable"), self.torch_form)
+        form = getattr(importlib.import_module("promptsweep.differentiable"), self.torch_form)
+        if self.load is None:
+            return lambda images, prompt: form(images)
+        if model is None:
+            raise ValueError(f"{self.name}'s torch form needs its loaded model")
+        return lambda images, prompt: form(model, images, prompt)
 
     @property
     def note_column(self) -> str:
@@ -366,6 +373,7 @@ METRICS: dict[str, Metric] = {
                 f"aesthetic score: LAION improved aesthetic predictor {Path(setting['mlp']).name} over CLIP "
                 f"{setting['clip_model']}"
             ),
+            torch_form="aesthetic",
         ),
         Metric(
             "pickscore", "image", "PickScore", "", "higher is better", "quality", _pickscore,
@@ -375,6 +383,7 @@ METRICS: dict[str, Metric] = {
             ),
             weight_files=_local_files,
             computed_with=lambda setting: f"PickScore: {setting['model']} (Kirstain et al. 2023)",
+            torch_form="pickscore",
         ),
     )
 }

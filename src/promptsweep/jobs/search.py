@@ -198,10 +198,12 @@ def search_trials(
             else:
                 import torch
 
+                if objective in loaded.notes:
+                    raise ValueError(f"the objective {objective} cannot be computed: {loaded.notes[objective]}")
                 follow = functools.partial(
                     _follow_gradient, family, pipeline, images, settings, selection_seeds, batch_size,
-                    registry.METRICS[objective].differentiable(), gradient.backprop_steps(optimiser_settings),
-                    functools.partial(_scored, loaded, canny=canny),
+                    registry.METRICS[objective].differentiable(loaded.models.get(objective)),
+                    gradient.backprop_steps(optimiser_settings), functools.partial(_scored, loaded, canny=canny),
                 )
 
                 def measure(point: Sequence[float]) -> Outcome:
@@ -266,7 +268,7 @@ def _follow_gradient(
     settings: Any,
     seeds: Sequence[int],
     batch_size: int,
-    objective_form: Callable[[Any], Any],
+    objective_form: Callable[[Any, str], Any],
     backprop_steps: int,
     score: Callable[[SelectionImage, Sequence[int], Sequence[Any]], pd.DataFrame],
     leaf: Any,
@@ -292,7 +294,7 @@ def _follow_gradient(
             pictures = family.differentiable_images(pipeline, control, conditioning, call, settings, backprop_steps)
             pictures = pictures[: len(batch)]
             # One backward pass per call: only one call's graph is held at a time.
-            (objective_form(pictures).sum() / (len(seeds) * len(images))).backward()
+            (objective_form(pictures, image.prompt).sum() / (len(seeds) * len(images))).backward()
             arrays = pictures.detach().permute(0, 2, 3, 1).cpu().numpy()
             generated += [
                 generation.GeneratedImage(seed, generation.to_uint8(array), generation.image_problem(array))
