@@ -93,6 +93,17 @@ def test_latent_search_table_rows_and_plots(search_study: Study) -> None:
         assert (search_study.root / "results/plots" / name).stat().st_size > 0
 
 
+def test_the_gallery_shows_each_held_out_choice_against_its_baseline(search_study: Study) -> None:
+    search_study.snakemake("results/gallery")
+    data = (search_study.root / "results/gallery/data.js").read_text()
+    pairs = json.loads(data[data.index("{") : data.rindex("}") + 1])["pairs"]
+    searched = [pair for pair in pairs if pair["kind"] == "latent search"]
+    # Each of the four choices on the held-out image, with its one seed.
+    assert sorted(pair["prompt_id"] for pair in searched) == ["best-word", "search-cmaes", "search-gradient", "search-random"]
+    assert {pair["image_id"] for pair in searched} == {"blocks"} and {pair["seed"] for pair in searched} == {7}
+    assert all(pair["values"]["sharpness_delta"] is not None and 0 < pair["values"]["ssim"] <= 1 for pair in searched)
+
+
 def test_selection_never_reads_the_evaluation_split(search_study: Study) -> None:
     """The loop jobs' inputs are the selection image's edge map and the
     model: the evaluation image cannot reach a choice."""

@@ -389,6 +389,25 @@ class StudyPlan:
     def search_evaluated(self, image: str, suffix: str) -> list[str]:
         return [path for paths in self.search_evaluated_by_condition(image, suffix).values() for path in paths]
 
+    def search_gallery_inputs(self) -> list[str]:
+        """The optimisers' evaluation metrics the gallery shows; none without them."""
+        if self.optimisation is None:
+            return []
+        return [f"{self.results}/search/evaluation_metrics/{image}.tsv" for image in self.optimisation.evaluation_images]
+
+    def search_gallery_params(self) -> dict[str, Any]:
+        """The gallery's arguments for the optimisers' held-out pictures
+        (``jobs.gallery.search_gallery_pairs``); none without them, so that
+        a study without the search keeps its gallery's parameters."""
+        if self.optimisation is None:
+            return {}
+        return {
+            "search_images": {
+                image: self.search_evaluated_by_condition(image, "png") for image in self.optimisation.evaluation_images
+            },
+            "search_seeds": list(self.optimisation.evaluation_seeds),
+        }
+
 
 def _check_model(config: Mapping[str, Any]) -> None:
     model = config["model"]

@@ -107,6 +107,7 @@ rule gallery:
             image=IMAGES,
             condition=[BASELINE, *DOSE_CONDITIONS] if DOSE_CONDITIONS else [],
         ),
+        search_metrics=PLAN.search_gallery_inputs(),
     output:
         report(
             directory("results/gallery"),
@@ -118,6 +119,7 @@ rule gallery:
     log:
         "logs/plots/gallery.log",
     params:
+        **PLAN.search_gallery_params(),
         doses=EMPHASIS.dose_conditions,
         kinds={prompt_id: prompt.kind for prompt_id, prompt in PROMPTS.items()},
         edge_maps={image: PLAN.edge_map(image) for image in IMAGES},

@@ -61,6 +61,53 @@ def dosed_gallery_pairs(
     return dosed.drop(columns=["condition", *(m.note_column for m in registry.learned_metrics("pair"))], errors="ignore")
 
 
+SEARCH_KIND = "latent search"
+"""The kind the gallery shows a latent search's pairs under."""
+
+
+def search_gallery_pairs(
+    image_metrics: pd.DataFrame,
+    images: Mapping[str, Mapping[str, Sequence[str]]],
+    seeds: Sequence[int],
+    edge_maps: Mapping[str, str],
+    ssim_maps: Path,
+) -> pd.DataFrame:
+    """The latent search's held-out pairs, shown like :func:`gallery_pairs`:
+    each evaluated condition (``images``: image -> condition -> one file per
+    seed, the baseline's included) against the same seed's baseline, with
+    its SSIM and SSIM map (drawn into ``ssim_maps``, since the search
+    computes no pair metrics), its fidelity and the change of every quality
+    metric (``image_metrics``: the search's evaluation metrics)."""
+    from promptsweep import metrics, plots
+    from promptsweep.conditions import BASELINE
+
+    by_image = image_metrics.set_index(["image_id", "condition", "seed"])
+    rows = []
+    for image, by_condition in images.items():
+        for condition, paths in by_condition.items():
+            if condition == BASELINE:
+                continue
+            for seed, baseline_path, variant_path in zip(seeds, by_condition[BASELINE], paths, strict=True):
+                baseline, variant = files.read_png(Path(baseline_path)), files.read_png(Path(variant_path))
+                ssim_map_path = ssim_maps / f"{image}_{condition}_seed{seed}.png"
+                files.write_png(ssim_map_path, plots.ssim_map_picture(metrics.ssim_map(baseline, variant)))
+                row: dict[str, object] = {
+                    "image_id": image, "prompt_id": condition, "kind": SEARCH_KIND, "seed": seed, "excluded": "",
+                    "baseline_path": baseline_path, "variant_path": variant_path, "ssim_map_path": str(ssim_map_path),
+                    "ssim": metrics.ssim(baseline, variant), "edge_path": edge_maps[image],
+                }
+                for metric in registry.metrics_of("image"):
+                    value = by_image[metric.name].get((image, condition, seed), float("nan"))
+                    if metric.role == "quality":
+                        row[f"{metric.name}_delta"] = value - by_image[metric.name].get((image, BASELINE, seed), float("nan"))
+                    else:
+                        row[metric.name] = value
+                rows.append(row)
+    shown = pd.DataFrame(rows)
+    # Metrics not computed (NaN throughout) are left out, as gallery_pairs does.
+    return shown.dropna(axis="columns", how="all") if len(shown) else shown
+
+
 @computed_alone
 def gallery(
     *,
@@ -73,9 +120,16 @@ def gallery(
     title: str,
     output: str,
     log: str,
+    search_metrics: Sequence[str] = (),
+    search_images: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    search_seeds: Sequence[int] = (),
 ) -> None:
-    """The gallery of every pair: word prompts from ``pairs.csv`` and, with
-    ``emphasis.doses``, every prompt at every dose."""
+    """The gallery of every pair: word prompts from ``pairs.csv``, with
+    ``emphasis.doses`` every prompt at every dose, and with the optimisers'
+    latent search each evaluated choice on the held-out images and seeds
+    (``search_images``, :func:`search_gallery_pairs`)."""
+    import tempfile
+
     from promptsweep import gallery as page
 
     with job_log(log, "gallery") as logger:
@@ -87,7 +141,13 @@ def gallery(
                 doses, kinds, edge_maps,
             )
             shown = pd.concat([shown, dosed], ignore_index=True)
-        index = page.write_gallery(shown, Path(output), title)
+        with tempfile.TemporaryDirectory() as ssim_maps:
+            if search_images:
+                searched = search_gallery_pairs(
+                    files.read_tables(search_metrics), search_images, search_seeds, edge_maps, Path(ssim_maps)
+                )
+                shown = pd.concat([shown, searched], ignore_index=True)
+            index = page.write_gallery(shown, Path(output), title)
         logger.info("%d pairs in %s", len(shown), index)
 
 
