@@ -109,3 +109,25 @@ def test_generation_job_defaults_to_fp16_on_the_gpu_and_records_it(tmp_path: Pat
         record = files.read_json(Path(record_path))
         assert (record["device"], record["dtype"], record["valid"]) == (torch.cuda.get_device_name(), "float16", True)
         assert files.read_generated(image_path, record).std() > 0
+
+
+def test_a_learned_objective_scores_on_cpu_and_follows_on_gpu(tmp_path: Path) -> None:
+    """The gradient search moves a learned score's model to the GPU for its
+    torch form; scoring the same model afterwards (as each trial does) must
+    still work, and give the torch form's values."""
+    from clip_weights import write_tiny_clip
+    from test_preference import write_aesthetic_mlp
+
+    from promptsweep import preference, registry
+
+    write_tiny_clip(tmp_path / "clip", projection_dim=preference.AESTHETIC_EMBEDDING_SIZE)
+    write_aesthetic_mlp(tmp_path / "mlp.pth")
+    model = preference.load_aesthetic(tmp_path / "clip", tmp_path / "mlp.pth")
+    pictures = [np.random.default_rng(seed).integers(0, 256, (64, 96, 3), dtype=np.uint8) for seed in range(2)]
+    images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float().cuda() / 255
+    values = registry.METRICS["aesthetic"].differentiable(model)(images.requires_grad_(True), "a house")
+    values.sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all()
+    assert all(parameter.grad is None for parameter in model.clip.parameters())
+    scores = preference.aesthetic_scores(model, pictures)
+    np.testing.assert_allclose(scores, values.detach().cpu().numpy(), atol=0.05 * np.ptp(scores) + 1e-4)

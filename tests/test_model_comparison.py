@@ -4,6 +4,7 @@ two tiny models run through the real ``snakemake`` command line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def test_a_single_model_keeps_todays_paths_and_rule_names(tmp_path: Path) -> Non
         ([{"name": "has space", "source": "tiny"}], "is not a safe folder name"),
         ([{"name": "m", "source": "tiny"}, {"name": "m", "source": "tiny"}], "models[1].name: 'm' names two models"),
         ([{"name": "m", "source": "tiny"}, {"name": "m_search", "source": "tiny"}], "models[1].name: 'm_search' starts"),
+        ([{"name": "models", "source": "tiny"}], "models[0].name: 'models' would name a rule"),
         ([{"name": "m", "source": "tiny"}, {"name": "x", "source": "tiny", "family": "sd9"}], "models[1] (x): "),
         ([{"name": "m", "source": "toy", "family": "sdxl"}], "models[0] (m): model.family: the toy model"),
     ],
@@ -66,6 +68,13 @@ def test_a_models_entry_to_fix_is_named_before_any_job(tmp_path: Path, models: l
     with pytest.raises(PlanError) as error:
         model_plans(_models_config(tmp_path, models))
     assert message in str(error.value)
+
+
+def test_the_comparisons_rules_are_the_ones_names_are_checked_against() -> None:
+    from conftest import REPO
+
+    rules = re.findall(r"^rule (\w+):", (REPO / "workflow" / "rules" / "models.smk").read_text(), flags=re.M)
+    assert sorted(rules) == sorted(model_comparison.COMPARISON_RULES)
 
 
 def _summary(prompt_ids: list[str], effects: list[float]) -> pd.DataFrame:

@@ -28,6 +28,10 @@ from promptsweep.quality_tables import NO_CHANGE
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """A model's name: it names a folder and prefixes the model's rules."""
 
+COMPARISON_RULES = ("models_tables", "models_gallery")
+"""The rules of workflow/rules/models.smk besides ``all``: no model's rule
+(``<name>_<rule>``) may take one of their names."""
+
 MODELS_COLUMNS = [
     "model", "family", "prompt_id", "kind", "text", "n",
     "effect_mean", "effect_ci_low", "effect_ci_high", "noise_floor_mean", "changes",
@@ -98,6 +102,12 @@ def model_entries(config: Mapping[str, Any]) -> list[ModelEntry]:
         generation = {**config["generation"], **model.pop("generation", {})}
         entries.append(ModelEntry(name=name, config={**config, "model": model, "generation": generation}))
     for index, entry in enumerate(entries):
+        reserved = [rule for rule in COMPARISON_RULES if rule.startswith(f"{entry.name}_")]
+        if reserved:
+            raise ModelsConfigError(
+                f"models[{index}].name: {entry.name!r} would name a rule of this model like the "
+                f"comparison's {reserved[0]!r}; choose another name"
+            )
         # Rules are named <name>_<rule>: "m" and "m_search" would both have an "m_search_generate".
         clash = next((other.name for other in entries if entry.name.startswith(f"{other.name}_")), None)
         if clash is not None:

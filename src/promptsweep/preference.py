@@ -103,7 +103,8 @@ def load_aesthetic(clip_directory: str | PathLike[str], mlp_path: str | PathLike
             for key, value in mlp.state_dict().items()
         }
     )
-    clip = CLIPModel.from_pretrained(directory, local_files_only=True).eval()
+    # Scores are only ever differentiated with respect to the images.
+    clip = CLIPModel.from_pretrained(directory, local_files_only=True).eval().requires_grad_(False)
     if clip.config.projection_dim != AESTHETIC_EMBEDDING_SIZE:
         raise WeightsError(
             f"CLIP model in {directory} embeds images in {clip.config.projection_dim} "
@@ -111,7 +112,7 @@ def load_aesthetic(clip_directory: str | PathLike[str], mlp_path: str | PathLike
             "is it OpenAI CLIP ViT-L/14?"
         )
     image_processor = CLIPImageProcessor.from_pretrained(directory, local_files_only=True)
-    return AestheticModel(clip, image_processor, mlp)
+    return AestheticModel(clip, image_processor, mlp.requires_grad_(False))
 
 
 def _projected_image_features(clip: Any, pixel_values: Any) -> Any:
@@ -139,8 +140,9 @@ def aesthetic_scores(model: AestheticModel, images: Sequence[np.ndarray]) -> lis
         for start in range(0, len(images), BATCH_SIZE):
             batch = list(images[start : start + BATCH_SIZE])
             pixels = model.image_processor(images=batch, return_tensors="pt").pixel_values
-            embeddings = _unit(_projected_image_features(model.clip, pixels))
-            scores += model.mlp(embeddings).squeeze(-1).tolist()
+            # On the model's device: the search's gradient may have moved it to the GPU.
+            embeddings = _unit(_projected_image_features(model.clip, pixels.to(model.clip.device)))
+            scores += model.mlp.to(embeddings.device)(embeddings).squeeze(-1).cpu().tolist()
     return scores
 
 
@@ -164,7 +166,7 @@ def load_pickscore(
     model = AutoModel.from_pretrained(
         _local_directory(model_directory, "PickScore model directory"), local_files_only=True
     )
-    return PickScoreModel(model.eval(), processor)
+    return PickScoreModel(model.eval().requires_grad_(False), processor)
 
 
 def pickscore_scores(
@@ -189,9 +191,9 @@ def pickscore_scores(
                 text=list(prompts[batch]), images=list(images[batch]),
                 return_tensors="pt", padding=True, truncation=True, max_length=77,
             )
-            outputs = model.model(**inputs)
+            outputs = model.model(**inputs.to(model.model.device))
             cosine = (_unit(outputs.image_embeds) * _unit(outputs.text_embeds)).sum(dim=-1)
-            scores += (model.model.logit_scale.exp() * cosine).tolist()
+            scores += (model.model.logit_scale.exp() * cosine).cpu().tolist()
     return scores
 
 
@@ -203,18 +205,22 @@ def clip_pixels(images: Any, image_processor: Any) -> Any:
     torch, so that gradients flow through it: the shorter side resized to the
     processor's ``shortest_edge`` (bicubic, antialiased), the centre cropped
     to its crop size, then normalised by its mean and standard deviation.
-    The processor does the same in PIL on 8-bit images; the two differ by
-    the rounding and the resampling filter's details."""
+    The processor does the same in PIL on 8-bit images, with the longer
+    side's length truncated as here; the two differ by the rounding to 8
+    bits and the filters' details. Raises ValueError for a processor that
+    does not resize by its shorter side (not CLIP's)."""
     import torch.nn.functional as F
 
+    if not image_processor.do_resize or "shortest_edge" not in image_processor.size:
+        raise ValueError(f"CLIP's preprocessing resizes the shorter side; this processor's size is {image_processor.size}")
     height, width = images.shape[-2:]
     side = image_processor.size["shortest_edge"]
-    scale = side / min(height, width)
-    size = (max(side, round(height * scale)), max(side, round(width * scale)))
-    resized = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
-    crop_height, crop_width = image_processor.crop_size["height"], image_processor.crop_size["width"]
-    top, left = (size[0] - crop_height) // 2, (size[1] - crop_width) // 2
-    cropped = resized[..., top : top + crop_height, left : left + crop_width]
+    size = (side, int(side * width / height)) if height <= width else (int(side * height / width), side)
+    cropped = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
+    if image_processor.do_center_crop:
+        crop_height, crop_width = image_processor.crop_size["height"], image_processor.crop_size["width"]
+        top, left = (size[0] - crop_height) // 2, (size[1] - crop_width) // 2
+        cropped = cropped[..., top : top + crop_height, left : left + crop_width]
     mean = images.new_tensor(image_processor.image_mean).view(1, 3, 1, 1)
     std = images.new_tensor(image_processor.image_std).view(1, 3, 1, 1)
     return (cropped - mean) / std

@@ -91,8 +91,10 @@ def search_gallery_pairs(
                 baseline, variant = files.read_png(Path(baseline_path)), files.read_png(Path(variant_path))
                 ssim_map_path = ssim_maps / f"{image}_{condition}_seed{seed}.png"
                 files.write_png(ssim_map_path, plots.ssim_map_picture(metrics.ssim_map(baseline, variant)))
+                record = files.read_json(Path(variant_path).with_suffix(".json"))
                 row: dict[str, object] = {
-                    "image_id": image, "prompt_id": condition, "kind": SEARCH_KIND, "seed": seed, "excluded": "",
+                    "image_id": image, "prompt_id": condition, "kind": SEARCH_KIND, "seed": seed,
+                    "excluded": record.get("problem") or "",
                     "baseline_path": baseline_path, "variant_path": variant_path, "ssim_map_path": str(ssim_map_path),
                     "ssim": metrics.ssim(baseline, variant), "edge_path": edge_maps[image],
                 }

@@ -151,6 +151,8 @@ def search_trials(
         settings = GenerationSettings(**first["generation"])
         space = spaces.directions_space(prompt_ids, weight_range)
         loaded = _scoring_metrics(metric_settings, objective, logger)
+        if objective in loaded.notes:
+            raise ValueError(f"the objective {objective} cannot be computed: {loaded.notes[objective]}")
         canny = (canny_low, canny_high)
         limits = Tolerances(**tolerances)
         soft = None
@@ -198,8 +200,6 @@ def search_trials(
             else:
                 import torch
 
-                if objective in loaded.notes:
-                    raise ValueError(f"the objective {objective} cannot be computed: {loaded.notes[objective]}")
                 follow = functools.partial(
                     _follow_gradient, family, pipeline, images, settings, selection_seeds, batch_size,
                     registry.METRICS[objective].differentiable(loaded.models.get(objective)),
