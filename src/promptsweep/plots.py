@@ -336,7 +336,9 @@ def effect_by_model(models: pd.DataFrame, notes: Sequence[str], path: str | Path
     (what a new seed alone changes). ``notes`` (each model's caveats) go
     below the axes."""
     names = list(dict.fromkeys(models["model"]))
-    prompts = _ordered(models.drop_duplicates("prompt_id").assign(emphasis=0))["prompt_id"].tolist()
+    # Prompts grouped by kind, in the table's order within a kind.
+    first = models.drop_duplicates("prompt_id")
+    prompts = first.sort_values("kind", key=lambda kinds: kinds.map(kind_rank), kind="stable")["prompt_id"].tolist()
     row = {prompt_id: index for index, prompt_id in enumerate(prompts)}
     figure, axes = plt.subplots(figsize=(7.5, max(3.0, 0.35 * len(prompts) * max(1, len(names)) ** 0.5 + 1.5)))
     colours = plt.get_cmap("tab10")

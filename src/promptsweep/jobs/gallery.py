@@ -84,11 +84,14 @@ def search_gallery_pairs(
     by_image = image_metrics.set_index(["image_id", "condition", "seed"])
     rows = []
     for image, by_condition in images.items():
+        baselines = [files.read_png(Path(path)) for path in by_condition[BASELINE]]
         for condition, paths in by_condition.items():
             if condition == BASELINE:
                 continue
-            for seed, baseline_path, variant_path in zip(seeds, by_condition[BASELINE], paths, strict=True):
-                baseline, variant = files.read_png(Path(baseline_path)), files.read_png(Path(variant_path))
+            for seed, baseline, baseline_path, variant_path in zip(
+                seeds, baselines, by_condition[BASELINE], paths, strict=True
+            ):
+                variant = files.read_png(Path(variant_path))
                 ssim_map_path = ssim_maps / f"{image}_{condition}_seed{seed}.png"
                 files.write_png(ssim_map_path, plots.ssim_map_picture(metrics.ssim_map(baseline, variant)))
                 record = files.read_json(Path(variant_path).with_suffix(".json"))

@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from promptsweep import edges, files, registry, threads
-from promptsweep.conditions import BASELINE, GenerationInput
+from promptsweep.conditions import BASELINE, GenerationInput, generation_input
 from promptsweep.jobs import job_log
 from promptsweep.jobs import generate as generate_jobs
 from promptsweep.jobs import metrics as metric_jobs
@@ -442,7 +442,8 @@ def search_evaluation(
             if tokens is not None:
                 texts = GenerationInput(baseline["prompt"], baseline["negative_prompt"])
                 request["embedding"] = emphasis.soft_tokens_request(texts, tokens["embeddings"])
-                words_request["prompt"] = f"{baseline['prompt']}, {tokens['words']}"
+                # The words as a positive prompt of the sheet would be given.
+                words_request.update(asdict(generation_input("positive", baseline["prompt"], tokens["words"])))
                 origin["words"] = tokens["words"]
             chosen[word_condition(search)] = {**words_request, "condition": word_condition(search), "search": origin}
         elif search == WORDS:
