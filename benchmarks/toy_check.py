@@ -1,40 +1,72 @@
 """A quick check of a trained toy model, before a full study.
 
     python benchmarks/toy_check.py DIR [--steps 10] [--guidance 7.5]
+        [--condition NAME=POSITIVE|NEGATIVE[|GUIDANCE] ...] [--images 6]
 
-generates, for six held-out toy pictures and seeds 0 and 1, the baseline and
-four conditions (quality words; "blurry" as a negative; every degradation
-word as a negative; a word the captions never used) with the model in DIR
-(``base/`` and ``controlnet/``), on one CPU thread, and prints the seconds per
-image, each condition's mean edge F1 against the control, Laplacian variance,
-colourfulness and RMS contrast, and each condition's mean paired change
-against the baseline in paired standard deviations.
+generates, for held-out toy pictures and seeds 0 and 1, the baseline and each
+condition (by default: quality words; "blurry" as a negative; every
+degradation word as a negative; a word the captions never used) with the
+model in DIR (``base/`` and ``controlnet/``), on one CPU thread, and prints
+the seconds per image, each condition's mean edge F1 against the control and
+mean of every quality metric that needs no weights
+(``promptsweep.toy.planted``), and each condition's change of each metric
+against the baseline as the study's verdict tests it
+(``stats.quality_deltas``: image means of paired deltas, t-test over images)
+with one Benjamini-Hochberg family over the check's own tests: the change in
+paired standard deviations, marked ``*`` where q < 0.05, and whether it is
+better or worse by the metric's declared direction. A study's family also
+holds its change tests, most of them with tiny p-values, so the same p-value
+can get a smaller q there than here.
+
+A ``--condition`` replaces the default conditions: POSITIVE is the positive
+prompt, with ``{subject}`` for the picture's own prompt; NEGATIVE the
+negative prompt; GUIDANCE, when given, the guidance scale of that condition
+alone (the baseline keeps ``--guidance``), so that a prompt's change can be
+set beside a change of guidance.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from promptsweep import edges, families, metrics, models, quality, toy
+from promptsweep import edges, families, metrics, models, registry, stats, toy
 from promptsweep.conditions import GenerationInput
 from promptsweep.families import Conditioning
 from promptsweep.study import GenerationSettings
-from promptsweep.toy import world
+from promptsweep.toy import planted, world
 
-CONDITIONS = {
-    "baseline": ("{subject}", ""),
-    "quality words": ("{subject}, best quality, sharp", ""),
-    "negative blurry": ("{subject}", "blurry"),
-    "negative degradations": ("{subject}", "worst quality, low quality, blurry, lowres, noisy, low contrast, washed out"),
-    "unseen word": ("{subject}, masterpiece", ""),
+
+class Condition(NamedTuple):
+    positive: str
+    negative: str
+    guidance: float | None = None
+
+
+DEFAULT_CONDITIONS = {
+    "quality words": Condition("{subject}, best quality, sharp", ""),
+    "negative blurry": Condition("{subject}", "blurry"),
+    "negative degradations": Condition(
+        "{subject}", "worst quality, low quality, blurry, lowres, noisy, low contrast, washed out"
+    ),
+    "unseen word": Condition("{subject}, masterpiece", ""),
 }
-MEASURES = {"sharpness": quality.sharpness, "colorfulness": quality.colorfulness, "rms_contrast": quality.rms_contrast}
+
+
+def parse_condition(text: str) -> tuple[str, Condition]:
+    name, _, rest = text.partition("=")
+    parts = rest.split("|")
+    if not name or len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"--condition {text!r}: write NAME=POSITIVE|NEGATIVE[|GUIDANCE]")
+    guidance = float(parts[2]) if len(parts) == 3 else None
+    return name, Condition(parts[0], parts[1], guidance)
 
 
 def main() -> int:
@@ -42,7 +74,10 @@ def main() -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--condition", type=parse_condition, action="append", default=[])
     arguments = parser.parse_args()
+    conditions = {"baseline": Condition("{subject}", ""), **(dict(arguments.condition) or DEFAULT_CONDITIONS)}
     torch.set_num_threads(1)
     weights = [
         models.resolve_weights(models.ModelSource(str(arguments.directory / role)), [], role)
@@ -53,35 +88,58 @@ def main() -> int:
     settings = GenerationSettings(
         steps=arguments.steps, guidance_scale=arguments.guidance, controlnet_scale=1.0, scheduler="unipc"
     )
-    rows = []
+    by_guidance: dict[float, list[str]] = {}
+    for name, condition in conditions.items():
+        by_guidance.setdefault(condition.guidance or arguments.guidance, []).append(name)
+    rows, pictures = [], []
     started = time.perf_counter()
-    for image_id, picture, subject in world.study_scenes(6):
+    for image_id, picture, subject in world.study_scenes(arguments.images):
         edge_map = edges.canny(picture, 100, 200)
-        conditionings = [
-            family.encode(pipeline, GenerationInput(prompt.format(subject=subject), negative))
-            for prompt, negative in CONDITIONS.values()
-        ]
-        for seed in (0, 1):
-            output = family.generate(
-                pipeline, edges.control_image(edge_map), Conditioning.batch(conditionings),
-                [seed] * len(conditionings), settings,
-            )
-            for condition, image in zip(CONDITIONS, output.images):
-                pixels = (np.asarray(image) * 255).round().astype(np.uint8)
-                rows.append({
-                    "image_id": image_id, "seed": seed, "condition": condition,
-                    "edge_f1": metrics.canny_f1(pixels, edge_map, 100, 200),
-                    **{name: measure(pixels) for name, measure in MEASURES.items()},
-                })
-    table = pd.DataFrame(rows)
-    print(f"{(time.perf_counter() - started) / len(table):.3f} s per image")
-    print(table.groupby("condition")[["edge_f1", *MEASURES]].mean().round(3).to_string())
-    baseline = table[table["condition"] == "baseline"].set_index(["image_id", "seed"])
-    print("mean paired change against the baseline, in paired standard deviations:")
-    for condition in list(CONDITIONS)[1:]:
-        change = table[table["condition"] == condition].set_index(["image_id", "seed"])[list(MEASURES)] - baseline[list(MEASURES)]
-        print(f"  {condition}: " + ", ".join(f"{name} {change[name].mean() / change[name].std():+.2f}" for name in MEASURES))
+        for guidance, names in by_guidance.items():
+            conditionings = [
+                family.encode(
+                    pipeline,
+                    GenerationInput(conditions[name].positive.format(subject=subject), conditions[name].negative),
+                )
+                for name in names
+            ]
+            for seed in (0, 1):
+                output = family.generate(
+                    pipeline, edges.control_image(edge_map), Conditioning.batch(conditionings),
+                    [seed] * len(conditionings), replace(settings, guidance_scale=guidance),
+                )
+                for name, image in zip(names, output.images):
+                    pixels = (np.asarray(image) * 255).round().astype(np.uint8)
+                    pictures.append(pixels)
+                    rows.append({
+                        "image_id": image_id, "seed": seed, "condition": name,
+                        "edge_f1": metrics.canny_f1(pixels, edge_map, 100, 200),
+                    })
+    seconds = (time.perf_counter() - started) / len(rows)
+    table = pd.concat([pd.DataFrame(rows), planted.scores(pictures)], axis=1)
+    names = [metric.name for metric in planted.planted_metrics()]
+    print(f"{seconds:.3f} s per image")
+    print(table.groupby("condition", sort=False)[["edge_f1", *names]].mean().round(3).to_string())
+    print("change against the baseline, in paired standard deviations (* q < 0.05, then better or worse):")
+    print(changes(table, names).to_string())
     return 0
+
+
+def changes(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Each condition's change of each metric against the baseline, tested as
+    the study tests it: paired standard deviations, ``*`` where q < 0.05,
+    then "better" or "worse" where significant."""
+    deltas = stats.quality_deltas(table, "baseline", names)
+    deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
+    paired = table.set_index(["condition", "image_id", "seed"])
+    baseline = paired.loc["baseline"]
+    cells = {}
+    for row in deltas.itertuples():
+        change = paired.loc[row.condition][row.metric] - baseline[row.metric]
+        significant = row.q_value < 0.05
+        judged = registry.METRICS[row.metric].judge(int(np.sign(row.delta_mean))) if significant else ""
+        cells[row.condition, row.metric] = f"{change.mean() / change.std():+.2f}{'*' if significant else ' '} {judged}"
+    return pd.Series(cells).unstack().reindex(table["condition"].unique()[1:])
 
 
 if __name__ == "__main__":

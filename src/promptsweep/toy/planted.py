@@ -34,7 +34,8 @@ def planted_metrics() -> list[registry.Metric]:
     return [metric for metric in registry.quality_metrics() if metric.config_key is None]
 
 
-def _scores(pictures: Sequence[np.ndarray]) -> pd.DataFrame:
+def scores(pictures: Sequence[np.ndarray]) -> pd.DataFrame:
+    """Every planted metric of each picture (uint8 RGB), one row per picture."""
     samples = [
         registry.ScoredImage(picture, "", "", np.zeros(picture.shape[:2], np.uint8), 100, 200)
         for picture in pictures
@@ -59,11 +60,11 @@ def degradation_effects(
     rng = np.random.default_rng(seed)
     seen = autoencode or (lambda picture: picture)
     clean = [world.draw_scene(rng)[0] for _ in range(count)]
-    clean_scores = _scores([seen(world.to_uint8(picture)) for picture in clean])
+    clean_scores = scores([seen(world.to_uint8(picture)) for picture in clean])
     rows = []
     for degradation in world.DEGRADATIONS:
         degraded = [np.clip(degradation.apply(picture, rng), 0, 1) for picture in clean]
-        change = _scores([seen(world.to_uint8(picture)) for picture in degraded]) - clean_scores
+        change = scores([seen(world.to_uint8(picture)) for picture in degraded]) - clean_scores
         for metric in planted_metrics():
             rows.append({
                 "degradation": degradation.name,
