@@ -77,7 +77,10 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--condition", type=parse_condition, action="append", default=[])
     arguments = parser.parse_args()
-    conditions = {"baseline": Condition("{subject}", ""), **(dict(arguments.condition) or DEFAULT_CONDITIONS)}
+    chosen = dict(arguments.condition) or DEFAULT_CONDITIONS
+    if "baseline" in chosen or len(chosen) < len(arguments.condition):
+        parser.error("--condition names must differ from each other and from 'baseline'")
+    conditions = {"baseline": Condition("{subject}", ""), **chosen}
     torch.set_num_threads(1)
     weights = [
         models.resolve_weights(models.ModelSource(str(arguments.directory / role)), [], role)
@@ -90,25 +93,26 @@ def main() -> int:
     )
     by_guidance: dict[float, list[str]] = {}
     for name, condition in conditions.items():
-        by_guidance.setdefault(condition.guidance or arguments.guidance, []).append(name)
+        guidance = arguments.guidance if condition.guidance is None else condition.guidance
+        by_guidance.setdefault(guidance, []).append(name)
     rows, pictures = [], []
     started = time.perf_counter()
     for image_id, picture, subject in world.study_scenes(arguments.images):
         edge_map = edges.canny(picture, 100, 200)
-        for guidance, names in by_guidance.items():
+        for guidance, batch in by_guidance.items():
             conditionings = [
                 family.encode(
                     pipeline,
                     GenerationInput(conditions[name].positive.format(subject=subject), conditions[name].negative),
                 )
-                for name in names
+                for name in batch
             ]
             for seed in (0, 1):
                 output = family.generate(
                     pipeline, edges.control_image(edge_map), Conditioning.batch(conditionings),
                     [seed] * len(conditionings), replace(settings, guidance_scale=guidance),
                 )
-                for name, image in zip(names, output.images):
+                for name, image in zip(batch, output.images):
                     pixels = (np.asarray(image) * 255).round().astype(np.uint8)
                     pictures.append(pixels)
                     rows.append({
@@ -127,8 +131,9 @@ def main() -> int:
 
 def changes(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """Each condition's change of each metric against the baseline, tested as
-    the study tests it: paired standard deviations, ``*`` where q < 0.05,
-    then "better" or "worse" where significant."""
+    the study tests it (the t-test over image means), shown as the mean
+    paired change over generations in paired standard deviations, ``*``
+    where q < 0.05, then "better" or "worse" where significant."""
     deltas = stats.quality_deltas(table, "baseline", names)
     deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
     paired = table.set_index(["condition", "image_id", "seed"])
@@ -139,7 +144,8 @@ def changes(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
         significant = row.q_value < 0.05
         judged = registry.METRICS[row.metric].judge(int(np.sign(row.delta_mean))) if significant else ""
         cells[row.condition, row.metric] = f"{change.mean() / change.std():+.2f}{'*' if significant else ' '} {judged}"
-    return pd.Series(cells).unstack().reindex(table["condition"].unique()[1:])
+    variants = [name for name in table["condition"].unique() if name != "baseline"]
+    return pd.Series(cells).unstack().reindex(index=variants, columns=names)
 
 
 if __name__ == "__main__":

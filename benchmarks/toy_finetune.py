@@ -1,20 +1,18 @@
 """Continue training a toy model's denoiser with a variant recipe: an experiment, not the shipped training.
 
     python benchmarks/toy_finetune.py SOURCE OUTPUT [--steps 300] [--learning-rate 3e-4]
-        [--pictures 3000] [--seed 1] [--threads 2] [--paired] [--unseen-only-share S]
+        [--pictures 3000] [--seed 1] [--threads 2]
 
 loads the toy model in SOURCE (``base/`` and ``controlnet/``, as
 ``python -m promptsweep.toy train`` writes them), draws ``--pictures`` new
-pictures of the toy world from ``--seed``, and trains its text encoder, UNet
-and ControlNet together for ``--steps`` more steps of 32 pictures at a
-constant learning rate, with the shipped training's loss
-(``promptsweep.toy.train``) and its autoencoder left as it is; then writes
-the model to OUTPUT in the same layout, for ``benchmarks/toy_check.py``.
-
-``--paired`` draws each picture twice, clean and degraded, each with its own
-caption, and gives the two the same noise and timestep in a batch of 16
-pairs. ``--unseen-only-share`` sets the share of captions that hold only
-words the world never uses (``world.UNSEEN_ONLY_SHARE``).
+pictures of the toy world from ``--seed`` (the shipped training drew its own
+from seed 0), and trains its text encoder, UNet and ControlNet together for
+``--steps`` more steps at a constant learning rate, with a fresh AdamW, the
+shipped training's loss, batch size, caption dropout and Canny thresholds
+(``promptsweep.toy.train``), its autoencoder left as it is; then writes
+``base/`` and ``controlnet/`` to OUTPUT, for ``benchmarks/toy_check.py``
+(no training record and no checksums: a study cannot load it as
+``source: toy``).
 """
 
 from __future__ import annotations
@@ -33,32 +31,19 @@ from promptsweep import edges
 from promptsweep.families.sd15_tiny import CLIP_MAX_LENGTH
 from promptsweep.toy import architecture, train, world
 
-BATCH = 32
+SETTINGS = train.TrainingSettings()
 
 
-def degraded_copy(image: np.ndarray, rng: np.random.Generator):
-    """``image`` made worse by one or two degradations, as ``world.degrade`` does when it does."""
-    count = 2 if rng.random() < world.TWICE_DEGRADED_SHARE else 1
-    chosen = tuple(world.DEGRADATIONS[int(i)] for i in rng.choice(len(world.DEGRADATIONS), size=count, replace=False))
-    for degradation in chosen:
-        image = np.clip(degradation.apply(image, rng), 0, 1).astype(np.float32)
-    return image, chosen
 
-
-def make_data(count: int, paired: bool, rng: np.random.Generator) -> train.TrainingData:
+def make_data(count: int, rng: np.random.Generator) -> train.TrainingData:
+    """As ``train.make_data`` draws them, from ``rng``."""
     pictures, controls, captions = [], [], []
     for _ in range(count):
         clean, tags, _ = world.draw_scene(rng)
-        edge_map = edges.canny(world.to_uint8(clean), 100, 200)
-        if paired:
-            degraded, degradations = degraded_copy(clean, rng)
-            drawn = [(clean, ()), (degraded, degradations)]
-        else:
-            drawn = [world.degrade(clean, rng)]
-        for picture, degradations in drawn:
-            pictures.append(world.to_uint8(picture))
-            controls.append(edge_map)
-            captions.append(world.caption(tags, degradations, rng))
+        picture, degradations = world.degrade(clean, rng)
+        pictures.append(world.to_uint8(picture))
+        controls.append(edges.canny(world.to_uint8(clean), SETTINGS.canny_low, SETTINGS.canny_high))
+        captions.append(world.caption(tags, degradations, rng))
     stacked = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
     control = torch.from_numpy(np.stack(controls)).float().div(255)[:, None].expand(-1, 3, -1, -1)
     return train.TrainingData(stacked, control.contiguous(), captions)
@@ -73,11 +58,8 @@ def main() -> int:
     parser.add_argument("--pictures", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--paired", action="store_true")
-    parser.add_argument("--unseen-only-share", type=float, default=world.UNSEEN_ONLY_SHARE)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    world.UNSEEN_ONLY_SHARE = arguments.unseen_only_share
     torch.set_num_threads(arguments.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(arguments.seed)
@@ -88,7 +70,7 @@ def main() -> int:
     controlnet = ControlNetModel.from_pretrained(arguments.source / "controlnet")
     vae, text_encoder, unet, tokenizer = pipeline.vae, pipeline.text_encoder, pipeline.unet, pipeline.tokenizer
     scheduler = architecture.build_noise_scheduler()
-    data = make_data(arguments.pictures, arguments.paired, np.random.default_rng(arguments.seed))
+    data = make_data(arguments.pictures, np.random.default_rng(arguments.seed))
     latents_all = train.encode_pictures(vae, data.pictures) * vae.config.scaling_factor
 
     def ids(texts: list[str]) -> torch.Tensor:
@@ -102,20 +84,13 @@ def main() -> int:
     generator = torch.Generator().manual_seed(arguments.seed)
     started = time.perf_counter()
     for step in range(1, arguments.steps + 1):
-        # Paired: the clean and the degraded copy of a picture share noise and timestep.
-        draws = BATCH // 2 if arguments.paired else BATCH
-        first = torch.randint(len(latents_all) // (2 if arguments.paired else 1), (draws,), generator=generator)
-        noise = torch.randn((draws, *latents_all.shape[1:]), generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (draws,), generator=generator)
-        if arguments.paired:
-            index = torch.stack([2 * first, 2 * first + 1], 1).reshape(-1)
-            noise, timesteps = noise.repeat_interleave(2, 0), timesteps.repeat_interleave(2, 0)
-        else:
-            index = first
+        index = torch.randint(len(latents_all), (SETTINGS.denoiser_batch,), generator=generator)
+        noise = torch.randn((len(index), *latents_all.shape[1:]), generator=generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
         latents = latents_all[index]
         noisy = scheduler.add_noise(latents, noise, timesteps)
         batch_ids = token_ids[index].clone()
-        batch_ids[torch.rand(len(index), generator=generator) < train.TrainingSettings.empty_caption_share] = empty_ids
+        batch_ids[torch.rand(len(index), generator=generator) < SETTINGS.empty_caption_share] = empty_ids
         text = text_encoder(batch_ids)[0]
         down, middle = controlnet(
             noisy, timesteps, encoder_hidden_states=text, controlnet_cond=data.controls[index], return_dict=False
