@@ -142,6 +142,51 @@ def encode_pictures(vae, pictures: torch.Tensor) -> torch.Tensor:
     return torch.cat([vae.encode(pictures[start : start + 64]).latent_dist.mean for start in range(0, len(pictures), 64)])
 
 
+def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Each caption's token ids, padded to CLIP's 77."""
+    return tokenizer(
+        captions, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def denoiser_loss(
+    parts: tuple,
+    scheduler,
+    latents: torch.Tensor,
+    controls: torch.Tensor,
+    token_ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    settings: TrainingSettings,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The v-prediction loss (Salimans and Ho 2022) of the text encoder, UNet
+    and ControlNet in ``parts`` on one batch of ``settings.denoiser_batch``
+    pictures drawn from ``generator``: scaled ``latents``, their ``controls``
+    and captions (``token_ids``), each caption left empty (``empty_ids``)
+    with probability ``settings.empty_caption_share``."""
+    text_encoder, unet, controlnet = parts
+    index = torch.randint(len(latents), (settings.denoiser_batch,), generator=generator)
+    clean = latents[index]
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    ids = token_ids[index].clone()
+    dropped = torch.rand(len(index), generator=generator) < settings.empty_caption_share
+    ids[dropped] = empty_ids
+    text = text_encoder(ids)[0]
+    down, middle = controlnet(
+        noisy, timesteps, encoder_hidden_states=text, controlnet_cond=controls[index], return_dict=False
+    )
+    prediction = unet(
+        noisy,
+        timesteps,
+        encoder_hidden_states=text,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=middle,
+    ).sample
+    return F.mse_loss(prediction, scheduler.get_velocity(clean, noise, timesteps))
+
+
 def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generator: torch.Generator):
     tokenizer = architecture.build_tokenizer()
     text_encoder = architecture.build_text_encoder(len(tokenizer))
@@ -155,40 +200,18 @@ def train_denoiser(data: TrainingData, vae, settings: TrainingSettings, generato
     vae.register_to_config(scaling_factor=scaling_factor)
     logger.info("latent scaling factor %.4f", scaling_factor)
 
-    token_ids = tokenizer(
-        data.captions, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt"
-    ).input_ids
-    empty_ids = tokenizer(
-        [""], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt"
-    ).input_ids
+    token_ids, empty_ids = caption_ids(tokenizer, data.captions), caption_ids(tokenizer, [""])
 
     parameters = [*text_encoder.parameters(), *unet.parameters(), *controlnet.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=settings.denoiser_learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, settings.denoiser_learning_rate, total_steps=settings.denoiser_steps, pct_start=0.05
     )
-    n = len(means)
+    latents = means * scaling_factor
     for step in range(1, settings.denoiser_steps + 1):
-        index = torch.randint(n, (settings.denoiser_batch,), generator=generator)
-        latents = means[index] * scaling_factor
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        ids = token_ids[index].clone()
-        dropped = torch.rand(len(index), generator=generator) < settings.empty_caption_share
-        ids[dropped] = empty_ids
-        text = text_encoder(ids)[0]
-        down, middle = controlnet(
-            noisy, timesteps, encoder_hidden_states=text, controlnet_cond=data.controls[index], return_dict=False
+        loss = denoiser_loss(
+            (text_encoder, unet, controlnet), scheduler, latents, data.controls, token_ids, empty_ids, settings, generator
         )
-        prediction = unet(
-            noisy,
-            timesteps,
-            encoder_hidden_states=text,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=middle,
-        ).sample
-        loss = F.mse_loss(prediction, scheduler.get_velocity(latents, noise, timesteps))
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
