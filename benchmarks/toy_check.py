@@ -136,14 +136,19 @@ def changes(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     where q < 0.05, then "better" or "worse" where significant."""
     deltas = stats.quality_deltas(table, "baseline", names)
     deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
-    paired = table.set_index(["condition", "image_id", "seed"])
-    baseline = paired.loc["baseline"]
+    standardised = {
+        metric: stats.paired_deltas(table, "baseline", metric).groupby("condition")["delta"].agg(
+            lambda delta: delta.mean() / delta.std()
+        )
+        for metric in names
+    }
     cells = {}
     for row in deltas.itertuples():
-        change = paired.loc[row.condition][row.metric] - baseline[row.metric]
         significant = row.q_value < 0.05
         judged = registry.METRICS[row.metric].judge(int(np.sign(row.delta_mean))) if significant else ""
-        cells[row.condition, row.metric] = f"{change.mean() / change.std():+.2f}{'*' if significant else ' '} {judged}"
+        cells[row.condition, row.metric] = (
+            f"{standardised[row.metric][row.condition]:+.2f}{'*' if significant else ' '} {judged}"
+        )
     variants = [name for name in table["condition"].unique() if name != "baseline"]
     return pd.Series(cells).unstack().reindex(index=variants, columns=names)
 
