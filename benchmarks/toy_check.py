@@ -129,13 +129,20 @@ def main() -> int:
     return 0
 
 
+def tested(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Each condition's change of each metric against the baseline
+    (``stats.quality_deltas``), with q-values over these tests alone."""
+    deltas = stats.quality_deltas(table, "baseline", names)
+    deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
+    return deltas
+
+
 def changes(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """Each condition's change of each metric against the baseline, tested as
     the study tests it (the t-test over image means), shown as the mean
     paired change over generations in paired standard deviations, ``*``
     where q < 0.05, then "better" or "worse" where significant."""
-    deltas = stats.quality_deltas(table, "baseline", names)
-    deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
+    deltas = tested(table, names)
     standardised = {
         metric: stats.paired_deltas(table, "baseline", metric).groupby("condition")["delta"].agg(
             lambda delta: delta.mean() / delta.std()

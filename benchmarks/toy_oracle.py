@@ -1,150 +1,178 @@
 """How often the default study could find the planted effects with a model
-that had learned the toy world perfectly: the ceiling that no training of the
-toy model can pass.
+that draws exactly what the toy world's captions condition on.
 
-    python benchmarks/toy_oracle.py [--studies 200] [--images 10] [--seeds 2]
+    python benchmarks/toy_oracle.py [--studies 50] [--images 10] [--seeds 2]
         [--clean-share P ...] [--through-autoencoder]
 
-A perfect model, given a picture's prompt without quality words, draws from
-the pictures whose captions name no quality: clean with probability P (the
-world's own P is measured from its captions and printed; ``--clean-share``
-sets others, to compare caption designs), otherwise degraded as
-``world.degrade`` degrades. For each of the default study's prompts
-(``config/toy-prompts.tsv``) it changes only what the prompt's words plant
-(``planted.involved_degradations``): quality words in the positive prompt
-give the clean picture; a negative prompt removes the degradations it names
-(all of them for ``low quality`` or ``worst quality``); a word the captions
-never used changes nothing. Each seed's variants are coupled to its baseline,
-as a shared starting noise couples them: the same degradations at the same
-strengths, less the removed ones. ``--through-autoencoder`` scores each
-picture after the shipped toy model's autoencoder round trip, which keeps
-little of pixel noise: what the model can represent.
+Such a model, given a picture's prompt without quality words
+("triangles, white background"), draws from the pictures whose captions name
+their shapes and no quality: as the world draws them, or clean with
+probability P and otherwise degraded as those pictures are (``--clean-share``,
+to compare caption designs; the world's own P is printed). For each of the
+default study's prompts (``config/toy-prompts.tsv``) it changes only what the
+prompt's words plant (``planted.involved_degradations``): quality words in the
+positive prompt give the clean picture; a negative prompt removes the
+degradations it names (all of them for ``low quality`` or ``worst quality``);
+a word the captions never used changes nothing. Each seed's variants are
+coupled to its baseline, as a shared starting noise couples them: the same
+degradations at the same strengths, less the removed ones.
+``--through-autoencoder`` scores each picture after the shipped toy model's
+autoencoder round trip, which keeps little of pixel noise.
 
-Each simulated study (ten study pictures, seeds drawn anew) is tested as the
-verdict tests (``stats.quality_deltas``, one Benjamini-Hochberg family over
-its quality tests; a study's family also holds its change tests, which can
-make its q-values smaller). Printed: per prompt and clean share, the share of
-studies in which the prompt is better, q < 0.05, on at least two planted
-metrics: the issue's bar for that prompt.
+Each simulated study (the default study's pictures, degradations drawn anew)
+gets the verdict's test over image means (``stats.quality_deltas``). Printed,
+per prompt: the share of studies in which the prompt is better on at least two
+planted metrics, with q < 0.05 over the study's quality tests alone (as
+``toy_check.py`` counts), and with p < 0.05, which bounds what any family can
+give, since a Benjamini-Hochberg q-value is never below its p-value (the
+verdict's family also holds change, fidelity and noise-floor tests).
+
+What a guided, imperfect model adds is outside it: the trained toy models
+make changes that no caption explains (an unseen word as a negative prompt
+lowering RMS contrast; docs/models.md).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from promptsweep import registry, stats
+from promptsweep import registry
 from promptsweep.study import PromptSpec, read_prompts
 from promptsweep.toy import planted, world
-from toy_study import toy_autoencoder
+from toy_check import tested
 
 REPO = Path(__file__).resolve().parent.parent
+SUBJECT = "circles"
+"""The tag every simulated caption is drawn for; a study prompt names its shapes."""
 QUALITY_PHRASES = {*world.QUALITY_WORDS, *world.LOW_QUALITY_WORDS, *(d.word for d in world.DEGRADATIONS)}
+# Each random stream's key starts with its own tag, so that no two streams share a seed.
+DRAWS, STRENGTHS, SHARE = 0, 1, 2
 
 
-def clean_share_among_unnamed(count: int = 20_000, seed: int = 0) -> float:
-    """The share of clean pictures among the world's captions that name no quality."""
-    rng = np.random.default_rng(seed)
-    picture = np.full((8, 8, 3), 0.5, np.float32)
-    clean = []
-    for _ in range(count):
-        _, degradations = world.degrade(picture, rng)
-        if not QUALITY_PHRASES & {phrase.strip() for phrase in world.caption(["circles"], degradations, rng).split(",")}:
-            clean.append(not degradations)
-    return float(np.mean(clean))
-
-
-def degraded_draw(rng: np.random.Generator) -> tuple[str, ...]:
-    """The names of the degradations of one degraded picture, as ``world.degrade`` chooses them."""
+def unnamed_draw(rng: np.random.Generator) -> tuple[str, ...]:
+    """The degradations of one picture whose caption names its shapes and no
+    quality, drawn as the world draws pictures and captions."""
     picture = np.full((8, 8, 3), 0.5, np.float32)
     while True:
         _, degradations = world.degrade(picture, rng)
-        if degradations:
-            return tuple(d.name for d in degradations)
+        words = planted.phrases(world.caption([SUBJECT], degradations, rng))
+        if SUBJECT in words and not words & QUALITY_PHRASES:
+            return tuple(degradation.name for degradation in degradations)
+
+
+def baseline_draw(rng: np.random.Generator, clean_share: float | None) -> tuple[str, ...]:
+    """A baseline picture's degradations: as the world draws them
+    (``clean_share`` None), or clean with probability ``clean_share`` and
+    otherwise drawn from the degraded pictures among them."""
+    if clean_share is None:
+        return unnamed_draw(rng)
+    if rng.random() < clean_share:
+        return ()
+    while not (names := unnamed_draw(rng)):
+        pass
+    return names
+
+
+def world_clean_share(draws: int = 20_000) -> float:
+    rng = np.random.default_rng([SHARE])
+    return float(np.mean([not unnamed_draw(rng) for _ in range(draws)]))
 
 
 def degraded(picture: np.ndarray, names: tuple[str, ...], key: list[int]) -> np.ndarray:
-    """``picture`` with the named degradations, each at the strength drawn
-    from its own stream of ``key``, whichever others are applied."""
+    """``picture`` with the named degradations, in the world's order, each at
+    the strength drawn from its own stream of ``key``, whichever others are applied."""
     for position, degradation in enumerate(world.DEGRADATIONS):
         if degradation.name in names:
-            rng = np.random.default_rng([*key, position])
+            rng = np.random.default_rng([STRENGTHS, *key, position])
             picture = np.clip(degradation.apply(picture, rng), 0.0, 1.0).astype(np.float32)
     return picture
 
 
-def removed_by(prompt: PromptSpec) -> set[str]:
-    names, sign = planted.involved_degradations(prompt)
-    if sign > 0:
-        raise SystemExit(f"prompt {prompt.prompt_id}: a move towards a degradation has no oracle here")
-    return set(names)
+def removed_degradations(prompts: list[PromptSpec]) -> dict[str, set[str]]:
+    """Per prompt, the degradations its words remove from the baseline's."""
+    removed = {}
+    for prompt in prompts:
+        names, sign = planted.involved_degradations(prompt)
+        if sign > 0:
+            raise SystemExit(
+                f"config/toy-prompts.tsv, prompt {prompt.prompt_id} ({prompt.text!r}): its words move the picture "
+                "towards a degradation, which this simulation does not draw; it simulates quality words in a "
+                "positive prompt and degradation words in a negative one"
+            )
+        removed[prompt.prompt_id] = set(names)
+    return removed
 
 
 def simulate(
-    prompts: list[PromptSpec], clean_share: float, images: int, seeds: int, study: int, seen=lambda picture: picture
+    removed: dict[str, set[str]],
+    clean_share: float | None,
+    images: int,
+    seeds: int,
+    study: int,
+    seen: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One simulated study's quality deltas, with q-values."""
-    rng = np.random.default_rng([study, int(clean_share * 1000)])
+    """One simulated study's quality deltas, with q-values over its quality tests."""
+    rng = np.random.default_rng([DRAWS, study, 1001 if clean_share is None else round(clean_share * 1000)])
     rows, pictures = [], []
     for index, (image_id, picture, _) in enumerate(world.study_scenes(images)):
         clean = picture.astype(np.float32) / 255
         for seed in range(seeds):
-            base = () if rng.random() < clean_share else degraded_draw(rng)
+            base = baseline_draw(rng, clean_share)
             conditions = {"baseline": base} | {
-                prompt.prompt_id: tuple(name for name in base if name not in removed_by(prompt)) for prompt in prompts
+                prompt_id: tuple(name for name in base if name not in names) for prompt_id, names in removed.items()
             }
             for condition, names in conditions.items():
                 rows.append({"image_id": image_id, "seed": seed, "condition": condition})
-                pictures.append(seen(world.to_uint8(degraded(clean, names, [study, index, seed]))))
-    names = [metric.name for metric in planted.planted_metrics()]
+                drawn = world.to_uint8(degraded(clean, names, [study, index, seed]))
+                pictures.append(seen(drawn) if seen else drawn)
     table = pd.concat([pd.DataFrame(rows), planted.scores(pictures)], axis=1)
-    deltas = stats.quality_deltas(table, "baseline", names)
-    deltas["q_value"] = stats.benjamini_hochberg(deltas["p_value"])
-    return deltas
+    return tested(table, [metric.name for metric in planted.planted_metrics()])
 
 
-def better_metrics(deltas: pd.DataFrame) -> pd.Series:
-    """Per prompt, how many metrics it makes better with q < 0.05."""
+def better_metrics(deltas: pd.DataFrame, column: str) -> pd.Series:
+    """Per prompt, how many metrics it makes better with ``column`` (p or q) < 0.05."""
     better = [
-        q < 0.05 and registry.METRICS[metric].judge(int(np.sign(delta))) == "better"
-        for metric, delta, q in zip(deltas["metric"], deltas["delta_mean"], deltas["q_value"])
+        value < 0.05 and registry.METRICS[metric].judge(int(np.sign(delta))) == "better"
+        for metric, delta, value in zip(deltas["metric"], deltas["delta_mean"], deltas[column])
     ]
     return deltas.assign(better=better).groupby("condition")["better"].sum()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=200)
+    parser.add_argument("--studies", type=int, default=50)
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--clean-share", type=float, action="append", default=[])
     parser.add_argument("--through-autoencoder", action="store_true")
     arguments = parser.parse_args()
-    seen = toy_autoencoder() if arguments.through_autoencoder else (lambda picture: picture)
+    seen = None
+    if arguments.through_autoencoder:
+        from toy_study import toy_autoencoder
+
+        seen = toy_autoencoder()
     prompts = read_prompts(REPO / "config" / "toy-prompts.tsv")
-    own = clean_share_among_unnamed()
-    print(f"the world's captions: {own:.3f} of the pictures whose captions name no quality are clean")
-    columns = {}
-    for share in [own, *arguments.clean_share]:
-        counts = pd.DataFrame(
-            [
-                better_metrics(simulate(prompts, share, arguments.images, arguments.seeds, study, seen))
-                for study in range(arguments.studies)
-            ]
+    removed = removed_degradations(prompts)
+    print(f"the world's captions: {world_clean_share():.3f} of the pictures whose captions name their shapes and no quality are clean")
+    found: dict[str, dict[str, pd.Series]] = {"q_value": {}, "p_value": {}}
+    for share in [None, *arguments.clean_share]:
+        label = "world's P" if share is None else f"P = {share:.2f}"
+        studies = [simulate(removed, share, arguments.images, arguments.seeds, study, seen) for study in range(arguments.studies)]
+        for column in found:
+            counts = pd.DataFrame([better_metrics(deltas, column) for deltas in studies])
+            found[column][label] = (counts >= 2).mean()
+    texts = pd.Series({prompt.prompt_id: prompt.text[:40] for prompt in prompts}, name="text")
+    for column, statement in (("q_value", "q < 0.05 over its quality tests"), ("p_value", "p < 0.05 (any family's bound)")):
+        print(
+            f"share of {arguments.studies} simulated studies ({arguments.images} pictures, {arguments.seeds} seeds) in which "
+            f"the prompt is better on at least two metrics, {statement}:"
         )
-        columns[f"P = {share:.2f}"] = (counts >= 2).mean()
-        print(f"P = {share:.2f}: median metrics better per prompt:", counts.median().to_dict(), flush=True)
-    texts = {prompt.prompt_id: prompt.text for prompt in prompts}
-    result = pd.DataFrame(columns)
-    result.insert(0, "text", [texts[name][:40] for name in result.index])
-    print(
-        f"share of {arguments.studies} simulated studies ({arguments.images} pictures, {arguments.seeds} seeds) "
-        "in which the prompt is better on at least two metrics, q < 0.05:"
-    )
-    print(result.round(2).to_string())
+        print(pd.concat([texts, pd.DataFrame(found[column])], axis=1).round(2).to_string())
     return 0
 
 

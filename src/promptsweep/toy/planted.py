@@ -76,7 +76,8 @@ def degradation_effects(
     return pd.DataFrame(rows)
 
 
-def _phrases(text: str) -> set[str]:
+def phrases(text: str) -> set[str]:
+    """The comma-separated phrases of a prompt or caption, lowercased."""
     return {phrase.strip().lower() for phrase in text.split(",")}
 
 
@@ -84,12 +85,12 @@ def involved_degradations(prompt: PromptSpec) -> tuple[list[str], int]:
     """The degradations a prompt's words name, and whether it moves the
     picture towards them (+1) or away (-1); ``([], 0)`` without a trained
     quality word."""
-    phrases = _phrases(prompt.text)
+    named_phrases = phrases(prompt.text)
     by_word = {degradation.word: degradation.name for degradation in world.DEGRADATIONS}
     every = [degradation.name for degradation in world.DEGRADATIONS]
-    named = [name for word, name in by_word.items() if word in phrases]
-    against_all = phrases & set(world.LOW_QUALITY_WORDS)
-    towards_clean = phrases & set(world.QUALITY_WORDS)
+    named = [name for word, name in by_word.items() if word in named_phrases]
+    against_all = named_phrases & set(world.LOW_QUALITY_WORDS)
+    towards_clean = named_phrases & set(world.QUALITY_WORDS)
     if prompt.kind == "negative":
         degradations = every if against_all else named
         return degradations, -1 if degradations else 0
