@@ -15,7 +15,9 @@ positive prompt give the clean picture; a negative prompt removes the
 degradations it names (all of them for ``low quality`` or ``worst quality``);
 a word the captions never used changes nothing. Each seed's variants are
 coupled to its baseline, as a shared starting noise couples them: the same
-degradations at the same strengths, less the removed ones.
+degradations at the same strengths, less the removed ones, applied in the
+order of ``world.DEGRADATIONS`` (the world applies a picture's two in random
+order).
 ``--through-autoencoder`` scores each picture after the shipped toy model's
 autoencoder round trip, which keeps little of pixel noise.
 
@@ -25,7 +27,8 @@ per prompt: the share of studies in which the prompt is better on at least two
 planted metrics, with q < 0.05 over the study's quality tests alone (as
 ``toy_check.py`` counts), and with p < 0.05, which bounds what any family can
 give, since a Benjamini-Hochberg q-value is never below its p-value (the
-verdict's family also holds change, fidelity and noise-floor tests).
+verdict's family also holds each prompt's change against the noise floor
+and its fidelity tests).
 
 What a guided, imperfect model adds is outside it: the trained toy models
 make changes that no caption explains (an unseen word as a negative prompt
