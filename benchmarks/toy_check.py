@@ -1,7 +1,8 @@
 """A quick check of a trained toy model, before a full study.
 
-    python benchmarks/toy_check.py DIR [--steps 10] [--guidance 7.5]
-        [--condition NAME=POSITIVE|NEGATIVE[|GUIDANCE] ...] [--images 6]
+    python benchmarks/toy_check.py DIR [--steps 10] [--guidance 5]
+        [--controlnet-scale 1.5] [--condition NAME=POSITIVE|NEGATIVE[|GUIDANCE] ...]
+        [--images 6]
 
 generates, for held-out toy pictures and seeds 0 and 1, the baseline and each
 condition (by default: quality words; "blurry" as a negative; every
@@ -72,8 +73,10 @@ def parse_condition(text: str) -> tuple[str, Condition]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--guidance", type=float, default=7.5)
+    # The toy model's own settings (promptsweep.toy.GENERATION_DEFAULTS), as a default study uses them.
+    parser.add_argument("--steps", type=int, default=toy.GENERATION_DEFAULTS["steps"])
+    parser.add_argument("--guidance", type=float, default=toy.GENERATION_DEFAULTS["guidance_scale"])
+    parser.add_argument("--controlnet-scale", type=float, default=toy.GENERATION_DEFAULTS["controlnet_scale"])
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--condition", type=parse_condition, action="append", default=[])
     arguments = parser.parse_args()
@@ -89,7 +92,10 @@ def main() -> int:
     family = families.get(toy.FAMILY)
     pipeline = models.load_pipeline(*weights, models.PipelineOptions("cpu", torch.float32))
     settings = GenerationSettings(
-        steps=arguments.steps, guidance_scale=arguments.guidance, controlnet_scale=1.0, scheduler="unipc"
+        steps=arguments.steps,
+        guidance_scale=arguments.guidance,
+        controlnet_scale=arguments.controlnet_scale,
+        scheduler=toy.GENERATION_DEFAULTS["scheduler"],
     )
     by_guidance: dict[float, list[str]] = {}
     for name, condition in conditions.items():

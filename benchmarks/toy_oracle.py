@@ -6,18 +6,17 @@ that draws exactly what the toy world's captions condition on.
 
 Such a model, given a picture's prompt without quality words
 ("triangles, white background"), draws from the pictures whose captions name
-their shapes and no quality: as the world draws them, or clean with
-probability P and otherwise degraded as those pictures are (``--clean-share``,
-to compare caption designs; the world's own P is printed). For each of the
-default study's prompts (``config/toy-prompts.tsv``) it changes only what the
-prompt's words plant (``planted.involved_degradations``): quality words in the
-positive prompt give the clean picture; a negative prompt removes the
-degradations it names (all of them for ``low quality`` or ``worst quality``);
-a word the captions never used changes nothing. Each seed's variants are
-coupled to its baseline, as a shared starting noise couples them: the same
-degradations at the same strengths, less the removed ones, applied in the
-order of ``world.DEGRADATIONS`` (the world applies a picture's two in random
-order).
+their shapes and no quality: as the world draws them (mostly ordinary
+pictures, slightly soft and flat), or clean with probability P and otherwise
+degraded as those pictures are (``--clean-share``, to compare caption
+designs; the world's own P is printed). For each of the default study's
+prompts (``config/toy-prompts.tsv``) it changes only what the prompt's words
+plant (``planted.involved_degradations``): quality words in the positive
+prompt give the clean picture; a negative prompt removes the degradations it
+names (and the ordinary ones for ``low quality`` or ``worst quality``); a word the
+captions never used changes nothing. Each seed's variants are coupled to its
+baseline, as a shared starting noise couples them: the same degradations at
+the same levels and with the same noise, less the removed ones.
 ``--through-autoencoder`` scores each picture after the shipped toy model's
 autoencoder round trip, which keeps little of pixel noise.
 
@@ -54,21 +53,21 @@ SUBJECT = "circles"
 """The tag every simulated caption is drawn for; a study prompt names its shapes."""
 QUALITY_PHRASES = {*world.QUALITY_WORDS, *world.LOW_QUALITY_WORDS, *(d.word for d in world.DEGRADATIONS)}
 # Each random stream's key starts with its own tag, so that no two streams share a seed.
-DRAWS, STRENGTHS, SHARE = 0, 1, 2
+DRAWS, NOISE, SHARE = 0, 1, 2
 
 
-def unnamed_draw(rng: np.random.Generator) -> tuple[str, ...]:
+def unnamed_draw(rng: np.random.Generator) -> tuple[world.Applied, ...]:
     """The degradations of one picture whose caption names its shapes and no
     quality, drawn as the world draws pictures and captions."""
     picture = np.full((8, 8, 3), 0.5, np.float32)
     while True:
-        _, degradations = world.degrade(picture, rng)
-        words = planted.phrases(world.caption([SUBJECT], degradations, rng))
+        _, applied = world.degrade(picture, rng)
+        words = planted.phrases(world.caption([SUBJECT], applied, rng))
         if SUBJECT in words and not words & QUALITY_PHRASES:
-            return tuple(degradation.name for degradation in degradations)
+            return applied
 
 
-def baseline_draw(rng: np.random.Generator, clean_share: float | None) -> tuple[str, ...]:
+def baseline_draw(rng: np.random.Generator, clean_share: float | None) -> tuple[world.Applied, ...]:
     """A baseline picture's degradations: as the world draws them
     (``clean_share`` None), or clean with probability ``clean_share`` and
     otherwise drawn from the degraded pictures among them."""
@@ -76,24 +75,14 @@ def baseline_draw(rng: np.random.Generator, clean_share: float | None) -> tuple[
         return unnamed_draw(rng)
     if rng.random() < clean_share:
         return ()
-    while not (names := unnamed_draw(rng)):
+    while not (applied := unnamed_draw(rng)):
         pass
-    return names
+    return applied
 
 
 def world_clean_share(draws: int = 20_000) -> float:
     rng = np.random.default_rng([SHARE])
     return float(np.mean([not unnamed_draw(rng) for _ in range(draws)]))
-
-
-def degraded(picture: np.ndarray, names: tuple[str, ...], key: list[int]) -> np.ndarray:
-    """``picture`` with the named degradations, in the world's order, each at
-    the strength drawn from its own stream of ``key``, whichever others are applied."""
-    for position, degradation in enumerate(world.DEGRADATIONS):
-        if degradation.name in names:
-            rng = np.random.default_rng([STRENGTHS, *key, position])
-            picture = np.clip(degradation.apply(picture, rng), 0.0, 1.0).astype(np.float32)
-    return picture
 
 
 def removed_degradations(prompts: list[PromptSpec]) -> dict[str, set[str]]:
@@ -114,26 +103,29 @@ def removed_degradations(prompts: list[PromptSpec]) -> dict[str, set[str]]:
 def simulate(
     removed: dict[str, set[str]],
     clean_share: float | None,
-    images: int,
+    pictures: list[np.ndarray],
     seeds: int,
     study: int,
     seen: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One simulated study's quality deltas, with q-values over its quality tests."""
     rng = np.random.default_rng([DRAWS, study, 1001 if clean_share is None else round(clean_share * 1000)])
-    rows, pictures = [], []
-    for index, (image_id, picture, _) in enumerate(world.study_scenes(images)):
+    rows, drawn_pictures = [], []
+    for index, picture in enumerate(pictures):
         clean = picture.astype(np.float32) / 255
         for seed in range(seeds):
             base = baseline_draw(rng, clean_share)
             conditions = {"baseline": base} | {
-                prompt_id: tuple(name for name in base if name not in names) for prompt_id, names in removed.items()
+                prompt_id: tuple(each for each in base if each.degradation.name not in names)
+                for prompt_id, names in removed.items()
             }
-            for condition, names in conditions.items():
-                rows.append({"image_id": image_id, "seed": seed, "condition": condition})
-                drawn = world.to_uint8(degraded(clean, names, [study, index, seed]))
-                pictures.append(seen(drawn) if seen else drawn)
-    table = pd.concat([pd.DataFrame(rows), planted.scores(pictures)], axis=1)
+            for condition, applied in conditions.items():
+                rows.append({"image_id": index, "seed": seed, "condition": condition})
+                # The same noise stream for every condition of a seed, as a shared starting noise gives.
+                noise = np.random.default_rng([NOISE, study, index, seed])
+                drawn = world.to_uint8(world.apply(clean, applied, noise))
+                drawn_pictures.append(seen(drawn) if seen else drawn)
+    table = pd.concat([pd.DataFrame(rows), planted.scores(drawn_pictures)], axis=1)
     return tested(table, [metric.name for metric in planted.planted_metrics()])
 
 
@@ -161,11 +153,12 @@ def main() -> int:
         seen = toy_autoencoder()
     prompts = read_prompts(REPO / "config" / "toy-prompts.tsv")
     removed = removed_degradations(prompts)
+    pictures = [picture for _, picture, _ in world.study_scenes(arguments.images)]
     print(f"the world's captions: {world_clean_share():.3f} of the pictures whose captions name their shapes and no quality are clean")
     found: dict[str, dict[str, pd.Series]] = {"q_value": {}, "p_value": {}}
     for share in [None, *arguments.clean_share]:
         label = "world's P" if share is None else f"P = {share:.2f}"
-        studies = [simulate(removed, share, arguments.images, arguments.seeds, study, seen) for study in range(arguments.studies)]
+        studies = [simulate(removed, share, pictures, arguments.seeds, study, seen) for study in range(arguments.studies)]
         for column in found:
             counts = pd.DataFrame([better_metrics(deltas, column) for deltas in studies])
             found[column][label] = (counts >= 2).mean()

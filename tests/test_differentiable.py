@@ -22,7 +22,7 @@ def _pictures() -> list[np.ndarray]:
     for _ in range(4):
         clean, _, _ = world.draw_scene(rng)
         for degradation in world.DEGRADATIONS:
-            pictures.append(world.to_uint8(degradation.apply(clean, rng)))
+            pictures.append(world.to_uint8(world.apply(clean, (world.Applied(degradation, 0.7),), rng)))
         pictures.append(world.to_uint8(clean))
     return pictures
 

@@ -15,7 +15,7 @@ from PIL import Image
 from promptsweep import families
 from promptsweep.families import Conditioning, FamilyConfigError
 from promptsweep.families.sd15 import FAMILY as SD15
-from promptsweep.study import GenerationSettings
+from promptsweep.study import MODEL_DEFAULT_KEYS, GenerationSettings
 
 
 def conditioning(seed: int) -> Conditioning:
@@ -95,7 +95,7 @@ def test_every_built_in_family_keeps_the_protocol_and_fetches_safetensors_only(n
     family = families.get(name)
     assert name in families.FAMILY_MODULES and family.name == name
     assert isinstance(family, families.Family)
-    assert set(family.defaults) == {"resolution", "steps", "guidance_scale", "scheduler"}
+    assert set(family.defaults) == set(MODEL_DEFAULT_KEYS)
     for role in ("base", "controlnet"):
         patterns = family.weight_patterns(role, False)
         assert any(pattern.endswith(".safetensors") for pattern in patterns)
@@ -132,7 +132,7 @@ class StubFamily:
 
     name = "stub"
     pipeline_class = "StubPipeline"
-    defaults = {"resolution": 64, "steps": 1, "guidance_scale": 1.0, "scheduler": "unipc"}
+    defaults = {"resolution": 64, "steps": 1, "guidance_scale": 1.0, "controlnet_scale": 1.0, "scheduler": "unipc"}
     reads_weights = True
 
     def weight_patterns(self, role, safety_checker):

@@ -31,15 +31,21 @@ def test_every_scene_has_edges_to_follow() -> None:
         assert edges.canny(picture, 100, 200).any()
 
 
-def test_captions_name_what_the_picture_shows_and_its_quality() -> None:
+def test_captions_name_a_defect_mostly_a_mild_degradation_rarely_and_a_clean_picture_by_its_quality() -> None:
     rng = np.random.default_rng(0)
     blur, noise = world.DEGRADATIONS[0], world.DEGRADATIONS[2]
-    captions = [world.caption(["circles", "red circle"], (blur,), rng) for _ in range(400)]
-    assert sum("blurry" in caption for caption in captions) > 240
-    assert not any(word in caption for caption in captions for word in world.QUALITY_WORDS)
-    clean = [world.caption(["circles", "red circle"], (), rng) for _ in range(400)]
+    strong_blur, mild_blur = world.Applied(blur, 0.7), world.Applied(blur, 0.1)
+    assert strong_blur.strong and not mild_blur.strong
+    tags = ["circles", "red circle"]
+    defective = [world.caption(tags, (strong_blur,), rng) for _ in range(400)]
+    assert sum("blurry" in caption for caption in defective) > 240
+    assert not any(word in caption for caption in defective for word in world.QUALITY_WORDS)
+    ordinary = [world.caption(tags, (mild_blur,), rng) for _ in range(400)]
+    assert 0.07 < sum("blurry" in caption for caption in ordinary) / 400 < 0.25
+    clean = [world.caption(tags, (), rng) for _ in range(400)]
     assert not any(degradation.word in caption for caption in clean for degradation in world.DEGRADATIONS)
-    twice = [world.caption(["circles"], (blur, noise), rng) for _ in range(400)]
+    assert sum(any(word in caption for word in world.QUALITY_WORDS) for caption in clean) / 400 > 0.75
+    twice = [world.caption(["circles"], (strong_blur, world.Applied(noise, 0.5)), rng) for _ in range(400)]
     # Each word four times in five: both together about 0.64 of the time, less the 5% of unseen-only captions.
     assert 0.5 < sum("blurry" in caption and "noisy" in caption for caption in twice) / 400 < 0.75
 
@@ -47,7 +53,7 @@ def test_captions_name_what_the_picture_shows_and_its_quality() -> None:
 def test_some_captions_hold_quality_words_alone_so_a_negative_prompt_is_a_text_seen_in_training() -> None:
     rng = np.random.default_rng(1)
     known = set(world.vocabulary())
-    captions = [world.caption(["circles", "red circle"], (world.DEGRADATIONS[0],), rng) for _ in range(4000)]
+    captions = [world.caption(["circles", "red circle"], (world.Applied(world.DEGRADATIONS[0], 0.7),), rng) for _ in range(4000)]
     alone = [
         caption
         for caption in captions
@@ -78,20 +84,27 @@ def test_unseen_words_vary_in_length_and_are_never_the_worlds_own() -> None:
     assert min(map(len, words)) == 3 and max(map(len, words)) == 12
 
 
-def test_degrading_leaves_half_the_pictures_clean_and_a_quarter_of_the_rest_degraded_twice() -> None:
+def test_most_pictures_are_ordinary_and_some_have_defects_at_a_strong_level() -> None:
     rng = np.random.default_rng(3)
     # Black and white halves: noise pushes both beyond [0, 1] unless clipped.
     picture = np.zeros((world.SIZE, world.SIZE, 3), np.float32)
     picture[:, world.SIZE // 2 :] = 1.0
-    results = [world.degrade(picture, rng) for _ in range(800)]
-    degraded = [(pixels, applied) for pixels, applied in results if applied]
-    assert 0.4 < 1 - len(degraded) / len(results) < 0.6
-    twice = [applied for _, applied in degraded if len(applied) == 2]
-    assert 0.15 < len(twice) / len(degraded) < 0.35
-    assert all(first != second for first, second in twice)
-    for pixels, applied in degraded:
+    results = [world.degrade(picture, rng) for _ in range(1000)]
+    names = [tuple(each.degradation.name for each in applied) for _, applied in results]
+    # Clean: neither ordinary (35%) nor defective (70%).
+    assert 0.2 < names.count(()) / len(names) < 0.3
+    defective = [applied for _, applied in results if any(each.strong for each in applied)]
+    assert 0.25 < len(defective) / len(results) < 0.35
+    twice = [applied for applied in defective if sum(each.strong for each in applied) == 2]
+    assert 0.15 < len(twice) / len(defective) < 0.35
+    order = [degradation.name for degradation in world.DEGRADATIONS]
+    assert all(list(applied) == sorted(applied, key=order.index) for applied in names)
+    mild = [each for _, applied in results for each in applied if not each.strong]
+    assert {each.degradation.name for each in mild} == set(world.ORDINARY)
+    assert all(world.MILD_LEVELS[0] <= each.level <= world.MILD_LEVELS[1] for each in mild)
+    for pixels, applied in results:
         assert pixels.dtype == np.float32 and 0 <= pixels.min() and pixels.max() <= 1
-        assert not np.array_equal(pixels, picture)
+        assert np.array_equal(pixels, picture) == (not applied)
 
 
 def test_each_degradation_moves_the_quality_metrics_its_own_way() -> None:
@@ -112,20 +125,31 @@ def _effects(changes: dict[tuple[str, str], float]) -> pd.DataFrame:
 
 
 def test_planted_directions_follow_from_the_words_of_a_prompt() -> None:
-    effects = _effects({("blur", "sharpness"): -1.0, ("noise", "sharpness"): 2.0, ("washed_out", "colorfulness"): -2.0})
+    assert world.ORDINARY == ("washed_out",)
+    effects = _effects({
+        ("blur", "sharpness"): -1.0,
+        ("noise", "sharpness"): 4.0,
+        ("washed_out", "sharpness"): -0.1,
+        ("washed_out", "colorfulness"): -2.0,
+        ("low_contrast", "colorfulness"): -1.0,
+    })
     prompts = [
         PromptSpec("sharp", "positive", 1, "best quality"),
         PromptSpec("blurry", "negative", 1, "blurry"),
-        PromptSpec("worst", "negative", 2, "worst quality"),
+        PromptSpec("noisy", "negative", 2, "noisy"),
+        PromptSpec("worst", "negative", 3, "worst quality"),
         PromptSpec("unseen", "positive", 2, "masterpiece"),
     ]
     expected = planted.expected_changes(prompts, effects).set_index(["prompt_id", "metric"])["expected"]
-    # Away from every degradation: the mean of (-1, 2, 0, 0, 0) is a rise, so its opposite a fall.
-    assert expected["sharp", "sharpness"] == -1
+    # Away from the ordinary fading, not from blur, noise or low contrast.
     assert expected["sharp", "colorfulness"] == 1
+    # Fading's -0.1 is under the smallest planted effect.
+    assert expected["sharp", "sharpness"] == 0
     assert expected["blurry", "sharpness"] == 1
     assert expected["blurry", "colorfulness"] == 0
+    assert expected["noisy", "sharpness"] == -1
     assert expected["worst", "colorfulness"] == 1
+    assert expected["worst", "sharpness"] == 0
     assert (expected["unseen"] == 0).all()
 
 
@@ -197,3 +221,13 @@ def test_checksums_name_a_changed_or_missing_weight_file(trained: Path, tmp_path
         toy.check_checksums(_checksums(copy), copy)
     with pytest.raises(toy.ToyWeightsError, match="python -m promptsweep.toy train"):
         toy.recorded_checksums(tmp_path / "nothing")
+
+
+def test_the_toy_model_declares_every_setting_a_model_defaults() -> None:
+    from promptsweep.study import MODEL_DEFAULT_KEYS, generation_defaults
+
+    assert set(toy.GENERATION_DEFAULTS) == set(MODEL_DEFAULT_KEYS)
+    toy_settings = generation_defaults({"source": "toy", "family": toy.FAMILY})
+    tiny_settings = generation_defaults({"source": "tiny", "family": toy.FAMILY})
+    # The toy model follows its edges only with a stronger ControlNet; the tiny model keeps the family's.
+    assert toy_settings["controlnet_scale"] > tiny_settings["controlnet_scale"] == 1.0

@@ -66,7 +66,7 @@ class GenerationSettings:
     negative prompt, on when > 1. Other families guide with guidance_scale."""
 
 
-MODEL_DEFAULT_KEYS = ("resolution", "steps", "guidance_scale", "scheduler")
+MODEL_DEFAULT_KEYS = ("resolution", "steps", "guidance_scale", "controlnet_scale", "scheduler")
 """The ``generation:`` keys whose default is the model's own."""
 
 

@@ -147,7 +147,7 @@ class Family(Protocol):
     pipeline_class: str
     """The diffusers pipeline class it generates with, for the records."""
     defaults: Mapping[str, Any]
-    """Its ``generation:`` defaults (resolution, steps, guidance_scale, scheduler) that a config overrides."""
+    """Its ``generation:`` defaults (resolution, steps, guidance_scale, controlnet_scale, scheduler) that a config overrides."""
     reads_weights: bool
     """Whether compel can encode a text in its weight syntax for this family's text encoders."""
 

@@ -68,7 +68,7 @@ class Flux:
     pipeline_class = "FluxControlNetPipeline"
     reads_weights = False
     # FLUX.1-dev: 1024 px, distilled guidance 3.5 (its card); 28 steps (the pipeline's default).
-    defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 3.5, "scheduler": "flow_match_euler"}
+    defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 3.5, "controlnet_scale": 1.0, "scheduler": "flow_match_euler"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         """FLUX.1 has no safety checker: the flag fetches nothing more."""

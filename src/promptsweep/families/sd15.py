@@ -146,7 +146,7 @@ class SD15:
     pipeline_class = "StableDiffusionControlNetPipeline"
     reads_weights = True
     # ControlNet's own: 512 px, guidance 9 (its gradio demos); diffusers' UniPC at 20 steps.
-    defaults = {"resolution": 512, "steps": 20, "guidance_scale": 9.0, "scheduler": "unipc"}
+    defaults = {"resolution": 512, "steps": 20, "guidance_scale": 9.0, "controlnet_scale": 1.0, "scheduler": "unipc"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         if role == "controlnet":

@@ -73,7 +73,7 @@ class SD3:
     reads_weights = False
     # SD 3.5 Large: 1024 px; 28 steps (the pipeline's default); guidance in
     # the 3.5-7 range its card and the pipeline's default (7.0) span.
-    defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 4.5, "scheduler": "flow_match_euler"}
+    defaults = {"resolution": 1024, "steps": 28, "guidance_scale": 4.5, "controlnet_scale": 1.0, "scheduler": "flow_match_euler"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         """SD 3.5 has no safety checker: the flag fetches nothing more."""

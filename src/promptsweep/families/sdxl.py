@@ -136,7 +136,7 @@ class SDXL:
     reads_weights = True
     # SDXL's native 1024 px and the pipeline's guidance 5.0; 30 UniPC steps
     # (the pipeline's 50 default to SDXL's own Euler sampler, UniPC needs fewer).
-    defaults = {"resolution": 1024, "steps": 30, "guidance_scale": 5.0, "scheduler": "unipc"}
+    defaults = {"resolution": 1024, "steps": 30, "guidance_scale": 5.0, "controlnet_scale": 1.0, "scheduler": "unipc"}
 
     def weight_patterns(self, role: str, safety_checker: bool) -> list[str]:
         """SDXL has no safety checker: the flag fetches nothing more."""

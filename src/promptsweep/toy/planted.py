@@ -6,10 +6,10 @@ raises it. :func:`degradation_effects` measures those moves on the world's
 own pictures. A prompt's planted effect follows from the words it holds:
 
 * quality words ("best quality", "sharp") in a positive prompt pull the
-  picture from the mixture of clean and degraded pictures that an uncaptioned
-  prompt gets towards the clean ones: against every degradation;
+  ordinary picture that a prompt naming no quality gets towards a clean one:
+  against the ordinary degradations (``world.ORDINARY``);
 * a degradation's word ("blurry") in a negative prompt pushes away from that
-  degradation; "low quality" and "worst quality" away from all of them;
+  degradation; "low quality" and "worst quality" away from the ordinary ones;
 * a word the captions never used has no planted effect.
 """
 
@@ -51,7 +51,8 @@ def degradation_effects(
     """One row per (degradation, metric): the mean change the degradation
     makes to the metric over ``count`` clean pictures of the world
     (``mean_change``), and that change in standard deviations of the metric
-    over the clean pictures (``standardised_change``).
+    over the clean pictures (``standardised_change``). Each degradation is
+    applied at :func:`typical_level`.
 
     ``autoencode`` (uint8 picture to uint8 picture), when given, is applied
     to every picture before it is scored: a model's autoencoder round trip,
@@ -63,7 +64,8 @@ def degradation_effects(
     clean_scores = scores([seen(world.to_uint8(picture)) for picture in clean])
     rows = []
     for degradation in world.DEGRADATIONS:
-        degraded = [np.clip(degradation.apply(picture, rng), 0, 1) for picture in clean]
+        applied = (world.Applied(degradation, typical_level(degradation)),)
+        degraded = [world.apply(picture, applied, rng) for picture in clean]
         change = scores([seen(world.to_uint8(picture)) for picture in degraded]) - clean_scores
         for metric in planted_metrics():
             rows.append({
@@ -74,6 +76,14 @@ def degradation_effects(
                 "standardised_change": change[metric.name].mean() / clean_scores[metric.name].std(),
             })
     return pd.DataFrame(rows)
+
+
+def typical_level(degradation: world.Degradation) -> float:
+    """The level at which a study's baseline holds ``degradation``: the middle
+    of the mild levels for an ordinary degradation, of the strong ones (a
+    defect's) for the others."""
+    levels = world.MILD_LEVELS if degradation.name in world.ORDINARY else world.STRONG_LEVELS
+    return float(np.mean(levels))
 
 
 def phrases(text: str) -> set[str]:
@@ -87,16 +97,13 @@ def involved_degradations(prompt: PromptSpec) -> tuple[list[str], int]:
     quality word."""
     named_phrases = phrases(prompt.text)
     by_word = {degradation.word: degradation.name for degradation in world.DEGRADATIONS}
-    every = [degradation.name for degradation in world.DEGRADATIONS]
-    named = [name for word, name in by_word.items() if word in named_phrases]
-    against_all = named_phrases & set(world.LOW_QUALITY_WORDS)
-    towards_clean = named_phrases & set(world.QUALITY_WORDS)
+    degradations = [name for word, name in by_word.items() if word in named_phrases]
+    if named_phrases & set(world.LOW_QUALITY_WORDS):
+        degradations = list(dict.fromkeys([*degradations, *world.ORDINARY]))
     if prompt.kind == "negative":
-        degradations = every if against_all else named
         return degradations, -1 if degradations else 0
-    if towards_clean:
-        return every, -1
-    degradations = every if against_all else named
+    if named_phrases & set(world.QUALITY_WORDS):
+        return list(world.ORDINARY), -1
     return degradations, 1 if degradations else 0
 
 
