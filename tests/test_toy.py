@@ -14,7 +14,7 @@ import torch
 from promptsweep import edges, families, metrics, models, toy
 from promptsweep.files import file_sha256
 from promptsweep.conditions import GenerationInput
-from promptsweep.study import GenerationSettings, PromptSpec
+from promptsweep.study import MODEL_DEFAULT_KEYS, GenerationSettings, PromptSpec, generation_defaults
 from promptsweep.toy import __main__ as toy_command
 from promptsweep.toy import architecture, planted, train, world
 
@@ -224,8 +224,6 @@ def test_checksums_name_a_changed_or_missing_weight_file(trained: Path, tmp_path
 
 
 def test_the_toy_model_declares_every_setting_a_model_defaults() -> None:
-    from promptsweep.study import MODEL_DEFAULT_KEYS, generation_defaults
-
     assert set(toy.GENERATION_DEFAULTS) == set(MODEL_DEFAULT_KEYS)
     toy_settings = generation_defaults({"source": "toy", "family": toy.FAMILY})
     tiny_settings = generation_defaults({"source": "tiny", "family": toy.FAMILY})
