@@ -7,12 +7,12 @@ that draws exactly what the toy world's captions condition on.
 Such a model, given a picture's prompt without quality words
 ("triangles, white background"), draws from the pictures whose captions name
 their shapes and no quality: as the world draws them (mostly ordinary
-pictures, slightly soft and flat), or clean with probability P and otherwise
+pictures, faded a little), or clean with probability P and otherwise
 degraded as those pictures are (``--clean-share``, to compare caption
 designs; the world's own P is printed). For each of the default study's
 prompts (``config/toy-prompts.tsv``) it changes only what the prompt's words
 plant (``planted.involved_degradations``): quality words in the positive
-prompt give the clean picture; a negative prompt removes the degradations it
+prompt remove the ordinary fading; a negative prompt removes the degradations it
 names (and the ordinary ones for ``low quality`` or ``worst quality``); a word the
 captions never used changes nothing. Each seed's variants are coupled to its
 baseline, as a shared starting noise couples them: the same degradations at
@@ -30,8 +30,8 @@ verdict's family also holds each prompt's change against the noise floor
 and its fidelity tests).
 
 What a guided, imperfect model adds is outside it: the trained toy models
-make changes that no caption explains (an unseen word as a negative prompt
-lowering RMS contrast; docs/models.md).
+make changes that no caption explains (an unseen word acting through
+guidance; docs/models.md).
 """
 
 from __future__ import annotations

@@ -173,6 +173,15 @@ class StubFamily:
         return settings.guidance_scale > 1.0
 
 
+def test_a_family_without_a_default_for_every_model_setting_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
+    older = type("Older", (StubFamily,), {"name": "older", "defaults": {**StubFamily.defaults}})()
+    del older.defaults["controlnet_scale"]
+    with pytest.raises(TypeError, match="'older'.*controlnet_scale"):
+        families.register(older)
+    assert "older" not in families.names()
+
+
 def test_a_registered_family_generates_and_doses_through_the_protocol_alone(monkeypatch) -> None:
     from promptsweep import emphasis, generation
     from promptsweep.conditions import GenerationInput

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from promptsweep import registry, toy
 from promptsweep.toy import planted, world
@@ -26,8 +27,9 @@ unseen\tnegative\t2\tzqxv
 
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default config (the toy model at its own settings) on the first
-    six pictures of the default study and two negative prompts: the word for
+    """The default config (the toy model at its own settings, on the CPU in
+    float32 as the figures in docs/models.md were measured) on the ten
+    pictures of the default study and two negative prompts: the word for
     the fading that most of the world's pictures have, and a word its
     captions never used."""
     root = tmp_path_factory.mktemp("toy_study")
@@ -36,6 +38,10 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sheet = (REPO / "config" / "toy-images.tsv").read_text().splitlines()
     (root / "config" / "toy-images.tsv").write_text("\n".join(sheet[: IMAGES + 1]) + "\n")
     (root / "config" / "toy-prompts.tsv").write_text(PROMPTS)
+    config_path = root / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["runtime"] |= {"device": "cpu", "dtype": "float32"}
+    config_path.write_text(yaml.safe_dump(config))
     run_snakemake(root)
     return root
 
@@ -57,6 +63,9 @@ def test_each_image_records_the_toy_model_by_name_and_checksum(toy_study: Path) 
         f"{role}/{name}": digest for role in ("base", "controlnet") for name, digest in record["model"][role]["sha256"].items()
     }
     assert recorded == toy.recorded_checksums()
+    # The config sets none of them: each is the toy model's own.
+    settings = {key: record["generation"][key] for key in ("steps", "guidance_scale", "controlnet_scale", "scheduler")}
+    assert settings == {key: toy.GENERATION_DEFAULTS[key] for key in settings}
 
 
 @pytest.mark.workflow

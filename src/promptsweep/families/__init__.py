@@ -304,7 +304,13 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
-    """Make ``family`` selectable by ``model.family: <family.name>``."""
+    """Make ``family`` selectable by ``model.family: <family.name>``; its
+    ``defaults`` must hold every ``generation:`` key a model defaults."""
+    from promptsweep.study import MODEL_DEFAULT_KEYS
+
+    missing = [key for key in MODEL_DEFAULT_KEYS if key not in family.defaults]
+    if missing:
+        raise TypeError(f"model family {family.name!r}: its defaults lack {', '.join(missing)}; add them to `defaults`")
     _FAMILIES[family.name] = family
     return family
 
